@@ -98,6 +98,11 @@ class TaskConfig:
     def input_dim(self) -> int:
         return self.n_pos + self.D
 
+    @property
+    def test_sets(self) -> tuple[str, ...]:
+        """The test sets this config can build (``ic``/``ic2`` need bursty sequences, B > 0)."""
+        return TEST_SETS if self.B > 0 else ("test", "iw")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -273,13 +278,9 @@ class ICLTask:
         }[name]
         return self.sample(size, rng, **overrides)
 
-    def available_test_sets(self) -> tuple[str, ...]:
-        """The test sets this config can build (``ic``/``ic2`` need B > 0)."""
-        return TEST_SETS if self.config.B > 0 else ("test", "iw")
-
     def test_sets(self, size: int, rng: np.random.Generator) -> dict[str, Batch]:
         """Every available test set, drawn once (S = 10,000 in the paper's code)."""
-        return {name: self.test_set(name, size, rng) for name in self.available_test_sets()}
+        return {name: self.test_set(name, size, rng) for name in self.config.test_sets}
 
 
 def episodes_from_batch(batch: Batch, task: ICLTask, rng: np.random.Generator) -> Episodes:
