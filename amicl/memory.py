@@ -93,8 +93,6 @@ def retrieve(episodes: Episodes, config: MemoryConfig = MemoryConfig(), backend:
     decoy = np.ascontiguousarray(episodes.decoy, dtype=np.float64)
     labels = np.ascontiguousarray(episodes.token_labels, dtype=np.int64)
     bank = episodes.label_bank
-    if not np.isfinite(tokens).all():
-        raise ValueError("tokens must be finite")
     c = config
     if backend == "numpy":
         out = reference.retrieve(

@@ -163,6 +163,8 @@ class Episodes:
             raise ValueError(f"decoy must be {(E, D)}, got {self.decoy.shape}")
         if self.label_bank is not None and (self.label_bank.ndim != 2 or self.label_bank.shape[1] != D):
             raise ValueError(f"label_bank must be (M, {D}), got {self.label_bank.shape}")
+        if not (np.isfinite(self.tokens).all() and np.isfinite(self.decoy).all()):
+            raise ValueError("tokens and decoy must be finite")
 
     def __len__(self) -> int:
         return self.tokens.shape[0]

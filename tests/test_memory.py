@@ -131,6 +131,5 @@ def test_invalid_episodes_and_backend():
     ep = episodes(2)
     with pytest.raises(ValueError, match="backend"):
         retrieve(ep, MemoryConfig(), backend="cuda")
-    bad = Episodes(np.full((1, 4, 2), np.nan), np.zeros((1, 4), int), np.zeros(1, int), np.zeros((1, 2)))
     with pytest.raises(ValueError, match="finite"):
-        retrieve(bad, MemoryConfig())
+        Episodes(np.full((1, 4, 2), np.nan), np.zeros((1, 4), int), np.zeros(1, int), np.zeros((1, 2)))
