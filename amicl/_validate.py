@@ -9,6 +9,10 @@ import math
 from typing import Iterable
 
 
+class RunStopped(RuntimeError):
+    """A long run stopped on purpose (e.g. a diverging loss); the CLI prints it in one line, exit 1."""
+
+
 def check_int(name: str, value, lo: int | None = None, hi: int | None = None) -> int:
     """Return ``value`` as an int, or raise ``ValueError`` if it is not an integer in [lo, hi]."""
     if isinstance(value, bool) or not isinstance(value, (int,)) and not _is_integral(value):

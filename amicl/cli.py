@@ -13,6 +13,8 @@ from dataclasses import fields
 
 import click
 
+from amicl._validate import RunStopped
+
 CONTEXT = {"show_default": True, "help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -45,6 +47,8 @@ class LazyGroup(click.Group):
 
 
 LAZY_HELP = {
+    "transformers_mini.cli:transformer": "The two-layer ICL Transformer with residual attention streams.",
+    "transformers_mini.cli:figures_streams": "Learning curves and steps-to-ICL of a stream comparison.",
     "amicl.figures:figures_amicl": "Draw the AMICL figures from saved results.",
     "amicl.reproduce:reproduce_amicl": "Reproduce the AMICL notebook's numbers and figures.",
 }
@@ -66,10 +70,13 @@ class RootGroup(LazyGroup):
         except ValueError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
+        except RunStopped as exc:
+            click.echo(f"Stopped: {exc}", err=True)
+            sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-@click.group(cls=RootGroup, context_settings=CONTEXT)
+@click.group(cls=RootGroup, context_settings=CONTEXT, lazy={"transformer": "transformers_mini.cli:transformer"})
 @click.version_option(package_name="amicl")
 def amicl():
     """Associative memory for in-context learning, residual attention streams and evolved KV-cache
@@ -240,7 +247,8 @@ def memory_matrices(a, D, K, T, beta, seed, out):
 # Groups composed from the rooms
 
 
-@amicl.group(cls=LazyGroup, context_settings=CONTEXT, lazy={"amicl": "amicl.figures:figures_amicl"})
+@amicl.group(cls=LazyGroup, context_settings=CONTEXT, lazy={"amicl": "amicl.figures:figures_amicl",
+                                                             "streams": "transformers_mini.cli:figures_streams"})
 def figures():
     """Draw figures from saved results (never by re-running)."""
 

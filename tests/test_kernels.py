@@ -18,13 +18,29 @@ COMBOS = [
 ]
 
 
+def untied(ep, cfg) -> np.ndarray:
+    """Episodes whose argmax is decided at every Hopfield step by more than rounding. A tie in exact
+    arithmetic (e.g. Pearson in D=2 is always +-1) is broken by summation order, which legitimately
+    differs between kernel and reference; only such episodes are left out of the comparison."""
+    keys, xi = reference.keys_and_query(ep.tokens, ep.decoy, cfg.a)
+    ok = np.ones(len(ep), dtype=bool)
+    for _ in range(cfg.max_iter + 1):
+        s = reference.similarity(keys, xi, cfg.similarity)
+        top = np.sort(s, axis=1)
+        if s.shape[1] > 1:
+            ok &= top[:, -1] - top[:, -2] > 1e-9 * (1 + np.abs(top[:, -1]))
+        xi = np.einsum("et,etd->ed", reference.separation(s, "argmax"), keys)
+    return ok
+
+
 def assert_same(ep, cfg):
     fast = retrieve(ep, cfg, backend="numba")
     ref = retrieve(ep, cfg, backend="numpy")
-    np.testing.assert_array_equal(fast.pred, ref.pred)
-    np.testing.assert_array_equal(fast.n_iter, ref.n_iter)
-    np.testing.assert_allclose(fast.weights, ref.weights, rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(fast.output, ref.output, rtol=1e-10, atol=1e-12)
+    ok = untied(ep, cfg) if cfg.separation == "argmax" else np.ones(len(ep), dtype=bool)
+    np.testing.assert_array_equal(fast.pred[ok], ref.pred[ok])
+    np.testing.assert_array_equal(fast.n_iter[ok], ref.n_iter[ok])
+    np.testing.assert_allclose(fast.weights[ok], ref.weights[ok], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(fast.output[ok], ref.output[ok], rtol=1e-10, atol=1e-12)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,169 @@
+import numpy as np
+import pytest
+import torch
+
+from amicl.task import ICLTask, TaskConfig
+from transformers_mini.attention import KVCache, attend
+from transformers_mini.config import GPTConfig, StreamConfig, ToyConfig, TrainConfig
+from transformers_mini.model import GPT, ToyTransformer
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    b = ICLTask.from_seed(TaskConfig(), 0).sample(16, np.random.default_rng(0))
+    return torch.from_numpy(b.x), torch.from_numpy(b.y)
+
+
+def toy(kind="none", **kw):
+    return ToyConfig(stream=StreamConfig(kind=kind, **kw) if kind != "none" else StreamConfig())
+
+
+def test_parameter_count_matches_the_paper():
+    assert ToyTransformer([toy()], [0]).n_params() == 207_303  # "~207k"
+    assert ToyTransformer([toy("V")], [0]).n_params() == 207_303  # the streams add no parameters
+
+
+def test_zero_weight_streams_equal_the_baseline_exactly(batch):
+    x, _ = batch
+    cfgs = [toy(), toy("V", lam=0.0), toy("K", lam=0.0), toy("Q", lam=0.0), toy("V")]
+    logits = ToyTransformer(cfgs, [3] * 5)(x)
+    for e in (1, 2, 3):
+        assert torch.equal(logits[e], logits[0])
+    assert not torch.allclose(logits[4], logits[0])
+    for mix in ("add", "convex"):
+        torch.manual_seed(0)
+        base = GPT(GPTConfig(n_layer=3))
+        torch.manual_seed(0)
+        zero = GPT(GPTConfig(n_layer=3, stream=StreamConfig(kind="V", lam=0.0, mix=mix)))
+        idx = torch.randint(0, 64, (2, 12))
+        assert torch.equal(base(idx), zero(idx))
+
+
+def test_attention_rows_sum_to_one_and_are_causal(batch):
+    x, _ = batch
+    logits, attn = ToyTransformer([toy(), toy("V")], [0, 1])(x, return_attn=True)
+    assert len(attn) == 2 and attn[0].shape == (2, 16, 17, 17)
+    for p in attn:
+        torch.testing.assert_close(p.sum(-1), torch.ones(p.shape[:-1]))
+        assert (torch.triu(p, diagonal=1) == 0).all()
+    fast = ToyTransformer([toy(), toy("V")], [0, 1])(x)
+    torch.testing.assert_close(fast, logits, atol=1e-6, rtol=0)  # last-token shortcut == full pass
+
+
+def test_batched_seeds_equal_separate_models(batch):
+    x, y = batch
+    seeds = [0, 1, 2]
+    ens = ToyTransformer([toy("V")] * 3, seeds)
+    singles = [ToyTransformer([toy("V")], [s]) for s in seeds]
+    out = ens(x)
+    for e, m in enumerate(singles):
+        torch.testing.assert_close(out[e], m(x)[0], atol=1e-6, rtol=1e-5)
+    # one SGD step each: the ensemble's members stay equal to the separate models
+    for model in [ens] + singles:
+        logits = model(x)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.repeat(model.members), reduction="none")
+        loss.view(model.members, -1).mean(1).sum().backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                assert torch.isfinite(p.grad).all()
+                p.add_(p.grad, alpha=-0.5)
+    for e, m in enumerate(singles):
+        torch.testing.assert_close(ens.qkv[e], m.qkv[0], atol=1e-6, rtol=1e-5)
+
+
+def test_same_seed_same_init_across_arms():
+    m = ToyTransformer([toy(), toy("V"), toy("K")], [7, 7, 7])
+    assert torch.equal(m.qkv[0], m.qkv[1]) and torch.equal(m.qkv[0], m.qkv[2])
+    assert abs(m.qkv[0].std().item() - (1 / 85) ** 0.5) < 0.005  # N(0, 1/D), D = 85
+
+
+def test_learned_stream_weight_gets_gradients(batch):
+    x, y = batch
+    m = ToyTransformer([toy("V", source="first", mix="convex", lam=0.5, learn=True)] * 2, [0, 1])
+    assert m.n_params() == 207_304
+    torch.nn.functional.cross_entropy(m(x).flatten(0, 1), y.repeat(2)).backward()
+    assert m.stream_lam.grad[:, 1, 2].abs().min() > 0 and (m.stream_lam.grad[:, :, :2] == 0).all()
+
+
+@pytest.mark.parametrize("pos", ["learned", "rotary"])
+@pytest.mark.parametrize("stream", ["none", "V", "K"])
+def test_kv_cached_decoding_equals_full_recompute(pos, stream):
+    torch.manual_seed(0)
+    cfg = GPTConfig(n_layer=3, n_head=4, n_kv_head=2, d_model=32, pos=pos, stream=StreamConfig(kind=stream))
+    model = GPT(cfg).eval()
+    idx = torch.randint(0, cfg.vocab_size, (2, 20))
+    with torch.no_grad():
+        full = model(idx)
+        cache = KVCache(cfg.n_layer)
+        parts = [model(idx[:, :7], cache)] + [model(idx[:, t : t + 1], cache) for t in range(7, 20)]
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-6, rtol=0)
+    assert cache.n_seen == 20 and cache.k[0].shape == (2, 2, 20, 8)
+
+
+def test_alive_mask_evicts_and_compaction_keeps_outputs():
+    torch.manual_seed(1)
+    cfg = GPTConfig(n_layer=2, n_head=2, d_model=16)
+    model = GPT(cfg).eval()
+    idx = torch.randint(0, cfg.vocab_size, (1, 10))
+    keep = torch.ones(1, 2, 9, dtype=torch.bool)
+    keep[:, :, 2:5] = False
+
+    def prefilled_and_evicted():
+        cache = KVCache(cfg.n_layer)
+        model(idx[:, :9], cache)
+        for layer in range(cfg.n_layer):
+            cache.evict(layer, keep)
+        return cache
+
+    with torch.no_grad():
+        cache = prefilled_and_evicted()
+        logits, attn = model(idx[:, 9:], cache, return_attn=True)
+        assert (attn[0][..., 2:5] == 0).all()
+        torch.testing.assert_close(attn[0].sum(-1), torch.ones(1, 2, 1))
+        assert 0.6 < cache.alive_fraction() < 0.8
+        compacted = prefilled_and_evicted()
+        before = compacted.nbytes()
+        compacted.compact()
+        assert compacted.nbytes() == before * 6 // 9
+        torch.testing.assert_close(model(idx[:, 9:], compacted), logits, atol=1e-6, rtol=0)
+
+
+def test_all_alive_mask_equals_no_mask():
+    q, k, v = torch.randn(2, 3, 1, 5, 4), torch.randn(2, 3, 5, 4), torch.randn(2, 3, 5, 4)
+    pos = torch.arange(5)
+    a, _ = attend(q, k, v, pos, pos)
+    b, _ = attend(q, k, v, pos, pos, alive=torch.ones(2, 3, 5, dtype=torch.bool))
+    assert torch.equal(a, b)
+
+
+def test_gpt_counts_and_limits():
+    model = GPT(GPTConfig(block_size=8))
+    assert model.n_params() > 0
+    with pytest.raises(ValueError, match="block_size"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+    with pytest.raises(ValueError, match="x must be"):
+        ToyTransformer([toy()], [0])(torch.zeros(2, 3, 17, 150))
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: StreamConfig(kind="W"), "stream"),
+        (lambda: StreamConfig(source="last"), "source"),
+        (lambda: GPTConfig(d_model=30, n_head=4), "n_head must divide d_model"),
+        (lambda: GPTConfig(n_head=4, n_kv_head=3), "n_kv_head"),
+        (lambda: GPTConfig(pos="alibi"), "pos"),
+        (lambda: ToyConfig(n_layer=1, stream=StreamConfig(kind="V")), "n_layer"),
+        (lambda: TrainConfig(lr=-0.1), "lr"),
+        (lambda: TrainConfig(threshold=0.0), "threshold"),
+        (lambda: TrainConfig(threshold=1.2), "threshold"),
+        (lambda: TrainConfig(eval_every=300, checkpoint_every=1000), "checkpoint_every"),
+        (lambda: ToyTransformer([toy(), ToyConfig(d_in=20)], [0, 1]), "share"),
+        (lambda: KVCache(0), "n_layer"),
+    ],
+)
+def test_invalid_configs(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()

@@ -1,0 +1,136 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from amicl.cli import amicl
+from amicl.task import TaskConfig
+from transformers_mini.compare import bootstrap_arms
+from transformers_mini.config import StreamConfig, ToyConfig, TrainConfig
+from transformers_mini.train import Run, Trainer, TrainingDiverged, steps_to_threshold, summarise_members
+
+torch.set_num_threads(1)
+TINY = TaskConfig(K=16, L=8, N=2, Nmax=3, D=12)
+
+
+def tiny_run(steps=6, arms=("none", "V"), seeds=(0, 1), task=TINY, **train):
+    cfg = {"steps": steps, "batch": 16, "eval_every": 2, "eval_size": 40, "checkpoint_every": 2, **train}
+    return Run({a: ToyConfig(d_in=task.input_dim, n_labels=task.L, init_D=task.D,
+                             stream=StreamConfig(kind=a) if a != "none" else StreamConfig()) for a in arms},
+               list(seeds), task, TrainConfig(**cfg))
+
+
+def test_easy_setting_learns_far_above_chance():
+    # In-weights only: 8 classes with their own labels, i.i.d. contexts; chance is 1/8.
+    task = TaskConfig(K=8, L=8, N=2, Nmax=2, D=16, B=0, p_B=0.0, p_C=0.0)
+    run = tiny_run(300, ("none",), (0,), task, batch=64, lr=0.1, eval_every=100, eval_size=1000,
+                   checkpoint_every=100)
+    trainer = Trainer(run, "cpu")
+    trainer.fit(progress=False)
+    acc = trainer.history[-1]["iw"]
+    assert acc > 1 / 8 + 5 * math.sqrt((1 / 8) * (7 / 8) / 1000)  # five binomial SEs above chance
+    assert trainer.history[-1]["train_loss"] < trainer.history[1]["train_loss"]
+
+
+def test_resume_continues_exactly(tmp_path):
+    run = tiny_run(8)
+    straight = Trainer(run, "cpu")
+    straight.fit(tmp_path / "a", progress=False)
+
+    Trainer(tiny_run(4), "cpu").fit(tmp_path / "b", progress=False)  # the same run, stopped at step 4
+    resumed = Trainer(run, "cpu")
+    resumed.load(tmp_path / "b" / "checkpoint.pt")
+    assert resumed.step == 4
+    resumed.fit(tmp_path / "b", progress=False)
+    for (n, p), q in zip(straight.model.named_parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q), n
+    assert straight.history == resumed.history
+
+
+def test_resume_refuses_a_different_run(tmp_path):
+    Trainer(tiny_run(2), "cpu").fit(tmp_path, progress=False)
+    other = Trainer(tiny_run(2, lr=0.02), "cpu")
+    with pytest.raises(ValueError, match="different run"):
+        other.load(tmp_path / "checkpoint.pt")
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    trainer = Trainer(tiny_run(2), "cpu")
+    trainer.fit(tmp_path, progress=False)
+    good = (tmp_path / "checkpoint.pt").read_bytes()
+    with torch.no_grad():
+        trainer.model.readout[1].fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match=r"non-finite loss at step 3 .*\('V', 0\)"):
+        trainer.train_step()
+    assert (tmp_path / "checkpoint.pt").read_bytes() == good
+
+
+def test_steps_to_threshold_and_summary():
+    hist = [{"step": s, "arm": "V", "seed": 0, "ic": a, "ic2": b, "test": 0, "iw": 0}
+            for s, a, b in [(0, 0.1, 0.1), (500, 0.96, 0.5), (1000, 0.97, 0.95)]]
+    assert steps_to_threshold(hist, "V", 0, "ic", 0.95) == 500
+    assert steps_to_threshold(hist, "V", 0, "ic2", 0.99) is None
+    row = summarise_members(hist, 0.95)[0]
+    assert (row["steps_ic"], row["steps_ic2"], row["final_ic"]) == (500, 1000, 0.97)
+
+
+def test_bootstrap_speedup_is_paired():
+    base = np.array([1000.0, 2000, 3000, 4000, 5000])
+    rows = {r["arm"]: r for r in bootstrap_arms({"none": base, "V": base * 0.5, "same": base.copy()}, n_boot=2000)}
+    assert rows["none"]["median_steps"] == 3000
+    assert rows["V"]["fewer_steps_vs_none"] == pytest.approx(0.5)
+    assert rows["V"]["fewer_ci_low"] == pytest.approx(0.5) and rows["V"]["fewer_ci_high"] == pytest.approx(0.5)
+    assert rows["same"]["fewer_ci_low"] == 0 == rows["same"]["fewer_ci_high"]
+    censored = bootstrap_arms({"none": base, "V": np.full(5, np.inf)}, n_boot=200)[1]
+    assert censored["n_reached"] == 0 and censored["median_steps"] == np.inf
+
+
+def test_runs_must_fit_the_task():
+    with pytest.raises(ValueError, match="do not fit the task"):
+        Run({"none": ToyConfig()}, [0], TINY, TrainConfig())
+    with pytest.raises(ValueError, match="seeds"):
+        tiny_run(seeds=(1, 1))
+    with pytest.raises(ValueError, match="device"):
+        Trainer(tiny_run(), "tpu")
+
+
+CLI = ["--K", "16", "--L", "8", "--N", "2", "--Nmax", "3", "--D", "12", "--batch", "16", "--eval-every", "2",
+       "--checkpoint-every", "2", "--eval-size", "40", "--seeds", "2", "--threads", "1", "--device", "cpu"]
+
+
+def test_cli_compare_resume_and_figures(tmp_path):
+    out = str(tmp_path / "cmp")
+    r = CliRunner().invoke(amicl, ["transformer", "compare", "--streams", "none,V,K,Q", "--steps", "4", *CLI, "--out", out])
+    assert r.exit_code == 0, r.output
+    assert "| ic | V |" in r.stdout and "amicl-memory (a=2)" in r.stdout
+    for name in ("config.json", "history.csv", "members.csv", "compare.csv", "compare.md", "checkpoint.pt"):
+        assert (tmp_path / "cmp" / name).exists()
+    r = CliRunner().invoke(amicl, ["transformer", "compare", "--streams", "none,V,K,Q", "--steps", "4", *CLI, "--out", out])
+    assert r.exit_code == 2 and "--resume" in r.output
+    r = CliRunner().invoke(amicl, ["transformer", "compare", "--streams", "none,V,K,Q", "--steps", "6", *CLI, "--out", out,
+                                   "--resume"])
+    assert r.exit_code == 0, r.output
+    assert "resuming at step 4" in r.stderr
+    r = CliRunner().invoke(amicl, ["figures", "streams", out, "--format", "png"])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "cmp" / "figures").iterdir()) == ["learning_curves.png",
+                                                                               "steps_to_threshold.png"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--streams", "none,W"], "unknown stream"),
+    (["--streams", "V,V"], "twice"),
+    (["--lr", "0"], "lr must be"),
+    (["--threshold", "1.5"], "threshold"),
+    (["--B", "3"], "B must divide N"),
+    (["--resume"], "no checkpoint"),
+    (["--device", "cuda"], "cuda"),
+])
+def test_cli_bad_input(tmp_path, args, needle):
+    if args == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    r = CliRunner().invoke(amicl, ["transformer", "compare", "--steps", "2", *CLI, "--out", str(tmp_path), *args])
+    assert r.exit_code == 2, r.output
+    assert needle in r.output and len(r.output.strip().splitlines()) == 1

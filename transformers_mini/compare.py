@@ -1,0 +1,104 @@
+"""Comparison of stream arms: steps to ICL with bootstrap intervals, paired speedups over ``none``,
+and the AMICL memory scored on the very same test sequences."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from amicl.results import atomic_write_bytes, write_csv
+from transformers_mini.train import Run, _streams, load_history, summarise_members
+
+N_BOOT = 10_000
+
+
+def _median(x: np.ndarray, axis=-1) -> np.ndarray:
+    """Median where runs that never reached the threshold count as +inf (censored, so larger)."""
+    return np.median(x, axis=axis)
+
+
+def _pct(x: np.ndarray, q: float) -> float:
+    """Nearest-rank percentile ignoring NaN (no interpolation between infinite medians); NaN if empty."""
+    x = x[~np.isnan(x)]
+    return float(np.percentile(x, q, method="nearest")) if x.size else float("nan")
+
+
+def bootstrap_arms(steps: dict[str, np.ndarray], base: str = "none", seed: int = 0, n_boot: int = N_BOOT) -> list[dict]:
+    """steps: arm -> (S,) steps to threshold per seed (inf = never), seeds aligned across arms.
+
+    Per arm: the median with a percentile-bootstrap 95% interval (seeds resampled with replacement).
+    Against ``base``: the fraction of steps saved, 1 - median(arm)/median(base), with seeds resampled
+    jointly for both arms (the comparison is paired).
+    """
+    S = len(next(iter(steps.values())))
+    idx = np.random.default_rng(seed).integers(0, S, size=(n_boot, S))
+    rows = []
+    for arm, x in steps.items():
+        boot = _median(x[idx])
+        row = {"arm": arm, "n_seeds": S, "n_reached": int(np.isfinite(x).sum()), "median_steps": float(_median(x)),
+               "median_ci_low": _pct(boot, 2.5), "median_ci_high": _pct(boot, 97.5)}
+        if base in steps and arm != base:
+            b = _median(steps[base][idx])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                saved = 1.0 - boot / b
+                point = 1.0 - _median(x) / _median(steps[base])
+            row.update({"fewer_steps_vs_" + base: float(point),
+                        "fewer_ci_low": _pct(saved, 2.5), "fewer_ci_high": _pct(saved, 97.5)})
+        rows.append(row)
+    return rows
+
+
+def memory_on_test_sets(run: Run, a: float = 2.0) -> list[dict]:
+    """The AMICL memory (dot, argmax, one step) on each seed's very test sequences."""
+    from amicl.memory import MemoryConfig, retrieve
+    from amicl.task import ICLTask, episodes_from_batch
+
+    rows = []
+    for seed in run.seeds:
+        s_task, _, s_test = _streams(seed)
+        task = ICLTask.from_seed(run.task, s_task)
+        sets = task.test_sets(run.train.eval_size, np.random.default_rng(s_test))
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3,)))
+        row = {"arm": f"amicl-memory (a={a:g})", "seed": seed}
+        for name, batch in sets.items():
+            ep = episodes_from_batch(batch, task, rng)
+            row[f"final_{name}"] = retrieve(ep, MemoryConfig(a=a)).accuracy(ep.target)
+        rows.append(row)
+    return rows
+
+
+def analyse(out: Path, paper_claim: float = 0.24) -> str:
+    """Write members.csv and compare.csv/.md into ``out``; returns the markdown table."""
+    out = Path(out)
+    run, history = load_history(out)
+    members = summarise_members(history, run.train.threshold) + memory_on_test_sets(run)
+    write_csv(out / "members.csv", members)
+    arms = list(run.arms)
+    lines = [f"Steps until accuracy first reaches {run.train.threshold} (evaluated every {run.train.eval_every} steps; "
+             f"{len(run.seeds)} paired seeds; runs that never reach it count as infinite). "
+             f"Paper claim for V vs none: {paper_claim:.0%} fewer steps.", ""]
+    table = []
+    for test_set in ("ic", "ic2"):
+        steps = {a: np.array([np.inf if r[f"steps_{test_set}"] is None else r[f"steps_{test_set}"]
+                              for r in members if r["arm"] == a], dtype=float) for a in arms}
+        for row in bootstrap_arms(steps):
+            table.append({"test_set": test_set, **row})
+    acc = {}
+    for r in members:
+        acc.setdefault(r["arm"], []).append(r)
+    lines.append("| test set | arm | reached | median steps [95% CI] | fewer steps than none [95% CI] |")
+    lines.append("|---|---|---|---|---|")
+    for r in table:
+        fewer = (f"{r['fewer_steps_vs_none']:+.1%} [{r['fewer_ci_low']:+.1%}, {r['fewer_ci_high']:+.1%}]"
+                 if "fewer_steps_vs_none" in r else "-")
+        lines.append(f"| {r['test_set']} | {r['arm']} | {r['n_reached']}/{r['n_seeds']} | {r['median_steps']:.0f} "
+                     f"[{r['median_ci_low']:.0f}, {r['median_ci_high']:.0f}] | {fewer} |")
+    lines += ["", "| arm | final test | final ic | final ic2 | final iw |", "|---|---|---|---|---|"]
+    for arm, rows in acc.items():
+        cells = [f"{np.mean([r[f'final_{k}'] for r in rows]):.3f}" for k in ("test", "ic", "ic2", "iw")]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    md = "\n".join(lines) + "\n"
+    write_csv(out / "compare.csv", table)
+    atomic_write_bytes(out / "compare.md", md.encode())
+    return md

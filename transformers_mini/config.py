@@ -1,0 +1,168 @@
+"""Frozen, validated configs for the compact Transformers and their training (ValueError, not assert)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from amicl._validate import check_choice, check_float, check_int
+
+STREAMS = ("none", "V", "K", "Q")
+STREAM_SOURCES = ("previous", "first")
+STREAM_MIXES = ("add", "convex")
+POSITIONS = ("learned", "rotary")
+
+
+def _from_dict(cls, d: dict):
+    names = {f.name for f in fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    return cls(**d)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """A residual attention stream: layer l's projection ``kind`` (V, K or Q) also receives the same
+    projection computed by an earlier layer from that layer's own input.
+
+    - ``kind="V", source="previous", mix="add", lam=1`` is the AMICL paper's stream: layer-2 values
+      V2 x1 + V1 x0 in the toy, the l-1 -> l chain in its language model.
+    - ``source="first", mix="convex", lam=0.5`` is ResFormer / the nanoGPT speedrun: (1-lam) v_l + lam v_1;
+      ``learn=True`` makes lam a learnable parameter per layer (initialised at ``lam``).
+    """
+
+    kind: str = "none"
+    source: str = "previous"
+    mix: str = "add"
+    lam: float = 1.0
+    learn: bool = False
+
+    def __post_init__(self):
+        check_choice("stream", self.kind, STREAMS)
+        check_choice("stream source", self.source, STREAM_SOURCES)
+        check_choice("stream mix", self.mix, STREAM_MIXES)
+        object.__setattr__(self, "lam", check_float("stream lambda", self.lam))
+        if not isinstance(self.learn, bool):
+            raise ValueError(f"stream learn must be a bool, got {self.learn!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StreamConfig":
+        return _from_dict(cls, d)
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """The AMICL / Reddy two-layer ICL model (AMICL code, ``transformer_v2_v_residuals_*.py``).
+
+    One head per layer with d_in x d_in Q, K, V, no 1/sqrt(d) scaling, no LayerNorm, no output
+    projection, causal softmax; then ``mlp_layers`` ReLU layers with scalar biases on the last token
+    and a bias-free readout to ``n_labels`` logits. Attention weights are drawn from N(0, 1/init_D).
+    """
+
+    d_in: int = 150
+    n_labels: int = 32
+    n_layer: int = 2
+    mlp_layers: int = 3
+    init_D: int = 85
+    stream: StreamConfig = field(default_factory=StreamConfig)
+
+    def __post_init__(self):
+        for name, lo in (("d_in", 1), ("n_labels", 2), ("n_layer", 1), ("mlp_layers", 1), ("init_D", 1)):
+            object.__setattr__(self, name, check_int(name, getattr(self, name), lo=lo))
+        if isinstance(self.stream, dict):
+            object.__setattr__(self, "stream", StreamConfig.from_dict(self.stream))
+        if self.stream.kind != "none" and self.n_layer < 2:
+            raise ValueError("a residual stream needs n_layer >= 2")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ToyConfig":
+        return _from_dict(cls, d)
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """A GPT-style decoder: pre-LN blocks, MLP, learned or rotary positions, grouped KV heads.
+
+    ``scale=True`` divides attention logits by sqrt(d_head) (the AMICL 8M model does not).
+    """
+
+    vocab_size: int = 64
+    block_size: int = 256
+    n_layer: int = 4
+    n_head: int = 4
+    n_kv_head: int = 0  # 0: as many as n_head (no grouping)
+    d_model: int = 128
+    mlp_ratio: int = 4
+    pos: str = "learned"
+    scale: bool = True
+    bias: bool = False
+    stream: StreamConfig = field(default_factory=StreamConfig)
+
+    def __post_init__(self):
+        for name, lo in (("vocab_size", 2), ("block_size", 1), ("n_layer", 1), ("n_head", 1), ("n_kv_head", 0),
+                         ("d_model", 1), ("mlp_ratio", 1)):
+            object.__setattr__(self, name, check_int(name, getattr(self, name), lo=lo))
+        check_choice("pos", self.pos, POSITIONS)
+        if isinstance(self.stream, dict):
+            object.__setattr__(self, "stream", StreamConfig.from_dict(self.stream))
+        if self.d_model % self.n_head:
+            raise ValueError(f"n_head must divide d_model; got d_model={self.d_model}, n_head={self.n_head}")
+        if self.n_head % self.kv_heads:
+            raise ValueError(f"n_kv_head must divide n_head; got n_head={self.n_head}, n_kv_head={self.n_kv_head}")
+        if self.pos == "rotary" and self.d_head % 2:
+            raise ValueError(f"rotary positions need an even d_head, got {self.d_head}")
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
+    @property
+    def d_head(self) -> int:
+        return self.d_model // self.n_head
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        return _from_dict(cls, d)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training of the ICL toy as in the AMICL code: plain SGD, lr 0.01, decoupled multiplicative
+    weight decay theta <- (1 - weight_decay) theta - lr grad, online batches of 128, the four test sets
+    evaluated every ``eval_every`` steps; ``threshold`` defines steps-to-ICL."""
+
+    steps: int = 75_000
+    batch: int = 128
+    lr: float = 0.01
+    weight_decay: float = 1e-6
+    eval_every: int = 500
+    eval_size: int = 10_000
+    threshold: float = 0.95
+    checkpoint_every: int = 5_000
+    stop_when_reached: bool = False
+
+    def __post_init__(self):
+        for name in ("steps", "batch", "eval_every", "eval_size", "checkpoint_every"):
+            object.__setattr__(self, name, check_int(name, getattr(self, name), lo=1))
+        object.__setattr__(self, "lr", check_float("lr", self.lr, lo=0.0, lo_open=True))
+        object.__setattr__(self, "weight_decay", check_float("weight_decay", self.weight_decay, 0.0, 1.0, hi_open=True))
+        object.__setattr__(self, "threshold", check_float("threshold", self.threshold, 0.0, 1.0, lo_open=True))
+        if self.checkpoint_every % self.eval_every:
+            raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of eval_every "
+                             f"({self.eval_every})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return _from_dict(cls, d)

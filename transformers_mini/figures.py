@@ -1,0 +1,79 @@
+"""Figures of a stream comparison, drawn from its history.csv / members.csv only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from amicl.results import read_csv
+
+SET_TITLES = {"test": "test (training mixture)", "ic": "ic: novel classes (ICL)",
+              "ic2": "ic2: swapped labels (ICL)", "iw": "iw: in-weights"}
+
+
+def draw_streams(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]:
+    """learning_curves.* (median over seeds, band = min..max) and steps_to_threshold.*"""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from amicl.figures import _savefig
+    from transformers_mini.train import load_history
+
+    run, history = load_history(results)
+    if not history:
+        raise ValueError(f"{results}: empty history")
+    members_path = Path(results) / "members.csv"
+    members = read_csv(members_path) if members_path.exists() else []
+    arms = list(run.arms)
+    sets = [s for s in ("test", "ic", "ic2", "iw") if s in history[0]]
+    written = []
+
+    fig, axes = plt.subplots(1, len(sets), figsize=(3.4 * len(sets), 3.2), sharey=True)
+    for ax, name in zip(np.atleast_1d(axes), sets):
+        for arm in arms:
+            rows = [r for r in history if r["arm"] == arm]
+            steps = sorted({int(r["step"]) for r in rows})
+            acc = np.array([[float(r[name]) for r in rows if int(r["seed"]) == s] for s in run.seeds])
+            steps = np.array(steps[: acc.shape[1]])
+            (line,) = ax.plot(steps, np.median(acc, 0), lw=1.4, label=arm)
+            ax.fill_between(steps, acc.min(0), acc.max(0), color=line.get_color(), alpha=0.2, lw=0)
+        mem = [float(r[f"final_{name}"]) for r in members if r["arm"].startswith("amicl-memory")]
+        if mem:
+            ax.axhline(np.mean(mem), color="k", ls=":", lw=1, label="AMICL memory (a=2)")
+        if name in ("ic", "ic2"):
+            ax.axhline(run.train.threshold, color="grey", ls="--", lw=0.8)
+        ax.set_title(SET_TITLES[name], fontsize=9)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    np.atleast_1d(axes)[0].set_ylabel("accuracy")
+    np.atleast_1d(axes)[0].legend(frameon=False, fontsize=7)
+    fig.suptitle(f"{len(run.seeds)} paired seeds per arm: median and min-max band", fontsize=9)
+    fig.tight_layout()
+    written += _savefig(fig, Path(out), "learning_curves", formats)
+    plt.close(fig)
+
+    if members:
+        fig, axes = plt.subplots(1, 2, figsize=(7, 3.2), sharey=True)
+        for ax, name in zip(axes, ("ic", "ic2")):
+            for i, arm in enumerate(arms):
+                vals = [r[f"steps_{name}"] for r in members if r["arm"] == arm]
+                reached = np.array([float(v) for v in vals if v not in ("", "None", None)])
+                jitter = np.random.default_rng(i).uniform(-0.12, 0.12, len(reached))
+                ax.scatter(np.full(len(reached), i) + jitter, reached, s=14, alpha=0.8)
+                if len(reached):
+                    ax.hlines(np.median(reached), i - 0.25, i + 0.25, color="k", lw=1.5)
+                missing = len(vals) - len(reached)
+                if missing:
+                    ax.annotate(f"{missing} never", (i, 0), textcoords="offset points", xytext=(0, -28),
+                                ha="center", fontsize=7)
+            ax.set_xticks(range(len(arms)), arms)
+            ax.set_title(f"steps to {run.train.threshold:g} on {name}", fontsize=9)
+            ax.grid(alpha=0.3, axis="y")
+        axes[0].set_ylabel("training steps (bar: median)")
+        fig.tight_layout()
+        written += _savefig(fig, Path(out), "steps_to_threshold", formats)
+        plt.close(fig)
+    return written

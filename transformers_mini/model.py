@@ -1,0 +1,250 @@
+"""The two-layer ICL toy (faithful to the AMICL / Reddy code) and a GPT-style block model.
+
+``ToyTransformer`` is an ensemble: every weight has a leading member axis E, so S seeds x A stream
+arms train as one batched model (one GEMM per projection for all members). Members differ only in
+their parameters and in their stream weights; a member whose stream weight is 0 computes exactly the
+baseline. ``GPT`` is an ordinary single model with grouped KV heads, learned or rotary positions and
+incremental decoding through ``KVCache``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from transformers_mini.attention import KVCache, attend, mix_stream
+from transformers_mini.config import STREAMS, GPTConfig, ToyConfig
+
+_PROJ = {"Q": 0, "K": 1, "V": 2}
+
+
+def toy_init(config: ToyConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """One member's parameters, drawn in a fixed order (so arms with one seed share their init).
+
+    Q, K, V ~ N(0, 1/init_D); MLP W ~ N(0, 2/d) (He), scalar biases ~ N(0, 1/d); readout ~ N(0, 1/d).
+    """
+    c, d = config, config.d_in
+
+    def normal(shape, var):
+        return torch.randn(shape, generator=generator) * math.sqrt(var)
+
+    return {
+        "qkv": normal((c.n_layer, 3, d, d), 1.0 / c.init_D),
+        "mlp_w": normal((c.mlp_layers, d, d), 2.0 / d),
+        "mlp_b": normal((c.mlp_layers,), 1.0 / d),
+        "readout": normal((d, c.n_labels), 1.0 / d),
+    }
+
+
+class ToyTransformer(nn.Module):
+    """An ensemble of E two-layer ICL toys, one ``ToyConfig`` and seed per member.
+
+    The configs must agree on every shape and on the stream's source and mix; they may differ in the
+    stream kind (none, V, K, Q) and lambda, which become per-member weights.
+    """
+
+    def __init__(self, configs: list[ToyConfig], seeds: list[int]):
+        super().__init__()
+        if not configs or len(configs) != len(seeds):
+            raise ValueError(f"need one seed per config; got {len(configs)} configs and {len(seeds)} seeds")
+        ref = configs[0]
+        for c in configs:
+            same = {k: v for k, v in c.to_dict().items() if k != "stream"} == {
+                k: v for k, v in ref.to_dict().items() if k != "stream"}
+            if not same or (c.stream.source, c.stream.mix, c.stream.learn) != (
+                    ref.stream.source, ref.stream.mix, ref.stream.learn):
+                raise ValueError("ensemble members must share shapes and stream source/mix/learn")
+        self.configs = list(configs)
+        self.config = ref
+        params = [toy_init(c, torch.Generator().manual_seed(int(s))) for c, s in zip(configs, seeds)]
+        for name in params[0]:
+            setattr(self, name, nn.Parameter(torch.stack([p[name] for p in params])))
+        # Stream weight per member, layer and projection (Q, K, V): lambda on the streamed one, else 0.
+        lam = torch.zeros(len(configs), ref.n_layer, 3)
+        for e, c in enumerate(configs):
+            if c.stream.kind != "none":
+                lam[e, 1:, _PROJ[c.stream.kind]] = c.stream.lam
+        if ref.stream.learn:
+            self.stream_lam = nn.Parameter(lam)
+            self.register_buffer("stream_on", (lam != 0).float())
+        else:
+            self.register_buffer("stream_lam", lam)
+            self.stream_on = None
+
+    @property
+    def members(self) -> int:
+        return len(self.configs)
+
+    def n_params(self) -> int:
+        """Parameters of one member (learned stream weights count once per streamed layer)."""
+        n = sum(p[0].numel() for name, p in self.named_parameters() if name != "stream_lam")
+        if self.config.stream.learn:
+            n += self.config.n_layer - 1
+        return n
+
+    def forward(self, x: torch.Tensor, return_attn: bool = False):
+        """x: (E, B, T, d) (or (B, T, d), shared by all members) -> logits (E, B, n_labels).
+
+        With ``return_attn`` also returns one (E, B, T, T) attention-probability tensor per layer
+        (query rows, key columns).
+        """
+        E = self.members
+        if x.dim() == 3:
+            x = x.expand(E, *x.shape)
+        if x.dim() != 4 or x.shape[0] != E or x.shape[-1] != self.config.d_in:
+            raise ValueError(f"x must be (E={E}, B, T, d={self.config.d_in}), got {tuple(x.shape)}")
+        _, B, T, d = x.shape
+        pos = torch.arange(T, device=x.device)
+        lam = self.stream_lam if self.stream_on is None else self.stream_lam * self.stream_on
+        h = x
+        raw, attn = [], []
+        L = self.config.n_layer
+        for l in range(L):
+            # q, k, v = h W_q, h W_k, h W_v for all members in one batched GEMM
+            w = self.qkv[:, l].permute(0, 2, 1, 3).reshape(E, d, 3 * d)
+            # Only the query token is read out, so the last layer needs its query there alone (exact).
+            last_only = l == L - 1 and not return_attn
+            if last_only:
+                k, v = torch.bmm(h.reshape(E, B * T, d), w[:, :, d:]).reshape(E, B, T, 2, d).unbind(3)
+                q = torch.bmm(h[:, :, -1], w[:, :, :d]).unsqueeze(2)  # (E, B, 1, d)
+            else:
+                q, k, v = torch.bmm(h.reshape(E, B * T, d), w).reshape(E, B, T, 3, d).unbind(3)
+            raw.append((q, k, v))
+            if l > 0 and bool(lam[:, l].any()):
+                src = raw[l - 1] if self.config.stream.source == "previous" else raw[0]
+                wl = lam[:, l].reshape(E, 1, 1, 1, 3)
+                q = mix_stream(q, src[0][:, :, -q.shape[2]:], wl[..., 0], self.config.stream.mix)
+                k = mix_stream(k, src[1], wl[..., 1], self.config.stream.mix)
+                v = mix_stream(v, src[2], wl[..., 2], self.config.stream.mix)
+            # logit(i -> j) = (K x_i).(Q x_j), no 1/sqrt(d), causal; h <- h + sum_i A_ij V x_i
+            q_pos = pos[-q.shape[2]:]
+            out, p = attend(q.unsqueeze(2), k, v, q_pos, pos, 1.0, None, return_attn)
+            h = h[:, :, -1:] + out.squeeze(2) if last_only else h + out.squeeze(2)
+            if return_attn:
+                attn.append(p.squeeze(2))
+        z = h[:, :, -1]  # (E, B, d): only the query token is read out
+        for i in range(self.config.mlp_layers):
+            z = torch.relu(torch.bmm(z, self.mlp_w[:, i]) + self.mlp_b[:, i, None, None])
+        logits = torch.bmm(z, self.readout)
+        return (logits, attn) if return_attn else logits
+
+
+class Block(nn.Module):
+    """Pre-LN block: x + Attn(LN(x)), then x + MLP(LN(x)), with grouped KV heads."""
+
+    def __init__(self, c: GPTConfig):
+        super().__init__()
+        self.c = c
+        self.ln1 = nn.LayerNorm(c.d_model)
+        self.q = nn.Linear(c.d_model, c.n_head * c.d_head, bias=c.bias)
+        self.k = nn.Linear(c.d_model, c.kv_heads * c.d_head, bias=c.bias)
+        self.v = nn.Linear(c.d_model, c.kv_heads * c.d_head, bias=c.bias)
+        self.o = nn.Linear(c.n_head * c.d_head, c.d_model, bias=c.bias)
+        self.ln2 = nn.LayerNorm(c.d_model)
+        self.fc = nn.Linear(c.d_model, c.mlp_ratio * c.d_model, bias=c.bias)
+        self.proj = nn.Linear(c.mlp_ratio * c.d_model, c.d_model, bias=c.bias)
+        self.lam = nn.Parameter(torch.tensor(float(c.stream.lam))) if c.stream.learn else None
+
+    def project(self, x):
+        """Raw q (B, H, T, dh), k, v (B, H_kv, T, dh) from this block's input (before any stream)."""
+        B, T, _ = x.shape
+        c = self.c
+        h = self.ln1(x)
+        q = self.q(h).view(B, T, c.n_head, c.d_head).transpose(1, 2)
+        k = self.k(h).view(B, T, c.kv_heads, c.d_head).transpose(1, 2)
+        v = self.v(h).view(B, T, c.kv_heads, c.d_head).transpose(1, 2)
+        return q, k, v
+
+    def forward(self, x, raw, src, layer, cache, pos, rotary, return_attn):
+        c = self.c
+        B, T, _ = x.shape
+        q, k, v = raw
+        if src is not None:  # residual attention stream from an earlier block's raw projection
+            lam = self.lam if self.lam is not None else c.stream.lam
+            i = _PROJ[c.stream.kind]
+            q, k, v = [mix_stream(p, s, lam, c.stream.mix) if j == i else p for j, (p, s) in enumerate(zip((q, k, v), src))]
+        if rotary is not None:
+            q, k = rotary(q, pos), rotary(k, pos)
+        if cache is not None:
+            k, v, alive, k_pos = cache.append(layer, k, v, pos)
+        else:
+            alive, k_pos = None, pos
+        G = c.n_head // c.kv_heads
+        qg = q.view(B, c.kv_heads, G, T, c.d_head)
+        scale = 1.0 / math.sqrt(c.d_head) if c.scale else 1.0
+        out, probs = attend(qg, k, v, pos, k_pos, scale, alive, return_attn)
+        out = out.reshape(B, c.n_head, T, c.d_head).transpose(1, 2).reshape(B, T, c.n_head * c.d_head)
+        x = x + self.o(out)
+        x = x + self.proj(nn.functional.gelu(self.fc(self.ln2(x))))
+        return x, (probs.reshape(B, c.n_head, T, -1) if return_attn else None)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding (RoFormer) applied at absolute positions."""
+
+    def __init__(self, d_head: int, base: float = 10000.0):
+        super().__init__()
+        self.register_buffer("inv_freq", base ** (-torch.arange(0, d_head, 2).float() / d_head), persistent=False)
+
+    def forward(self, x, pos):
+        ang = pos.to(self.inv_freq.dtype)[:, None] * self.inv_freq[None, :]  # (T, dh/2)
+        cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+
+
+class GPT(nn.Module):
+    """GPT-style decoder from the same attention as the toy, with the value (or K/Q) stream available
+    in every block (``source="previous"`` chains l-1 -> l as the AMICL 8M model; "first" is ResFormer)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        c = self.config = config
+        self.tok = nn.Embedding(c.vocab_size, c.d_model)
+        self.pos_emb = nn.Embedding(c.block_size, c.d_model) if c.pos == "learned" else None
+        self.rotary = Rotary(c.d_head) if c.pos == "rotary" else None
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
+        self.ln_f = nn.LayerNorm(c.d_model)
+        self.head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.head.weight = self.tok.weight  # tied embeddings
+        for name, p in self.named_parameters():
+            if p.dim() >= 2:
+                nn.init.normal_(p, std=0.02)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, return_attn: bool = False):
+        """idx (B, T) tokens -> logits (B, T, vocab). With a cache, idx continues the cached sequence.
+
+        ``return_attn`` also returns per-layer probabilities (B, H, T, T_cached) over the cache's columns.
+        """
+        c = self.config
+        B, T = idx.shape
+        start = cache.n_seen if cache is not None else 0
+        if start + T > c.block_size and self.pos_emb is not None:
+            raise ValueError(f"sequence of {start + T} tokens exceeds block_size={c.block_size}")
+        pos = torch.arange(start, start + T, device=idx.device)
+        x = self.tok(idx)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(pos)
+        raws, attn = [], []
+        for layer, block in enumerate(self.blocks):
+            raw = block.project(x)
+            raws.append(raw)
+            src = None
+            if c.stream.kind != "none" and layer > 0:
+                src = raws[layer - 1] if c.stream.source == "previous" else raws[0]
+            x, probs = block(x, raw, src, layer, cache, pos, self.rotary, return_attn)
+            attn.append(probs)
+        if cache is not None:
+            cache.n_seen += T
+        logits = self.head(self.ln_f(x))
+        return (logits, attn) if return_attn else logits
+
+
+__all__ = ["ToyTransformer", "GPT", "toy_init", "STREAMS"]
