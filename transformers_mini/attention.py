@@ -54,7 +54,8 @@ class KVCache:
     """Keys and values per layer, (B, H_kv, T, dh), with an alive mask (B, H_kv, T) and positions (T,).
 
     ``append`` adds new tokens (alive), ``evict`` clears alive bits, ``compact`` drops the columns that
-    no (batch row, head) of a layer keeps any more, so memory is actually released.
+    no (batch row, head) of a layer keeps any more, so memory is actually released. ``side[layer]`` holds
+    memory policies' per-token state, (B, H_kv, T, ...), which ``compact`` filters with the columns.
     """
 
     def __init__(self, n_layer: int):
@@ -64,6 +65,8 @@ class KVCache:
         self.v: list[torch.Tensor | None] = [None] * n_layer
         self.alive: list[torch.Tensor | None] = [None] * n_layer
         self.pos: list[torch.Tensor | None] = [None] * n_layer
+        # per-token state of memory policies, (B, H_kv, T, ...) aligned with the columns, kept in step
+        self.side: list[dict[str, torch.Tensor]] = [{} for _ in range(n_layer)]
         self.n_seen = 0  # tokens fed so far; the next token has this position
 
     @property
@@ -104,6 +107,10 @@ class KVCache:
             self.v[i] = self.v[i][:, :, cols]
             self.alive[i] = self.alive[i][:, :, cols]
             self.pos[i] = self.pos[i][cols]
+            for name, t in self.side[i].items():
+                if t.shape[2] != cols.numel():
+                    raise ValueError(f"side state {name!r} of layer {i} is not aligned with the cache columns")
+                self.side[i][name] = t[:, :, cols]
 
     def alive_fraction(self) -> float:
         """Alive entries over all tokens seen, averaged over layers, batch rows and heads."""
