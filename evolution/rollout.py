@@ -27,6 +27,8 @@ class RolloutStats:
     layer_fraction: list[float] = field(default_factory=list)
     kept_ages: list[np.ndarray] = field(default_factory=list)
     final_bytes: int = 0
+    row_fraction: np.ndarray | None = None  # (B,) final alive fraction of each batch row (layers, heads averaged)
+    answer_logits: torch.Tensor | None = None  # (B, vocab) logits of the first answer token
 
 
 def _step(model: GPT, idx, cache, policy, stats):
@@ -62,12 +64,14 @@ def rollout(model: GPT, prompt: torch.Tensor, answer_len: int, policy=None) -> t
     logits = None
     for lo in range(0, prompt.shape[1], chunk):
         logits = _step(model, prompt[:, lo : lo + chunk], cache, policy, stats)
+    stats.answer_logits = logits[:, -1].clone()
     out = []
     for i in range(answer_len):
         nxt = logits[:, -1].argmax(-1, keepdim=True)
         out.append(nxt)
         if i + 1 < answer_len:
             logits = _step(model, nxt, cache, policy, stats)
+    stats.row_fraction = (torch.stack([a.float().sum(-1).mean(-1) for a in cache.alive]).mean(0) / cache.n_seen).cpu().numpy()
     for layer in range(model.config.n_layer):
         alive = cache.alive[layer]
         stats.layer_fraction.append(float(alive.float().sum(-1).mean() / cache.n_seen))

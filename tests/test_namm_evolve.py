@@ -1,0 +1,91 @@
+import numpy as np
+import pytest
+import torch
+
+from evolution.base import BaseConfig, BaseTrainer, load_base
+from evolution.evolve import EvolveConfig, Evolution
+from evolution.fitness import evaluate_population, gather_norm_stats, reference_scores
+from evolution.scorers import BAM
+from evolution.tasks import sample
+from transformers_mini.config import GPTConfig
+from transformers_mini.model import GPT
+
+torch.set_num_threads(1)
+TINY_GPT = GPTConfig(vocab_size=256, block_size=512, n_layer=2, n_head=4, n_kv_head=2, d_model=32, pos="rotary")
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return GPT(TINY_GPT).eval()
+
+
+def test_batched_population_fitness_equals_one_by_one(model):
+    rng = np.random.default_rng(0)
+    prompts = {t: sample(t, 3, 128, rng) for t in ("kv_retrieval", "variable_tracking")}
+    ref = reference_scores(model, prompts, "prob", 32)
+    scorer = BAM()
+    norm = gather_norm_stats(model, scorer, prompts, 32)
+    params = rng.normal(0, 0.3, (4, scorer.n_params))
+    fit, per_task, frac = evaluate_population(model, scorer, params, prompts, ref, 32, norm, "prob", batch_rows=5)
+    for i in range(4):
+        f1, t1, c1 = evaluate_population(model, scorer, params[i], prompts, ref, 32, norm, "prob")
+        np.testing.assert_allclose(fit[i], f1[0], rtol=1e-4)
+        np.testing.assert_allclose(frac[i], c1[0], rtol=1e-6)
+    zero, _, zfrac = evaluate_population(model, scorer, np.zeros((1, scorer.n_params)), prompts, ref, 32, norm, "prob")
+    np.testing.assert_allclose(zero, 1.0, rtol=1e-6)  # keep-all == full cache: normalised score exactly 1
+    assert zfrac[0] == 1.0
+
+
+def test_reference_refuses_an_undefined_normaliser(model):
+    # an untrained model answers this needle wrongly, so score / full-cache score would divide by 0
+    with pytest.raises(ValueError, match="scores 0"):
+        reference_scores(model, {"needle": sample("needle", 1, 64, np.random.default_rng(5))}, "accuracy", 32)
+
+
+CFG = EvolveConfig(stages=(("kv_retrieval",), ("kv_retrieval", "needle")), generations=(2, 2), popsize=4, n_up=32,
+                   context=96, prompts_per_task=2, dev_prompts=3, dev_every=2, metric="prob", sigma0=0.3)
+
+
+def test_killed_evolution_resumes_exactly(model, tmp_path):
+    straight = Evolution(CFG, model)
+    straight.run(tmp_path / "a", progress=False)
+    first = Evolution(CFG, model)
+    first.step()
+    first.step()
+    first.step()  # into stage 2
+    first.save(tmp_path / "b")
+    resumed = Evolution(CFG, model)
+    resumed.load(tmp_path / "b")
+    resumed.run(tmp_path / "b", progress=False)
+    assert resumed.history == straight.history
+    np.testing.assert_array_equal(resumed.engine.mean, straight.engine.mean)
+    assert [r["stage"] for r in straight.history] == [1, 1, 2, 2]
+    assert "dev_mean_fitness" in straight.history[1] and (tmp_path / "a" / "best_params.npy").exists()
+    other = Evolution(EvolveConfig(**{**CFG.to_dict(), "popsize": 6}), model)
+    with pytest.raises(ValueError, match="different configuration"):
+        other.load(tmp_path / "b")
+
+
+def test_base_training_resumes_exactly(tmp_path):
+    cfg = BaseConfig(model=TINY_GPT, tasks=("kv_retrieval", "needle"), min_context=64, max_context=128, steps=4,
+                     batch=4, eval_every=2, eval_size=4)
+    straight = BaseTrainer(cfg)
+    straight.fit(tmp_path / "a", progress=False)
+    BaseTrainer(BaseConfig(**{**cfg.to_dict(), "steps": 2})).fit(tmp_path / "b", progress=False)
+    resumed = BaseTrainer(cfg)
+    resumed.load(tmp_path / "b")
+    resumed.fit(tmp_path / "b", progress=False)
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q)
+    assert straight.history == resumed.history
+    frozen = load_base(tmp_path / "a")
+    assert not any(p.requires_grad for p in frozen.parameters())
+
+
+@pytest.mark.parametrize("kwargs, match", [({"generations": (1,)}, "one generation count"), ({"n_up": 40}, "multiple of 16"),
+                                           ({"popsize": 1}, "popsize"), ({"scorer": "tcn"}, "scorer"),
+                                           ({"stages": (("copy",), ("needle",), ("needle",))}, "task")])
+def test_invalid_evolve_configs(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EvolveConfig(**kwargs)
