@@ -47,6 +47,8 @@ class LazyGroup(click.Group):
 
 
 LAZY_HELP = {
+    "evolution.cli:namm": "Neural attention memory models: base model, CMA-ES evolution, policy evaluation.",
+    "evolution.cli:figures_namm": "NAMM evolution curves, score vs cache fraction, layers, ages, spectrograms.",
     "transformers_mini.cli:transformer": "The two-layer ICL Transformer with residual attention streams.",
     "transformers_mini.cli:figures_streams": "Learning curves and steps-to-ICL of a stream comparison.",
     "amicl.figures:figures_amicl": "Draw the AMICL figures from saved results.",
@@ -76,7 +78,8 @@ class RootGroup(LazyGroup):
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
-@click.group(cls=RootGroup, context_settings=CONTEXT, lazy={"transformer": "transformers_mini.cli:transformer"})
+@click.group(cls=RootGroup, context_settings=CONTEXT, lazy={"transformer": "transformers_mini.cli:transformer",
+                                                                          "namm": "evolution.cli:namm"})
 @click.version_option(package_name="amicl")
 def amicl():
     """Associative memory for in-context learning, residual attention streams and evolved KV-cache
@@ -248,7 +251,8 @@ def memory_matrices(a, D, K, T, beta, seed, out):
 
 
 @amicl.group(cls=LazyGroup, context_settings=CONTEXT, lazy={"amicl": "amicl.figures:figures_amicl",
-                                                             "streams": "transformers_mini.cli:figures_streams"})
+                                                             "streams": "transformers_mini.cli:figures_streams",
+                                                             "namm": "evolution.cli:figures_namm"})
 def figures():
     """Draw figures from saved results (never by re-running)."""
 

@@ -24,7 +24,7 @@ METRICS = ("accuracy", "prob")
 
 
 def prompt_scores(model: GPT, tokens: np.ndarray, answer: np.ndarray, policy, metric: str):
-    """Per-row score and final cache fraction for prompts ``tokens`` (B, T) under ``policy``."""
+    """Per-row score (B,) and the rollout's statistics for prompts ``tokens`` (B, T) under ``policy``."""
     check_choice("metric", metric, METRICS)
     out, stats = rollout(model, torch.from_numpy(tokens), 1, policy)
     target = torch.from_numpy(answer)
@@ -32,7 +32,7 @@ def prompt_scores(model: GPT, tokens: np.ndarray, answer: np.ndarray, policy, me
         score = (out[:, 0] == target).float()
     else:
         score = torch.softmax(stats.answer_logits.float(), -1).gather(1, target[:, None])[:, 0]
-    return score.cpu().numpy(), stats.row_fraction
+    return score.cpu().numpy(), stats
 
 
 def reference_scores(model: GPT, prompts: dict[str, Prompts], metric: str, n_up: int, batch_rows: int = 64):
@@ -67,7 +67,8 @@ def evaluate_population(model: GPT, scorer: Scorer, params: np.ndarray, prompts:
         for lo in range(0, P * n, batch_rows):
             rows = slice(lo, lo + batch_rows)
             policy = NAMM(scorer, params[member[rows]], n_up=n_up, budget=budget, norm=norm)
-            scores[rows], fracs[rows] = prompt_scores(model, p.tokens[prompt[rows]], p.answer[prompt[rows]], policy, metric)
+            scores[rows], stats = prompt_scores(model, p.tokens[prompt[rows]], p.answer[prompt[rows]], policy, metric)
+            fracs[rows] = stats.row_fraction
         per_task[:, j] = scores.reshape(P, n).mean(1) / reference[task]
         fraction[:, j] = fracs.reshape(P, n).mean(1)
     return per_task.mean(1), per_task, fraction.mean(1)

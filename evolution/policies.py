@@ -170,6 +170,7 @@ class NAMM(MemoryPolicy):
         self.scorer = scorer
         self.norm = norm or NormStats()
         self.rows: dict[int, list[torch.Tensor]] = {}
+        self.example: torch.Tensor | None = None  # layer 0, row 0, head 0 spectrogram of the last update
 
     def reset(self):
         self.rows = {}
@@ -191,6 +192,8 @@ class NAMM(MemoryPolicy):
         carry = _aligned(cache, layer, "namm_carry", (CARRY,))
         x = torch.cat([carry, window.transpose(-1, -2)], dim=-1)  # (B, H, T, 16 + n_up)
         spec = attention_spectrogram(x)  # (B, H, T, n_up/16, 17)
+        if layer == 0:
+            self.example = spec[0, 0].clone()
         # a token that arrived at offset k of this window exists from frame floor(k/16) on
         start = cache.n_seen - self.n_up
         first = ((cache.pos[layer] - start).clamp(min=0) // HOP).expand_as(cache.alive[layer])

@@ -1,0 +1,119 @@
+"""NAMM figures from saved evolve / eval folders only."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from amicl.results import read_csv, read_json
+from evolution.tasks import HELDOUT_TASKS
+
+
+def draw_namm(runs: list[Path], out: Path, formats=("png", "pdf")) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from amicl.figures import _savefig
+
+    written = []
+    evals = [r for r in runs if (r / "eval.csv").exists()]
+    for run in runs:
+        if (run / "evolution.pkl").exists():
+            hist = read_csv(run / "history.csv")
+            g = np.array([int(h["generation"]) for h in hist])
+            fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
+            for key, label in (("fitness_mean", "population mean"), ("fitness_best", "population best")):
+                axes[0].plot(g, [float(h[key]) for h in hist], label=label, lw=1)
+            for key, label in (("cache_fraction_mean", "population mean"), ("cache_fraction_of_best", "best member")):
+                axes[1].plot(g, [float(h[key]) for h in hist], label=label, lw=1)
+            dev = [(int(h["generation"]), float(h["dev_mean_fitness"]), float(h["dev_mean_cache_fraction"]))
+                   for h in hist if h.get("dev_mean_fitness") not in (None, "")]
+            if dev:
+                d = np.array(dev)
+                axes[0].plot(d[:, 0], d[:, 1], "ko-", ms=3, label="CMA-ES mean on dev set")
+                axes[1].plot(d[:, 0], d[:, 2], "ko-", ms=3, label="CMA-ES mean on dev set")
+            stages = [int(h["stage"]) for h in hist]
+            for ax in axes:
+                for i in range(1, len(stages)):
+                    if stages[i] != stages[i - 1]:
+                        ax.axvline(g[i] - 0.5, color="grey", ls=":", lw=0.8)
+                ax.set_xlabel("generation")
+                ax.grid(alpha=0.3)
+            axes[0].axhline(1.0, color="grey", ls="--", lw=0.8)
+            axes[0].set_ylabel("score / full-cache score")
+            axes[1].set_ylabel("cache fraction kept")
+            axes[0].legend(frameon=False, fontsize=7)
+            fig.suptitle(f"NAMM evolution: {run.name} (dotted lines: new stage)", fontsize=9)
+            fig.tight_layout()
+            written += _savefig(fig, out, f"evolution_{run.name}", formats)
+            plt.close(fig)
+    if evals:
+        rows = [r for e in evals for r in read_csv(e / "eval.csv")]
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
+        for ax, held in zip(axes, (False, True)):
+            pts = defaultdict(list)
+            for r in rows:
+                if (r["task"] in HELDOUT_TASKS) == held:
+                    pts[(r["policy"], r["budget"])].append((float(r["cache_fraction"]), float(r["normalised"])))
+            by_policy = defaultdict(list)
+            for (pol, _), v in pts.items():
+                by_policy[pol].append(np.mean(v, axis=0))
+            for pol, v in sorted(by_policy.items()):
+                v = np.array(sorted(v, key=lambda x: x[0]))
+                ax.plot(v[:, 0], v[:, 1], "o-" if len(v) > 1 else "*", ms=5 if len(v) > 1 else 12, label=pol)
+            ax.axhline(1.0, color="grey", ls="--", lw=0.8)
+            ax.set_xlabel("cache fraction kept")
+            ax.set_title("held-out tasks" if held else "training tasks", fontsize=9)
+            ax.grid(alpha=0.3)
+        axes[0].set_ylabel("score / full-cache score (mean over tasks)")
+        axes[0].legend(frameon=False, fontsize=7)
+        fig.tight_layout()
+        written += _savefig(fig, out, "score_vs_cache", formats)
+        plt.close(fig)
+
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
+        for e in evals:
+            info = read_json(e / "eval.json")
+            pol = read_json(e / "config.json")["eval"]["policy"]
+            for budget, frac in info["layer_fraction"].items():
+                axes[0].plot(range(len(frac)), frac, "o-", ms=3, label=f"{pol} ({budget})")
+            lo, hi = info["age_range"]
+            for budget, hist in info["age_histogram"].items():
+                edges = np.linspace(lo, hi, len(hist) + 1)
+                h = np.asarray(hist, float)
+                axes[1].step(edges[:-1], h / max(h.sum(), 1), where="post", label=f"{pol} ({budget})")
+        axes[0].set_xlabel("layer")
+        axes[0].set_ylabel("fraction of tokens kept")
+        axes[1].set_xlabel("age of kept token (tokens)")
+        axes[1].set_ylabel("share of kept tokens")
+        axes[0].legend(frameon=False, fontsize=6)
+        for ax in axes:
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        written += _savefig(fig, out, "layers_and_ages", formats)
+        plt.close(fig)
+
+        for e in evals:
+            if (e / "example_spectrogram.npz").exists():
+                with np.load(e / "example_spectrogram.npz") as z:
+                    spec = z["spectrogram"]  # (T, frames, 17)
+                picks = np.linspace(0, len(spec) - 1, 6).astype(int)
+                fig, axes = plt.subplots(1, 6, figsize=(12, 2.4), sharey=True)
+                for ax, t in zip(axes, picks):
+                    ax.imshow(spec[t].T, origin="lower", aspect="auto", cmap="magma")
+                    ax.set_title(f"token {t}", fontsize=8)
+                    ax.set_xlabel("frame")
+                axes[0].set_ylabel("frequency bin")
+                fig.suptitle("Attention spectrograms (layer 0, head 0, last update): |STFT| of the attention each "
+                             "token received", fontsize=9)
+                fig.tight_layout()
+                written += _savefig(fig, out, "example_spectrogram", formats)
+                plt.close(fig)
+                break
+    if not written:
+        raise ValueError("no evolve or eval folders among the given runs")
+    return written

@@ -1,0 +1,78 @@
+"""The whole NAMM command path at a tiny size: train-base, evolve, eval of every policy, figures."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from amicl.cli import amicl
+
+SMALL = ["--threads", "1"]
+
+
+def run(*args):
+    return CliRunner().invoke(amicl, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    out = tmp_path_factory.mktemp("base")
+    r = run("namm", "train-base", "--layers", 2, "--d-model", 32, "--heads", 4, "--kv-heads", 2, "--steps", 2,
+            "--batch", 2, "--min-context", 64, "--max-context", 128, *SMALL, "--out", out)
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_evolve_eval_and_figures(base, tmp_path):
+    evo = tmp_path / "evo"
+    common = ["--context", 96, "--n-up", 32, "--metric", "prob"]
+    r = run("namm", "evolve", "--base", base, "--stages", "kv_retrieval;kv_retrieval,needle", "--generations", "1,1",
+            "--popsize", 3, "--prompts", 2, "--dev-prompts", 2, "--dev-every", 1, *common, *SMALL, "--out", evo)
+    assert r.exit_code == 0, r.output
+    assert "best dev mean fitness" in r.stdout
+    r = run("namm", "evolve", "--base", base, "--stages", "kv_retrieval;kv_retrieval,needle", "--generations", "1,2",
+            "--popsize", 3, "--prompts", 2, "--dev-prompts", 2, "--dev-every", 1, *common, *SMALL, "--out", evo)
+    assert r.exit_code == 2 and "--resume" in r.output
+    ev = tmp_path / "eval_namm"
+    r = run("namm", "eval", "--base", base, "--policy", "namm", "--namm", evo, "--tasks", "kv_retrieval,needle",
+            "--prompts", 2, *common, *SMALL, "--out", ev)
+    assert r.exit_code == 0, r.output
+    layers = json.loads((ev / "eval.json").read_text())["layer_fraction"]["None"]
+    assert len(layers) == 2
+    for policy in ("full", "recency", "h2o", "l2", "random"):
+        budget = [] if policy == "full" else ["--match", ev]
+        r = run("namm", "eval", "--base", base, "--policy", policy, *budget, "--tasks", "kv_retrieval,needle",
+                "--prompts", 2, *common, *SMALL, "--out", tmp_path / f"eval_{policy}")
+        assert r.exit_code == 0, r.output
+    r = run("namm", "eval", "--base", base, "--policy", "h2o", "--budget-fraction", "0.25,0.5", "--tasks", "needle",
+            "--prompts", 2, *common, *SMALL, "--out", tmp_path / "eval_sweep")
+    assert r.exit_code == 0 and r.stdout.count("needle") == 2, r.output
+    r = run("figures", "namm", evo, *[tmp_path / f"eval_{p}" for p in ("namm", "full", "h2o", "l2", "sweep")],
+            "--out", tmp_path / "fig", "--format", "png")
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in (tmp_path / "fig").iterdir())
+    assert names == ["evolution_evo.png", "example_spectrogram.png", "layers_and_ages.png", "score_vs_cache.png"]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--policy", "h2o"], "needs --budget"),
+    (["--policy", "namm"], "--namm"),
+    (["--policy", "l2", "--budget-fraction", "1.5"], "budget-fraction"),
+    (["--policy", "l2", "--budget", "8", "--budget-fraction", "0.5"], "only one"),
+    (["--policy", "lru", "--budget", "8"], "--policy"),
+    (["--policy", "recency", "--budget", "8", "--n-up", "40"], "multiple of 16"),
+])
+def test_eval_bad_input(base, tmp_path, args, needle):
+    r = run("namm", "eval", "--base", base, *args, "--tasks", "needle", "--prompts", 1, "--context", 64, *SMALL,
+            "--out", tmp_path)
+    assert r.exit_code == 2, r.output
+    assert needle in r.output and len(r.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, needle", [(["--generations", "1,x"], "--generations"), (["--n-up", "24"], "multiple of 16"),
+                                          (["--popsize", "1"], "popsize"), (["--stages", "copy", "--generations", "5"], "task"),
+                                          (["--stages", "needle"], "one generation count per stage")])
+def test_evolve_bad_input(base, tmp_path, args, needle):
+    r = run("namm", "evolve", "--base", base, *args, *SMALL, "--out", tmp_path)
+    assert r.exit_code == 2, r.output
+    assert needle in r.output
