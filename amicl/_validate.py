@@ -6,6 +6,7 @@ The CLI turns these messages into ``click.BadParameter`` (exit code 2), so they 
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from typing import Iterable
 
 
@@ -64,3 +65,11 @@ def _range(lo, hi, lo_open: bool = False, hi_open: bool = False) -> str:
     left = "(" if lo_open or lo is None else "["
     right = ")" if hi_open or hi is None else "]"
     return f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+
+
+def config_from_dict(cls, d: dict):
+    """Build the frozen config ``cls`` from a dict (e.g. config.json), refusing unknown fields."""
+    unknown = set(d) - {f.name for f in fields(cls)}
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    return cls(**d)

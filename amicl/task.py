@@ -14,11 +14,11 @@ scored on the very same sequences (``episodes_from_batch``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from amicl._validate import check_choice, check_float, check_int
+from amicl._validate import check_choice, check_float, check_int, config_from_dict
 
 TEST_SETS = ("test", "ic", "ic2", "iw")
 NOISE_SCALES = ("1/D", "1/sqrt(D)")
@@ -108,11 +108,7 @@ class TaskConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TaskConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown TaskConfig fields: {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 @dataclass(frozen=True)
@@ -329,7 +325,7 @@ class EpisodeConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "EpisodeConfig":
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 def sample_episodes(config: EpisodeConfig, size: int, rng: np.random.Generator) -> Episodes:

@@ -27,11 +27,14 @@ class MemoryPolicy:
 
     name = "policy"
     needs_attention = False
+    needs_budget = False  # baselines keep a fixed number of tokens; only NAMM can do without one
 
     def __init__(self, n_up: int = 64, budget: int | Sequence[int] | None = None):
         self.n_up = check_int("n_up", n_up, lo=HOP)
         if self.n_up % HOP:
             raise ValueError(f"n_up must be a multiple of {HOP} (the STFT hop), got {n_up}")
+        if budget is None and self.needs_budget:
+            raise ValueError(f"{self.name} needs a budget")
         if budget is not None:
             budgets = [budget] if isinstance(budget, (int, np.integer)) else list(budget)
             for b in budgets:
@@ -83,11 +86,10 @@ class Recency(MemoryPolicy):
     """StreamingLLM: the ``sinks`` first tokens plus the most recent ones (needs a budget)."""
 
     name = "recency"
+    needs_budget = True
 
     def __init__(self, n_up=64, budget=None, sinks: int = 4):
         super().__init__(n_up, budget)
-        if budget is None:
-            raise ValueError("recency needs a budget")
         self.sinks = check_int("sinks", sinks, lo=0)
 
     def score(self, layer, cache):
@@ -102,11 +104,7 @@ class H2O(MemoryPolicy):
 
     name = "h2o"
     needs_attention = True
-
-    def __init__(self, n_up=64, budget=None):
-        super().__init__(n_up, budget)
-        if budget is None:
-            raise ValueError("h2o needs a budget")
+    needs_budget = True
 
     def observe(self, layer, probs, cache):
         acc = _aligned(cache, layer, "h2o_acc", ())
@@ -123,11 +121,7 @@ class L2Norm(MemoryPolicy):
     """Keeps the tokens with the smallest key norm (Devoto et al. 2024); needs no attention."""
 
     name = "l2"
-
-    def __init__(self, n_up=64, budget=None):
-        super().__init__(n_up, budget)
-        if budget is None:
-            raise ValueError("l2 needs a budget")
+    needs_budget = True
 
     def score(self, layer, cache):
         return -cache.k[layer].float().norm(dim=-1)
@@ -137,11 +131,10 @@ class RandomPolicy(MemoryPolicy):
     """Keeps ``budget`` random tokens (seeded, reproducible)."""
 
     name = "random"
+    needs_budget = True
 
     def __init__(self, n_up=64, budget=None, seed: int = 0):
         super().__init__(n_up, budget)
-        if budget is None:
-            raise ValueError("random needs a budget")
         self.seed = check_int("seed", seed, lo=0)
         self.reset()
 

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
-from amicl._validate import check_choice, check_float, check_int
+from amicl._validate import check_choice, check_float, check_int, config_from_dict
 
 STREAMS = ("none", "V", "K", "Q")
 STREAM_SOURCES = ("previous", "first")
 STREAM_MIXES = ("add", "convex")
 POSITIONS = ("learned", "rotary")
-
-
-def _from_dict(cls, d: dict):
-    names = {f.name for f in fields(cls)}
-    unknown = set(d) - names
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
-    return cls(**d)
 
 
 @dataclass(frozen=True)
@@ -50,7 +42,7 @@ class StreamConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "StreamConfig":
-        return _from_dict(cls, d)
+        return config_from_dict(cls, d)
 
 
 @dataclass(frozen=True)
@@ -82,7 +74,7 @@ class ToyConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ToyConfig":
-        return _from_dict(cls, d)
+        return config_from_dict(cls, d)
 
 
 @dataclass(frozen=True)
@@ -131,7 +123,7 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
-        return _from_dict(cls, d)
+        return config_from_dict(cls, d)
 
 
 @dataclass(frozen=True)
@@ -165,4 +157,4 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        return _from_dict(cls, d)
+        return config_from_dict(cls, d)
