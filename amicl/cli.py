@@ -94,6 +94,17 @@ def main():  # console-script entry point
 # Shared options
 
 
+def check_run_folder(out, marker: str, resume: bool) -> None:
+    """Refuse to overwrite a run (``out/marker`` exists) unless resuming, and to resume nothing."""
+    from pathlib import Path
+
+    exists = (Path(out) / marker).exists()
+    if exists and not resume:
+        raise click.UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and not exists:
+        raise click.UsageError(f"--resume: no {marker} in {out}")
+
+
 def common_run_options(f):
     """--seed, --workers (process pool size; 1 = in-process)."""
     f = click.option("--workers", type=click.IntRange(min=1), default=1, help="Parallel worker processes.")(f)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from amicl.cli import CONTEXT
+from amicl.cli import CONTEXT, check_run_folder
 
 POLICY_NAMES = ["full", "recency", "h2o", "l2", "random", "namm"]
 
@@ -16,13 +16,6 @@ def _threads(n):
     import torch
 
     torch.set_num_threads(n or os.cpu_count() or 1)
-
-
-def _check_out(out: Path, marker: str, resume: bool):
-    if (out / marker).exists() and not resume:
-        raise click.UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    if resume and not (out / marker).exists():
-        raise click.UsageError(f"--resume: no {marker} in {out}")
 
 
 @click.group(context_settings=CONTEXT)
@@ -55,7 +48,7 @@ def train_base(layers, d_model, heads, kv_heads, steps, batch, lr, min_context, 
                       n_kv_head=kv_heads, d_model=d_model, pos="rotary")
     cfg = BaseConfig(model=model, min_context=min_context, max_context=max_context, steps=steps, batch=batch, lr=lr,
                      seed=seed)
-    _check_out(out, "base.pt", resume)
+    check_run_folder(out, "base.pt", resume)
     trainer = BaseTrainer(cfg)
     if resume:
         trainer.load(out)
@@ -100,7 +93,7 @@ def evolve(base_dir, stages, generations, scorer, mask, popsize, sigma0, full_cm
                        generations=gens, scorer=scorer, mask=mask, popsize=popsize, sigma0=sigma0,
                        separable=not full_cma, n_up=n_up, context=context, prompts_per_task=prompts,
                        dev_prompts=dev_prompts, dev_every=dev_every, metric=metric, seed=seed)
-    _check_out(out, "evolution.pkl", resume)
+    check_run_folder(out, "evolution.pkl", resume)
     run = Evolution(cfg, load_base(base_dir))
     if resume:
         run.load(out)

@@ -27,7 +27,7 @@ def prompt_scores(model: GPT, tokens: np.ndarray, answer: np.ndarray, policy, me
     """Per-row score (B,) and the rollout's statistics for prompts ``tokens`` (B, T) under ``policy``."""
     check_choice("metric", metric, METRICS)
     out, stats = rollout(model, torch.from_numpy(tokens), 1, policy)
-    target = torch.from_numpy(answer)
+    target = torch.from_numpy(answer).to(out.device)
     if metric == "accuracy":
         score = (out[:, 0] == target).float()
     else:

@@ -56,6 +56,7 @@ def rollout(model: GPT, prompt: torch.Tensor, answer_len: int, policy=None) -> t
     if answer_len < 1:
         raise ValueError(f"answer_len must be >= 1, got {answer_len}")
     model.eval()
+    prompt = prompt.to(next(model.parameters()).device)
     cache = KVCache(model.config.n_layer)
     stats = RolloutStats()
     if policy is not None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from amicl.cli import _DATA_FIELDS, CONTEXT
+from amicl.cli import _DATA_FIELDS, CONTEXT, check_run_folder
 
 TASK_FIELDS = ("K", "L", "N", "Nmax", "D", "epsilon", "alpha", "B", "p_B", "p_C", "n_novel")
 
@@ -80,11 +80,6 @@ def _compare(streams, kw):
         raise click.UsageError(f"unknown stream {bad[0] if bad else '(none given)'!r}; choose from {', '.join(STREAMS)}")
     if len(set(streams)) != len(streams):
         raise click.UsageError(f"--streams lists an arm twice: {','.join(streams)}")
-    first, n = kw.pop("first_seed"), kw.pop("seeds")
-    _run_seeds(streams, kw, list(range(first, first + n)))
-
-
-def _run_seeds(streams, kw, seeds):
     import os
 
     import torch
@@ -94,6 +89,8 @@ def _run_seeds(streams, kw, seeds):
     from transformers_mini.config import StreamConfig, ToyConfig, TrainConfig
     from transformers_mini.train import Run, Trainer
 
+    first, n = kw.pop("first_seed"), kw.pop("seeds")
+    seeds = list(range(first, first + n))
     torch.set_num_threads(kw.pop("threads") or os.cpu_count() or 1)
     task = TaskConfig(**{k: v for k in TASK_FIELDS if (v := kw.pop(k)) is not None})
     stream_kw = {"source": kw.pop("stream_source"), "mix": kw.pop("stream_mix"), "lam": kw.pop("stream_lambda"),
@@ -103,14 +100,10 @@ def _run_seeds(streams, kw, seeds):
             for s in streams}
     out, resume, device = Path(kw.pop("out")), kw.pop("resume"), kw.pop("device")
     run = Run(arms, seeds, task, TrainConfig(**kw))
-    ckpt = out / "checkpoint.pt"
-    if ckpt.exists() and not resume:
-        raise click.UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    if resume and not ckpt.exists():
-        raise click.UsageError(f"--resume: no checkpoint.pt in {out}")
+    check_run_folder(out, "checkpoint.pt", resume)
     trainer = Trainer(run, device)
     if resume:
-        trainer.load(ckpt)
+        trainer.load(out / "checkpoint.pt")
         click.echo(f"resuming at step {trainer.step}", err=True)
     click.echo(f"{len(run.members)} member(s) x {trainer.model.n_params():,} parameters each on {trainer.device}",
                err=True)
