@@ -65,9 +65,9 @@ def main():
     eng_t, gen_t = 0.0, 0.0
     for _ in range(a.generations):
         X, t_ask = timed(engine.ask)
-        (fit, _, _), t_eval = timed(lambda: evaluate_population(model, scorer, X, prompts, ref, a.n_up, norm, "prob",
-                                                                batch_rows=a.popsize * a.prompts))
-        _, t_tell = timed(lambda: engine.tell(X, fit))
+        (fit, _, _), t_eval = timed(lambda X=X: evaluate_population(model, scorer, X, prompts, ref, a.n_up, norm,
+                                                                    "prob", batch_rows=a.popsize * a.prompts))
+        _, t_tell = timed(lambda X=X, fit=fit: engine.tell(X, fit))
         eng_t += t_ask + t_tell
         gen_t += t_ask + t_eval + t_tell
     full_engine = CMAEngine(EngineConfig(scorer.n_params, a.popsize, separable=False))
@@ -82,8 +82,8 @@ def main():
                                                      batch_rows=a.prompts) for i in range(len(X))])
     by_rows = {}
     for rows in sorted({a.prompts, 2 * a.prompts, 4 * a.prompts, a.popsize * a.prompts}):
-        by_rows[rows] = timed(lambda: evaluate_population(model, scorer, X, prompts, ref, a.n_up, norm, "prob",
-                                                          batch_rows=rows))[1]
+        by_rows[rows] = timed(lambda rows=rows: evaluate_population(model, scorer, X, prompts, ref, a.n_up, norm,
+                                                                    "prob", batch_rows=rows))[1]
 
     # 3. KV memory at a NAMM's cache fraction vs the full cache, on the same prompt
     if a.namm:

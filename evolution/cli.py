@@ -88,7 +88,8 @@ def evolve(base_dir, stages, generations, scorer, mask, popsize, sigma0, full_cm
     try:
         gens = tuple(int(g) for g in generations.split(","))
     except ValueError:
-        raise click.BadParameter(f"{generations!r} is not a comma-separated list of integers", param_hint="--generations")
+        raise click.BadParameter(f"{generations!r} is not a comma-separated list of integers",
+                                 param_hint="--generations") from None
     cfg = EvolveConfig(stages=tuple(tuple(t.strip() for t in s.split(",")) for s in stages.split(";")),
                        generations=gens, scorer=scorer, mask=mask, popsize=popsize, sigma0=sigma0,
                        separable=not full_cma, n_up=n_up, context=context, prompts_per_task=prompts,
