@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from amicl.task import ICLTask, TaskConfig
-from transformers_mini.attention import KVCache, attend
+from transformers_mini.attention import KVCache, attend, attend_causal_fused
 from transformers_mini.config import GPTConfig, StreamConfig, ToyConfig, TrainConfig
 from transformers_mini.model import GPT, ToyTransformer
 
@@ -50,6 +50,21 @@ def test_attention_rows_sum_to_one_and_are_causal(batch):
         assert (torch.triu(p, diagonal=1) == 0).all()
     fast = ToyTransformer([toy(), toy("V")], [0, 1])(x)
     torch.testing.assert_close(fast, logits, atol=1e-6, rtol=0)  # last-token shortcut == full pass
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.25])
+def test_fused_causal_attention_equals_the_explicit_reference(scale):
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 2, 3, 33, 8, generator=g, requires_grad=True)  # 2 KV heads, 3 query heads each
+    k, v = (torch.randn(2, 2, 33, 8, generator=g, requires_grad=True) for _ in range(2))
+    pos = torch.arange(33)
+    ref = attend(q, k, v, pos, pos, scale)[0]
+    fused = attend_causal_fused(q, k, v, scale)
+    torch.testing.assert_close(fused, ref, atol=1e-6, rtol=0)
+    w = torch.randn(ref.shape, generator=g)
+    grads = [torch.autograd.grad((o * w).sum(), (q, k, v)) for o in (ref, fused)]
+    for a, b in zip(*grads):
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
 
 
 def test_batched_seeds_equal_separate_models(batch):

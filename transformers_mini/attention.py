@@ -42,6 +42,22 @@ def attend(
     return out, (probs if return_probs else None)
 
 
+def attend_causal_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """``attend`` for a full causal self-attention pass (no cache, no alive mask, no probabilities),
+    through PyTorch's fused kernel, which never materialises the (Tq, Tk) matrix.
+
+    q: (B, H_kv, G, T, dh); k, v: (B, H_kv, T, dh). Returns out (B, H_kv, G, T, dh), equal to
+    ``attend(q, k, v, pos, pos, scale)[0]`` up to float rounding (tested). Training long contexts on
+    the CPU is ~7x faster this way; policies that read attention use ``attend``.
+    """
+    B, H, G, T, dh = q.shape
+    k = k.unsqueeze(2).expand(B, H, G, T, dh).reshape(B, H * G, T, dh)  # 4-D: the fused CPU kernel needs it
+    v = v.unsqueeze(2).expand(B, H, G, T, dh).reshape(B, H * G, T, dh)
+    out = torch.nn.functional.scaled_dot_product_attention(q.reshape(B, H * G, T, dh), k, v, is_causal=True,
+                                                           scale=scale)
+    return out.view(B, H, G, T, dh)
+
+
 def mix_stream(own: torch.Tensor, earlier: torch.Tensor, lam: torch.Tensor | float, mix: str) -> torch.Tensor:
     """A residual attention stream: ``own + lam * earlier`` (AMICL, lam = 1) or the convex
     ``(1 - lam) * own + lam * earlier`` (ResFormer / speedrun). lam = 0 returns ``own`` exactly."""

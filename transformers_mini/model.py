@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from transformers_mini.attention import KVCache, attend, mix_stream
+from transformers_mini.attention import KVCache, attend, attend_causal_fused, mix_stream
 from transformers_mini.config import STREAMS, GPTConfig, ToyConfig
 
 _PROJ = {"Q": 0, "K": 1, "V": 2}
@@ -174,7 +174,10 @@ class Block(nn.Module):
         G = c.n_head // c.kv_heads
         qg = q.view(B, c.kv_heads, G, T, c.d_head)
         scale = 1.0 / math.sqrt(c.d_head) if c.scale else 1.0
-        out, probs = attend(qg, k, v, pos, k_pos, scale, alive, return_attn)
+        if cache is None and not return_attn:
+            out, probs = attend_causal_fused(qg, k, v, scale), None
+        else:
+            out, probs = attend(qg, k, v, pos, k_pos, scale, alive, return_attn)
         out = out.reshape(B, c.n_head, T, c.d_head).transpose(1, 2).reshape(B, T, c.n_head * c.d_head)
         x = x + self.o(out)
         x = x + self.proj(nn.functional.gelu(self.fc(self.ln2(x))))
