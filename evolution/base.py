@@ -1,7 +1,9 @@
 """Train the frozen base model that NAMM policies manage: a small GPT on the synthetic tasks.
 
-The loss is the cross-entropy of the answer token at the prompt's last position (the prompts are
-random symbols, so modelling them is wasted capacity). Every step draws one task and one context
+The loss is the cross-entropy of the answer tokens only (the prompts are random symbols, so
+modelling them is wasted capacity). Training prompts end with ``queries`` questions about the same
+body, each answer supervised where it is asked, so one forward pass over a long body teaches several
+retrievals; evaluation prompts have one query, the format memory policies are scored on. Every step draws one task and one context
 length (powers of two between ``min_context`` and ``max_context``), so the rotary model sees every
 length. Checkpoints hold model, optimiser, generator state and history; ``resume`` is exact.
 """
@@ -18,7 +20,7 @@ import torch
 
 from amicl._validate import RunStopped, check_float, check_int
 from amicl.results import atomic_write_bytes, read_json, run_metadata, write_csv, write_json
-from evolution.tasks import TASKS, sample
+from evolution.tasks import ANSWER, TASKS, sample
 from transformers_mini.config import GPTConfig
 from transformers_mini.model import GPT
 
@@ -33,6 +35,7 @@ class BaseConfig:
     min_context: int = 128
     max_context: int = 1024
     filler_frac: float = 0.5
+    queries: int = 8
     steps: int = 4000
     batch: int = 16
     lr: float = 1e-3
@@ -48,7 +51,7 @@ class BaseConfig:
         for t in self.tasks:
             if t not in TASKS:
                 raise ValueError(f"unknown task {t!r}; choose from {', '.join(TASKS)}")
-        for name, lo in (("min_context", 32), ("max_context", 32), ("steps", 1), ("batch", 1), ("warmup", 0),
+        for name, lo in (("min_context", 32), ("max_context", 32), ("queries", 1), ("steps", 1), ("batch", 1), ("warmup", 0),
                          ("eval_every", 1), ("eval_size", 1), ("seed", 0)):
             object.__setattr__(self, name, check_int(name, getattr(self, name), lo=lo))
         object.__setattr__(self, "lr", check_float("lr", self.lr, lo=0.0, lo_open=True))
@@ -97,10 +100,11 @@ class BaseTrainer:
         c = self.config
         task = c.tasks[self.rng.integers(len(c.tasks))]
         ctx = c.contexts[self.rng.integers(len(c.contexts))]
-        p = sample(task, c.batch, ctx, self.rng, c.filler_frac)
+        p = sample(task, c.batch, ctx, self.rng, c.filler_frac, c.queries)
         self.model.train()
-        logits = answer_logits(self.model, torch.from_numpy(p.tokens).to(self.device))
-        loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(p.answer).to(self.device))
+        tokens = torch.from_numpy(p.tokens).to(self.device)
+        logits = self.model(tokens)[tokens == ANSWER]  # (batch * queries, vocab), row-major like answers
+        loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(p.answers.reshape(-1)).to(self.device))
         if not torch.isfinite(loss):
             raise RunStopped(f"non-finite loss at step {self.step + 1}; the last good checkpoint is kept")
         for g in self.opt.param_groups:

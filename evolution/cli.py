@@ -33,11 +33,13 @@ def namm():
 @click.option("--lr", type=float, default=1e-3)
 @click.option("--min-context", type=int, default=128)
 @click.option("--max-context", type=int, default=1024)
+@click.option("--queries", type=int, default=8, help="Questions per training prompt, each answer supervised.")
 @click.option("--seed", type=click.IntRange(min=0), default=0)
 @click.option("--threads", type=click.IntRange(min=1), default=None)
 @click.option("--out", type=click.Path(file_okay=False), required=True)
 @click.option("--resume", is_flag=True)
-def train_base(layers, d_model, heads, kv_heads, steps, batch, lr, min_context, max_context, seed, threads, out, resume):
+def train_base(layers, d_model, heads, kv_heads, steps, batch, lr, min_context, max_context, queries, seed, threads, out,
+               resume):
     """Train the small GPT (rotary, grouped KV heads) on the synthetic long-context tasks."""
     from evolution.base import BaseConfig, BaseTrainer
     from transformers_mini.config import GPTConfig
@@ -46,8 +48,8 @@ def train_base(layers, d_model, heads, kv_heads, steps, batch, lr, min_context, 
     out = Path(out)
     model = GPTConfig(vocab_size=256, block_size=max(4096, max_context), n_layer=layers, n_head=heads,
                       n_kv_head=kv_heads, d_model=d_model, pos="rotary")
-    cfg = BaseConfig(model=model, min_context=min_context, max_context=max_context, steps=steps, batch=batch, lr=lr,
-                     seed=seed)
+    cfg = BaseConfig(model=model, min_context=min_context, max_context=max_context, queries=queries, steps=steps,
+                     batch=batch, lr=lr, seed=seed)
     check_run_folder(out, "base.pt", resume)
     trainer = BaseTrainer(cfg)
     if resume:

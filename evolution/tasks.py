@@ -34,10 +34,17 @@ TASKS = TRAIN_TASKS + HELDOUT_TASKS
 
 @dataclass(frozen=True)
 class Prompts:
-    """tokens: (n, context) int64 prompts; answer: (n,) int64 answer tokens."""
+    """tokens: (n, context) int64 prompts ending with ANSWER; answer: (n,) the answer there.
+
+    With several queries (``sample(..., queries=k)``, used to train the base model) the prompt ends
+    with k ``QUERY q ANSWER a`` segments, the last one without its ``a``; ``answers`` (n, k) holds
+    every segment's answer in order (``answers[:, -1] == answer``), at the positions where
+    ``tokens == ANSWER``.
+    """
 
     tokens: np.ndarray
     answer: np.ndarray
+    answers: np.ndarray
 
 
 def _place(rng, n: int, length: int, segments: list[np.ndarray], filler_frac: float) -> np.ndarray:
@@ -58,23 +65,35 @@ def _place(rng, n: int, length: int, segments: list[np.ndarray], filler_frac: fl
     return body
 
 
-def _wrap(body: np.ndarray, query: np.ndarray) -> np.ndarray:
-    n = body.shape[0]
-    return np.concatenate([np.full((n, 1), BOS), body, np.full((n, 1), QUERY), query, np.full((n, 1), ANSWER)], 1)
+def _wrap(body: np.ndarray, query: np.ndarray, answer: np.ndarray) -> Prompts:
+    """BOS body, then per query ``QUERY q ANSWER a`` (the last one ends at ANSWER).
+    body: (n, length); query: (n, k, q_len); answer: (n, k)."""
+    n, k = answer.shape
+    parts = [np.full((n, 1), BOS), body]
+    for i in range(k):
+        parts += [np.full((n, 1), QUERY), query[:, i], np.full((n, 1), ANSWER)]
+        if i < k - 1:
+            parts.append(answer[:, i : i + 1])
+    return Prompts(np.concatenate(parts, 1), answer[:, -1], answer)
 
 
-def sample(task: str, n: int, context: int, rng: np.random.Generator, filler_frac: float = 0.5) -> Prompts:
-    """``n`` prompts of exactly ``context`` tokens for ``task``; ``filler_frac`` of the body is filler."""
+def sample(task: str, n: int, context: int, rng: np.random.Generator, filler_frac: float = 0.5,
+           queries: int = 1) -> Prompts:
+    """``n`` prompts of exactly ``context`` tokens for ``task``; ``filler_frac`` of the body is filler;
+    ``queries`` questions about the same body at the end (one for evaluation, more to train on)."""
     check_choice("task", task, TASKS)
     n = check_int("n", n, lo=1)
     context = check_int("context", context, lo=32)
+    queries = check_int("queries", queries, lo=1)
     if not 0 <= filler_frac < 1:
         raise ValueError(f"filler_frac must be in [0, 1), got {filler_frac}")
     q_len = {"kv_retrieval": 2, "needle": 2, "variable_tracking": 1, "multi_hop": 1,
              "passage_retrieval": 3, "icl_classification": 1}[task]
-    length = context - q_len - 3  # BOS, QUERY, ANSWER
+    length = context - 1 - queries * (q_len + 3) + 1  # BOS; per query QUERY q ANSWER a, the last a left out
+    if length < 16:
+        raise ValueError(f"context {context} is too short for {queries} queries")
     budget = int(length * (1 - filler_frac))
-    return globals()[f"_{task}"](rng, n, length, budget, filler_frac)
+    return _wrap(*globals()[f"_{task}"](rng, n, length, budget, filler_frac, queries))
 
 
 def _distinct(rng, pool, n: int, k: int) -> np.ndarray:
@@ -91,33 +110,34 @@ def _distinct_keys(rng, n, m):
     return np.stack([KEYS[flat // len(KEYS)], KEYS[flat % len(KEYS)]], -1)
 
 
-def _kv_retrieval(rng, n, length, budget, ff, m=None):
+# Each generator returns body (n, length), query (n, k, q_len) and answer (n, k) for k queries.
+def _kv_retrieval(rng, n, length, budget, ff, k, m=None):
     m = m or max(2, budget // 4)  # "k1 k2 v SEP"
     keys = _distinct_keys(rng, n, m)
     vals = rng.choice(VALUES, size=(n, m))
     pairs = np.concatenate([keys, vals[..., None], np.full((n, m, 1), SEP)], -1)
     body = _place(rng, n, length, [pairs[:, j] for j in range(m)], ff)
-    j = rng.integers(0, m, size=n)
-    return Prompts(_wrap(body, keys[np.arange(n), j]), vals[np.arange(n), j])
+    j, rows = rng.integers(0, m, size=(n, k)), np.arange(n)[:, None]
+    return body, keys[rows, j], vals[rows, j]
 
 
-def _needle(rng, n, length, budget, ff):
-    return _kv_retrieval(rng, n, length, budget, max(ff, 0.5), m=1)
+def _needle(rng, n, length, budget, ff, k):
+    return _kv_retrieval(rng, n, length, budget, max(ff, 0.5), k, m=1)
 
 
-def _passage_retrieval(rng, n, length, budget, ff, words=12):
+def _passage_retrieval(rng, n, length, budget, ff, k, words=12):
     m = max(2, min(len(LABELS), budget // (words + 2)))  # "label w1..w12 SEP"
     labels = _distinct(rng, LABELS, n, m)
     content = rng.choice(np.r_[KEYS, VALUES], size=(n, m, words))
     passages = np.concatenate([labels[..., None], content, np.full((n, m, 1), SEP)], -1)
     body = _place(rng, n, length, [passages[:, j] for j in range(m)], ff)
-    j = rng.integers(0, m, size=n)
-    picks = np.sort(_distinct(rng, np.arange(words), n, 3), axis=1)
-    query = content[np.arange(n), j][np.arange(n)[:, None], picks]  # three of its words, in order
-    return Prompts(_wrap(body, query), labels[np.arange(n), j])
+    j, rows = rng.integers(0, m, size=(n, k)), np.arange(n)[:, None]
+    picks = np.sort(_distinct(rng, np.arange(words), n * k, 3), axis=1).reshape(n, k, 3)
+    query = np.take_along_axis(content[rows, j], picks, axis=2)  # three of the passage's words, in order
+    return body, query, labels[rows, j]
 
 
-def _icl_classification(rng, n, length, budget, ff, per_class=4):
+def _icl_classification(rng, n, length, budget, ff, k, per_class=4):
     """Classes own disjoint sets of ``per_class`` item symbols; each class has a random label."""
     n_classes = len(KEYS) // per_class
     m = max(2, budget // 3)  # "item label SEP"
@@ -126,24 +146,26 @@ def _icl_classification(rng, n, length, budget, ff, per_class=4):
     items = KEYS[cls * per_class + rng.integers(0, per_class, size=(n, m))]
     pairs = np.stack([items, label_of[np.arange(n)[:, None], cls], np.full((n, m), SEP)], -1)
     body = _place(rng, n, length, [pairs[:, j] for j in range(m)], ff)
-    qc = cls[np.arange(n), rng.integers(0, m, size=n)]  # a class shown in context
-    query = KEYS[qc * per_class + rng.integers(0, per_class, size=n)]
-    return Prompts(_wrap(body, query[:, None]), label_of[np.arange(n), qc])
+    rows = np.arange(n)[:, None]
+    qc = cls[rows, rng.integers(0, m, size=(n, k))]  # classes shown in context
+    query = KEYS[qc * per_class + rng.integers(0, per_class, size=(n, k))]
+    return body, query[..., None], label_of[rows, qc]
 
 
-def _variable_tracking(rng, n, length, budget, ff, n_vars=8):
+def _variable_tracking(rng, n, length, budget, ff, k, n_vars=8):
     m = max(n_vars, budget // 3)  # "var value SEP"; later assignments overwrite earlier ones
     var = _distinct(rng, KEYS, n, n_vars)
     which = rng.integers(0, n_vars, size=(n, m))
     vals = rng.choice(VALUES, size=(n, m))
     stmts = np.stack([var[np.arange(n)[:, None], which], vals, np.full((n, m), SEP)], -1)
     body = _place(rng, n, length, [stmts[:, j] for j in range(m)], ff)
-    q = np.array([rng.choice(np.unique(w)) for w in which])
-    last = np.array([np.flatnonzero(which[i] == q[i])[-1] for i in range(n)])
-    return Prompts(_wrap(body, var[np.arange(n), q][:, None]), vals[np.arange(n), last])
+    q = np.array([rng.choice(np.unique(w), size=k) for w in which])  # (n, k) variables asked about
+    last = np.array([[np.flatnonzero(which[i] == v)[-1] for v in q[i]] for i in range(n)])
+    rows = np.arange(n)[:, None]
+    return body, var[rows, q][..., None], vals[rows, last]
 
 
-def _multi_hop(rng, n, length, budget, ff):
+def _multi_hop(rng, n, length, budget, ff, k):
     m = max(4, budget // 4)  # "a ARROW b SEP" edges of disjoint two-hop chains a -> b -> c
     chains = max(2, min(m // 2, (len(KEYS) + len(VALUES)) // 3))  # symbols are not reused
     sym = _distinct(rng, np.r_[KEYS, VALUES], n, 3 * chains).reshape(n, chains, 3)
@@ -152,5 +174,5 @@ def _multi_hop(rng, n, length, budget, ff):
     order = np.argsort(rng.random((n, 2 * chains)), axis=1)
     edges = np.take_along_axis(edges, order[..., None], axis=1)
     body = _place(rng, n, length, [edges[:, j] for j in range(2 * chains)], ff)
-    j = rng.integers(0, chains, size=n)
-    return Prompts(_wrap(body, sym[np.arange(n), j, 0][:, None]), sym[np.arange(n), j, 2])
+    j, rows = rng.integers(0, chains, size=(n, k)), np.arange(n)[:, None]
+    return body, sym[rows, j, 0][..., None], sym[rows, j, 2]

@@ -37,6 +37,18 @@ def test_answers_follow_from_the_prompt(task, context):
         assert solve(task, row) == ans
 
 
+@pytest.mark.parametrize("task", TASKS)
+def test_every_query_of_a_multi_query_prompt_is_answered_by_the_body(task):
+    p = sample(task, 10, 512, np.random.default_rng(3), queries=4)
+    assert p.tokens.shape == (10, 512) and p.answers.shape == (10, 4)
+    assert np.array_equal(p.answers[:, -1], p.answer)
+    for row, answers in zip(p.tokens, p.answers):
+        at = np.flatnonzero(row == ANSWER)
+        assert len(at) == 4 and at[-1] == 511
+        assert [solve(task, row[: i + 1]) for i in at] == list(answers)
+        assert list(row[at[:-1] + 1]) == list(answers[:-1])  # earlier answers are shown in the prompt
+
+
 def test_filler_fraction_and_determinism():
     a = sample("kv_retrieval", 8, 2048, np.random.default_rng(1), filler_frac=0.7)
     b = sample("kv_retrieval", 8, 2048, np.random.default_rng(1), filler_frac=0.7)
@@ -45,7 +57,8 @@ def test_filler_fraction_and_determinism():
 
 
 @pytest.mark.parametrize("kwargs, match", [({"task": "copy"}, "task"), ({"n": 0}, "n must"),
-                                           ({"context": 8}, "context"), ({"filler_frac": 1.0}, "filler_frac")])
+                                           ({"context": 8}, "context"), ({"filler_frac": 1.0}, "filler_frac"),
+                                           ({"queries": 0}, "queries"), ({"queries": 40}, "too short")])
 def test_invalid_arguments(kwargs, match):
     args = {"task": "kv_retrieval", "n": 2, "context": 128, **kwargs}
     with pytest.raises(ValueError, match=match):
