@@ -3,9 +3,9 @@
 The loss is the cross-entropy of the answer tokens only (the prompts are random symbols, so
 modelling them is wasted capacity). Training prompts end with ``queries`` questions about the same
 body, each answer supervised where it is asked, so one forward pass over a long body teaches several
-retrievals; evaluation prompts have one query, the format memory policies are scored on. Every step draws one task and one context
-length (powers of two between ``min_context`` and ``max_context``), so the rotary model sees every
-length. Checkpoints hold model, optimiser, generator state and history; ``resume`` is exact.
+retrievals; evaluation prompts have one query, the format memory policies are scored on. Every
+step draws one task and one context length (powers of two between ``min_context`` and
+``max_context``), so the rotary model sees every length. Checkpoints hold model, optimiser, generator state and history; ``resume`` is exact.
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ class BaseConfig:
         for t in self.tasks:
             if t not in TASKS:
                 raise ValueError(f"unknown task {t!r}; choose from {', '.join(TASKS)}")
-        for name, lo in (("min_context", 32), ("max_context", 32), ("queries", 1), ("steps", 1), ("batch", 1), ("warmup", 0),
-                         ("eval_every", 1), ("eval_size", 1), ("seed", 0)):
+        for name, lo in (("min_context", 32), ("max_context", 32), ("queries", 1), ("steps", 1), ("batch", 1),
+                         ("warmup", 0), ("eval_every", 1), ("eval_size", 1), ("seed", 0)):
             object.__setattr__(self, name, check_int(name, getattr(self, name), lo=lo))
         object.__setattr__(self, "lr", check_float("lr", self.lr, lo=0.0, lo_open=True))
         if self.max_context < self.min_context or self.max_context > self.model.block_size:

@@ -38,8 +38,8 @@ def namm():
 @click.option("--threads", type=click.IntRange(min=1), default=None)
 @click.option("--out", type=click.Path(file_okay=False), required=True)
 @click.option("--resume", is_flag=True)
-def train_base(layers, d_model, heads, kv_heads, steps, batch, lr, min_context, max_context, queries, seed, threads, out,
-               resume):
+def train_base(layers, d_model, heads, kv_heads, steps, batch, lr, min_context, max_context, queries, seed, threads,
+               out, resume):
     """Train the small GPT (rotary, grouped KV heads) on the synthetic long-context tasks."""
     from evolution.base import BaseConfig, BaseTrainer
     from transformers_mini.config import GPTConfig
