@@ -5,7 +5,8 @@ modelling them is wasted capacity). Training prompts end with ``queries`` questi
 body, each answer supervised where it is asked, so one forward pass over a long body teaches several
 retrievals; evaluation prompts have one query, the format memory policies are scored on. Every
 step draws one task and one context length (powers of two between ``min_context`` and
-``max_context``), so the rotary model sees every length. Checkpoints hold model, optimiser, generator state and history; ``resume`` is exact.
+``max_context``), so the rotary model sees every length. Checkpoints hold model, optimiser,
+generator state and history; ``resume`` is exact.
 """
 
 from __future__ import annotations

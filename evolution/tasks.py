@@ -110,6 +110,12 @@ def _distinct_keys(rng, n, m):
     return np.stack([KEYS[flat // len(KEYS)], KEYS[flat % len(KEYS)]], -1)
 
 
+def _pick(rng, m: int, n: int, k: int) -> np.ndarray:
+    """(n, k) indices into m items: k distinct ones per row where m >= k, so that a later query of a
+    training prompt is not answered by copying an earlier one; one query draws as it always has."""
+    return _distinct(rng, np.arange(m), n, k) if 1 < k <= m else rng.integers(0, m, size=(n, k))
+
+
 # Each generator returns body (n, length), query (n, k, q_len) and answer (n, k) for k queries.
 def _kv_retrieval(rng, n, length, budget, ff, k, m=None):
     m = m or max(2, budget // 4)  # "k1 k2 v SEP"
@@ -117,7 +123,7 @@ def _kv_retrieval(rng, n, length, budget, ff, k, m=None):
     vals = rng.choice(VALUES, size=(n, m))
     pairs = np.concatenate([keys, vals[..., None], np.full((n, m, 1), SEP)], -1)
     body = _place(rng, n, length, [pairs[:, j] for j in range(m)], ff)
-    j, rows = rng.integers(0, m, size=(n, k)), np.arange(n)[:, None]
+    j, rows = _pick(rng, m, n, k), np.arange(n)[:, None]
     return body, keys[rows, j], vals[rows, j]
 
 
@@ -131,7 +137,7 @@ def _passage_retrieval(rng, n, length, budget, ff, k, words=12):
     content = rng.choice(np.r_[KEYS, VALUES], size=(n, m, words))
     passages = np.concatenate([labels[..., None], content, np.full((n, m, 1), SEP)], -1)
     body = _place(rng, n, length, [passages[:, j] for j in range(m)], ff)
-    j, rows = rng.integers(0, m, size=(n, k)), np.arange(n)[:, None]
+    j, rows = _pick(rng, m, n, k), np.arange(n)[:, None]
     picks = np.sort(_distinct(rng, np.arange(words), n * k, 3), axis=1).reshape(n, k, 3)
     query = np.take_along_axis(content[rows, j], picks, axis=2)  # three of the passage's words, in order
     return body, query, labels[rows, j]
@@ -147,7 +153,7 @@ def _icl_classification(rng, n, length, budget, ff, k, per_class=4):
     pairs = np.stack([items, label_of[np.arange(n)[:, None], cls], np.full((n, m), SEP)], -1)
     body = _place(rng, n, length, [pairs[:, j] for j in range(m)], ff)
     rows = np.arange(n)[:, None]
-    qc = cls[rows, rng.integers(0, m, size=(n, k))]  # classes shown in context
+    qc = cls[rows, _pick(rng, m, n, k)]  # classes shown in context
     query = KEYS[qc * per_class + rng.integers(0, per_class, size=(n, k))]
     return body, query[..., None], label_of[rows, qc]
 
@@ -159,7 +165,8 @@ def _variable_tracking(rng, n, length, budget, ff, k, n_vars=8):
     vals = rng.choice(VALUES, size=(n, m))
     stmts = np.stack([var[np.arange(n)[:, None], which], vals, np.full((n, m), SEP)], -1)
     body = _place(rng, n, length, [stmts[:, j] for j in range(m)], ff)
-    q = np.array([rng.choice(np.unique(w), size=k) for w in which])  # (n, k) variables asked about
+    asked = [rng.choice(u, size=k, replace=k > len(u)) for u in map(np.unique, which)]
+    q = np.array(asked)  # (n, k) variables asked about
     last = np.array([[np.flatnonzero(which[i] == v)[-1] for v in q[i]] for i in range(n)])
     rows = np.arange(n)[:, None]
     return body, var[rows, q][..., None], vals[rows, last]
@@ -174,5 +181,5 @@ def _multi_hop(rng, n, length, budget, ff, k):
     order = np.argsort(rng.random((n, 2 * chains)), axis=1)
     edges = np.take_along_axis(edges, order[..., None], axis=1)
     body = _place(rng, n, length, [edges[:, j] for j in range(2 * chains)], ff)
-    j, rows = rng.integers(0, chains, size=(n, k)), np.arange(n)[:, None]
+    j, rows = _pick(rng, chains, n, k), np.arange(n)[:, None]
     return body, sym[rows, j, 0][..., None], sym[rows, j, 2]
