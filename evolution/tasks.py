@@ -89,7 +89,7 @@ def sample(task: str, n: int, context: int, rng: np.random.Generator, filler_fra
         raise ValueError(f"filler_frac must be in [0, 1), got {filler_frac}")
     q_len = {"kv_retrieval": 2, "needle": 2, "variable_tracking": 1, "multi_hop": 1,
              "passage_retrieval": 3, "icl_classification": 1}[task]
-    length = context - 1 - queries * (q_len + 3) + 1  # BOS; per query QUERY q ANSWER a, the last a left out
+    length = context - queries * (q_len + 3)  # BOS, per query QUERY q ANSWER a, the last a left out
     if length < 16:
         raise ValueError(f"context {context} is too short for {queries} queries")
     budget = int(length * (1 - filler_frac))
