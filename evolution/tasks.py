@@ -38,13 +38,15 @@ class Prompts:
 
     With several queries (``sample(..., queries=k)``, used to train the base model) the prompt ends
     with k ``QUERY q ANSWER a`` segments, the last one without its ``a``; ``answers`` (n, k) holds
-    every segment's answer in order (``answers[:, -1] == answer``), at the positions where
-    ``tokens == ANSWER``.
+    every segment's answer in order, at the positions where ``tokens == ANSWER``.
     """
 
     tokens: np.ndarray
-    answer: np.ndarray
     answers: np.ndarray
+
+    @property
+    def answer(self) -> np.ndarray:
+        return self.answers[:, -1]
 
 
 def _place(rng, n: int, length: int, segments: list[np.ndarray], filler_frac: float) -> np.ndarray:
@@ -74,7 +76,7 @@ def _wrap(body: np.ndarray, query: np.ndarray, answer: np.ndarray) -> Prompts:
         parts += [np.full((n, 1), QUERY), query[:, i], np.full((n, 1), ANSWER)]
         if i < k - 1:
             parts.append(answer[:, i : i + 1])
-    return Prompts(np.concatenate(parts, 1), answer[:, -1], answer)
+    return Prompts(np.concatenate(parts, 1), answer)
 
 
 def sample(task: str, n: int, context: int, rng: np.random.Generator, filler_frac: float = 0.5,
