@@ -6,6 +6,7 @@ import torch
 from click.testing import CliRunner
 
 from amicl.cli import amicl
+from amicl.results import read_csv
 from amicl.task import TaskConfig
 from transformers_mini.compare import bootstrap_arms
 from transformers_mini.config import StreamConfig, ToyConfig, TrainConfig
@@ -134,3 +135,29 @@ def test_cli_bad_input(tmp_path, args, needle):
     r = CliRunner().invoke(amicl, ["transformer", "compare", "--steps", "2", *CLI, "--out", str(tmp_path), *args])
     assert r.exit_code == 2, r.output
     assert needle in r.output and len(r.output.strip().splitlines()) == 1
+
+
+def test_join_pairs_separate_runs_like_one_run(tmp_path):
+    """A member depends on its seed only, so none,V and K,Q trained apart and joined equal one none,V,K,Q run."""
+    run = lambda streams, name: CliRunner().invoke(amicl, ["transformer", "compare", "--streams", streams, "--steps",
+                                                          "4", *CLI, "--out", str(tmp_path / name)])
+    for streams, name in (("none,V", "nv"), ("K,Q", "kq"), ("none,V,K,Q", "all")):
+        assert run(streams, name).exit_code == 0
+    r = CliRunner().invoke(amicl, ["transformer", "join", str(tmp_path / "nv"), str(tmp_path / "kq"),
+                                   "--out", str(tmp_path / "joined")])
+    assert r.exit_code == 0, r.output
+    assert "| ic | Q |" in r.stdout
+    key = lambda rows: sorted((r["arm"], r["seed"], r["step"]) for r in rows)
+    joined, whole = (read_csv(tmp_path / d / "history.csv") for d in ("joined", "all"))
+    assert key(joined) == key(whole)
+    by = {(r["arm"], r["seed"], r["step"]): r for r in whole}
+    for r in joined:
+        for k in ("test", "ic", "ic2", "iw", "train_loss"):
+            if r.get(k):  # step 0 has no training loss
+                assert float(r[k]) == pytest.approx(float(by[(r["arm"], r["seed"], r["step"])][k]), abs=1e-5)
+    r = CliRunner().invoke(amicl, ["transformer", "compare", "--streams", "K", "--steps", "4", *CLI[:-6], "--seeds", "3",
+                                   "--threads", "1", "--device", "cpu", "--out", str(tmp_path / "k3")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(amicl, ["transformer", "join", str(tmp_path / "nv"), str(tmp_path / "k3"),
+                                   "--out", str(tmp_path / "bad")])
+    assert r.exit_code != 0 and "seeds" in r.output

@@ -111,6 +111,17 @@ def _compare(streams, kw):
     click.echo(analyse(out))
 
 
+@transformer.command("join")
+@click.argument("parts", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for the joined results.")
+def join_cmd(parts, out):
+    """Analyse runs made separately on the same seeds (e.g. none,V and K,Q) as one paired comparison."""
+    from transformers_mini.compare import analyse, join_runs
+
+    join_runs(Path(out), [Path(p) for p in parts])
+    click.echo(analyse(Path(out)))
+
+
 @click.command("streams")
 @click.argument("results", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Figure folder [default: RESULTS/figures].")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from amicl.results import atomic_write_bytes, write_csv
-from transformers_mini.train import Run, _streams, load_history, summarise_members
+from amicl.results import atomic_write_bytes, read_json, write_csv, write_json
+from transformers_mini.train import Run, _resumable, _streams, load_history, summarise_members
 
 N_BOOT = 10_000
 
@@ -66,6 +66,37 @@ def memory_on_test_sets(run: Run, a: float = 2.0) -> list[dict]:
             row[f"final_{name}"] = retrieve(ep, MemoryConfig(a=a)).accuracy(ep.target)
         rows.append(row)
     return rows
+
+
+def join_runs(out: Path, parts: list[Path]) -> Run:
+    """One results folder (config.json, history.csv) holding the arms of several runs on the same
+    seeds, task and training settings, so they are analysed as one paired comparison. Pairing holds
+    across runs because a member's init, task and batches depend on its seed only. An arm present in
+    more than one part is taken from the first part that has it."""
+    if len(parts) < 2:
+        raise ValueError("join needs at least two runs")
+    loaded = [load_history(p) for p in parts]
+    first = _resumable(loaded[0][0].to_dict())
+    for p, (run, _) in zip(parts[1:], loaded[1:]):
+        mine = _resumable(run.to_dict())
+        mine["train"].pop("checkpoint_every"), first["train"].pop("checkpoint_every", None)
+        for key in ("seeds", "task", "train"):
+            if mine[key] != first[key]:
+                raise ValueError(f"{p} differs from {parts[0]} in its {key}; only runs on the same seeds, task and "
+                                 "training settings pair up")
+    arms, history = {}, []
+    for p, (run, hist) in zip(parts, loaded):
+        new = [a for a in run.arms if a not in arms]
+        arms.update({a: run.arms[a] for a in new})
+        history += [r for r in hist if r["arm"] in new]
+    base = loaded[0][0]
+    joined = Run(arms, base.seeds, base.task, base.train)
+    out = Path(out)
+    write_csv(out / "history.csv", history)
+    write_json(out / "config.json", {"run": joined.to_dict(), "joined_from": [
+        {"path": str(p), "arms": list(run.arms), "step": read_json(Path(p) / "config.json").get("step")}
+        for p, (run, _) in zip(parts, loaded)]})
+    return joined
 
 
 def analyse(out: Path, paper_claim: float = 0.24) -> str:
