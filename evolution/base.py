@@ -7,6 +7,11 @@ retrievals; evaluation prompts have one query, the format memory policies are sc
 step draws one task and one context length (powers of two between ``min_context`` and
 ``max_context``), so the rotary model sees every length. Checkpoints hold model, optimiser,
 generator state and history; ``resume`` is exact.
+
+The model has token shift (``GPTConfig.token_shift``): every input carries its predecessor's
+embedding. Without it, key matching needs a previous-token head and an induction head to form together,
+and on these tasks it had not formed after 4,000 steps (results/namm/base_4k); with it, kv_retrieval at
+128 tokens went from chance to 0.88 in 200 steps (same optimiser and data).
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ class BaseConfig:
     """What to train: the model, the task mix and the optimisation (AdamW, warm-up, clipping)."""
 
     model: GPTConfig = field(default_factory=lambda: GPTConfig(vocab_size=256, block_size=4096, n_layer=4, n_head=4,
-                                                               n_kv_head=2, d_model=128, pos="rotary"))
+                                                               n_kv_head=2, d_model=128, pos="rotary",
+                                                               token_shift=True))
     tasks: tuple[str, ...] = TASKS
     min_context: int = 128
     max_context: int = 1024

@@ -28,6 +28,8 @@ def namm():
 @click.option("--d-model", type=int, default=128)
 @click.option("--heads", type=int, default=4)
 @click.option("--kv-heads", type=int, default=2, help="Grouped KV heads.")
+@click.option("--token-shift/--no-token-shift", default=True, show_default=True,
+              help="Add the previous token's embedding to each input (see GPTConfig).")
 @click.option("--steps", type=int, default=4000)
 @click.option("--batch", type=int, default=16)
 @click.option("--lr", type=float, default=1e-3)
@@ -38,7 +40,7 @@ def namm():
 @click.option("--threads", type=click.IntRange(min=1), default=None)
 @click.option("--out", type=click.Path(file_okay=False), required=True)
 @click.option("--resume", is_flag=True)
-def train_base(layers, d_model, heads, kv_heads, steps, batch, lr, min_context, max_context, queries, seed, threads,
+def train_base(layers, d_model, heads, kv_heads, token_shift, steps, batch, lr, min_context, max_context, queries, seed, threads,
                out, resume):
     """Train the small GPT (rotary, grouped KV heads) on the synthetic long-context tasks."""
     from evolution.base import BaseConfig, BaseTrainer
@@ -47,7 +49,7 @@ def train_base(layers, d_model, heads, kv_heads, steps, batch, lr, min_context, 
     _threads(threads)
     out = Path(out)
     model = GPTConfig(vocab_size=256, block_size=max(4096, max_context), n_layer=layers, n_head=heads,
-                      n_kv_head=kv_heads, d_model=d_model, pos="rotary")
+                      n_kv_head=kv_heads, d_model=d_model, pos="rotary", token_shift=token_shift)
     cfg = BaseConfig(model=model, min_context=min_context, max_context=max_context, queries=queries, steps=steps,
                      batch=batch, lr=lr, seed=seed)
     check_run_folder(out, "base.pt", resume)

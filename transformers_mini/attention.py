@@ -84,6 +84,7 @@ class KVCache:
         # per-token state of memory policies, (B, H_kv, T, ...) aligned with the columns, kept in step
         self.side: list[dict[str, torch.Tensor]] = [{} for _ in range(n_layer)]
         self.n_seen = 0  # tokens fed so far; the next token has this position
+        self.last_token: torch.Tensor | None = None  # (B,) the last token fed, for token shift
 
     @property
     def n_layer(self) -> int:

@@ -82,6 +82,9 @@ class GPTConfig:
     """A GPT-style decoder: pre-LN blocks, MLP, learned or rotary positions, grouped KV heads.
 
     ``scale=True`` divides attention logits by sqrt(d_head) (the AMICL 8M model does not).
+    ``token_shift=True`` adds a learned embedding of the previous token to each token's input (RWKV's
+    token shift; a one-step "smeared" input as in Olsson et al. 2022), so that a single attention
+    layer can match "the token after k" without first growing a previous-token head.
     """
 
     vocab_size: int = 64
@@ -94,6 +97,7 @@ class GPTConfig:
     pos: str = "learned"
     scale: bool = True
     bias: bool = False
+    token_shift: bool = False
     stream: StreamConfig = field(default_factory=StreamConfig)
 
     def __post_init__(self):

@@ -206,6 +206,7 @@ class GPT(nn.Module):
         super().__init__()
         c = self.config = config
         self.tok = nn.Embedding(c.vocab_size, c.d_model)
+        self.prev_tok = nn.Embedding(c.vocab_size, c.d_model) if c.token_shift else None
         self.pos_emb = nn.Embedding(c.block_size, c.d_model) if c.pos == "learned" else None
         self.rotary = Rotary(c.d_head) if c.pos == "rotary" else None
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
@@ -233,6 +234,9 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {start + T} tokens exceeds block_size={c.block_size}")
         pos = torch.arange(start, start + T, device=idx.device)
         x = self.tok(idx)
+        if self.prev_tok is not None:  # the first token's predecessor is token 0 (PAD in the NAMM tasks)
+            first = cache.last_token if cache is not None and cache.last_token is not None else idx.new_zeros(B)
+            x = x + self.prev_tok(torch.cat([first[:, None], idx[:, :-1]], dim=1))
         if self.pos_emb is not None:
             x = x + self.pos_emb(pos)
         raws, attn = [], []
@@ -246,6 +250,7 @@ class GPT(nn.Module):
             attn.append(probs)
         if cache is not None:
             cache.n_seen += T
+            cache.last_token = idx[:, -1]
         logits = self.head(self.ln_f(x))
         return (logits, attn) if return_attn else logits
 
