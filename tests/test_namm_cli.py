@@ -76,3 +76,13 @@ def test_evolve_bad_input(base, tmp_path, args, needle):
     r = run("namm", "evolve", "--base", base, *args, *SMALL, "--out", tmp_path)
     assert r.exit_code == 2, r.output
     assert needle in r.output
+
+
+def test_train_base_task_subset_and_plain_inputs(tmp_path):
+    r = run("namm", "train-base", "--layers", 1, "--d-model", 16, "--heads", 2, "--kv-heads", 1, "--steps", 1,
+            "--batch", 2, "--min-context", 64, "--max-context", 64, "--tasks", "kv_retrieval, needle",
+            "--no-token-shift", "--eval-every", 1, *SMALL, "--out", tmp_path)
+    assert r.exit_code == 0, r.output
+    base = json.loads((tmp_path / "config.json").read_text())["base"]
+    assert base["tasks"] == ["kv_retrieval", "needle"] and base["model"]["token_shift"] is False
+    assert "kv_retrieval@64=" in r.stdout and "passage" not in r.stdout
