@@ -5,7 +5,9 @@ modelling them is wasted capacity). Training prompts end with ``queries`` questi
 body, each answer supervised where it is asked, so one forward pass over a long body teaches several
 retrievals; evaluation prompts have one query, the format memory policies are scored on. Every
 step draws one task and one context length (powers of two between ``min_context`` and
-``max_context``), so the rotary model sees every length. Checkpoints hold model, optimiser,
+``max_context``), so the rotary model sees every length. With ``curriculum`` = n, the first n steps use
+the shortest length only and every further n steps admit the next doubling: the skills are learned
+where steps are cheap (128 tokens cost ~1/6 of 1024) and then carried to long contexts. Checkpoints hold model, optimiser,
 generator state and history; ``resume`` is exact.
 
 The model has token shift (``GPTConfig.token_shift``): every input carries its predecessor's
@@ -43,6 +45,7 @@ class BaseConfig:
     max_context: int = 1024
     filler_frac: float = 0.5
     queries: int = 8
+    curriculum: int = 1000
     steps: int = 4000
     batch: int = 16
     lr: float = 1e-3
@@ -58,8 +61,8 @@ class BaseConfig:
         for t in self.tasks:
             if t not in TASKS:
                 raise ValueError(f"unknown task {t!r}; choose from {', '.join(TASKS)}")
-        for name, lo in (("min_context", 32), ("max_context", 32), ("queries", 1), ("steps", 1), ("batch", 1),
-                         ("warmup", 0), ("eval_every", 1), ("eval_size", 1), ("seed", 0)):
+        for name, lo in (("min_context", 32), ("max_context", 32), ("queries", 1), ("curriculum", 0), ("steps", 1),
+                         ("batch", 1), ("warmup", 0), ("eval_every", 1), ("eval_size", 1), ("seed", 0)):
             object.__setattr__(self, name, check_int(name, getattr(self, name), lo=lo))
         object.__setattr__(self, "lr", check_float("lr", self.lr, lo=0.0, lo_open=True))
         if self.max_context < self.min_context or self.max_context > self.model.block_size:
@@ -103,10 +106,16 @@ class BaseTrainer:
         self.eval_sets = {(t, c): sample(t, config.eval_size, c, eval_rng, config.filler_frac)
                           for t in config.tasks for c in (config.contexts[0], config.contexts[-1])}
 
+    def draw_context(self) -> int:
+        """This step's context length, uniform over the lengths the curriculum admits by now."""
+        c = self.config
+        allowed = c.contexts[: 1 + self.step // c.curriculum] if c.curriculum else c.contexts
+        return allowed[self.rng.integers(len(allowed))]
+
     def train_step(self) -> float:
         c = self.config
         task = c.tasks[self.rng.integers(len(c.tasks))]
-        ctx = c.contexts[self.rng.integers(len(c.contexts))]
+        ctx = self.draw_context()
         p = sample(task, c.batch, ctx, self.rng, c.filler_frac, c.queries)
         self.model.train()
         tokens = torch.from_numpy(p.tokens).to(self.device)

@@ -36,14 +36,16 @@ def namm():
 @click.option("--min-context", type=int, default=128)
 @click.option("--max-context", type=int, default=1024)
 @click.option("--queries", type=int, default=8, help="Questions per training prompt, each answer supervised.")
+@click.option("--curriculum", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Steps at each context length before the next doubling is admitted (0: all lengths from the start).")
 @click.option("--tasks", default=None, help="Comma-separated tasks to train on [default: all six].")
 @click.option("--eval-every", type=int, default=250)
 @click.option("--seed", type=click.IntRange(min=0), default=0)
 @click.option("--threads", type=click.IntRange(min=1), default=None)
 @click.option("--out", type=click.Path(file_okay=False), required=True)
 @click.option("--resume", is_flag=True)
-def train_base(layers, d_model, heads, kv_heads, token_shift, steps, batch, lr, min_context, max_context, queries, tasks,
-               eval_every, seed, threads, out, resume):
+def train_base(layers, d_model, heads, kv_heads, token_shift, steps, batch, lr, min_context, max_context, queries,
+               curriculum, tasks, eval_every, seed, threads, out, resume):
     """Train the small GPT (rotary, grouped KV heads) on the synthetic long-context tasks."""
     from evolution.base import BaseConfig, BaseTrainer
     from transformers_mini.config import GPTConfig
@@ -54,8 +56,8 @@ def train_base(layers, d_model, heads, kv_heads, token_shift, steps, batch, lr, 
                       n_kv_head=kv_heads, d_model=d_model, pos="rotary", token_shift=token_shift)
     picked = {"tasks": tuple(t.strip() for t in tasks.split(",") if t.strip())} if tasks else {}
     cfg = BaseConfig(model=model, **picked,
-                     min_context=min_context, max_context=max_context, queries=queries, steps=steps, batch=batch, lr=lr,
-                     eval_every=eval_every, seed=seed)
+                     min_context=min_context, max_context=max_context, queries=queries, curriculum=curriculum,
+                     steps=steps, batch=batch, lr=lr, eval_every=eval_every, seed=seed)
     check_run_folder(out, "base.pt", resume)
     trainer = BaseTrainer(cfg)
     if resume:

@@ -69,7 +69,7 @@ def test_killed_evolution_resumes_exactly(model, tmp_path):
 
 def test_base_training_resumes_exactly(tmp_path):
     cfg = BaseConfig(model=TINY_GPT, tasks=("kv_retrieval", "needle"), min_context=64, max_context=128, steps=4,
-                     batch=4, eval_every=2, eval_size=4)
+                     batch=4, eval_every=2, eval_size=4, curriculum=2)  # the resume crosses the curriculum's step
     straight = BaseTrainer(cfg)
     straight.fit(tmp_path / "a", progress=False)
     BaseTrainer(BaseConfig(**{**cfg.to_dict(), "steps": 2})).fit(tmp_path / "b", progress=False)
@@ -81,6 +81,18 @@ def test_base_training_resumes_exactly(tmp_path):
     assert straight.history == resumed.history
     frozen = load_base(tmp_path / "a")
     assert not any(p.requires_grad for p in frozen.parameters())
+
+
+def test_context_curriculum_admits_one_doubling_per_stage():
+    cfg = BaseConfig(model=TINY_GPT, min_context=64, max_context=512, curriculum=3)
+    trainer = BaseTrainer(cfg)
+    seen = {}
+    for step in range(12):
+        trainer.step = step
+        seen.setdefault(step // 3, set()).update(trainer.draw_context() for _ in range(40))
+    assert seen == {0: {64}, 1: {64, 128}, 2: {64, 128, 256}, 3: {64, 128, 256, 512}}
+    trainer = BaseTrainer(BaseConfig(**{**cfg.to_dict(), "curriculum": 0}))
+    assert {trainer.draw_context() for _ in range(80)} == {64, 128, 256, 512}
 
 
 @pytest.mark.parametrize("kwargs, match", [({"generations": (1,)}, "one generation count"), ({"n_up": 40}, "multiple of 16"),
