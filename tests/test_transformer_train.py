@@ -75,6 +75,17 @@ def test_steps_to_threshold_and_summary():
     assert steps_to_threshold(hist, "V", 0, "ic2", 0.99) is None
     row = summarise_members(hist, 0.95)[0]
     assert (row["steps_ic"], row["steps_ic2"], row["final_ic"]) == (500, 1000, 0.97)
+    # 1900/2000 logged through float32 is 0.9499999881; it has reached 0.95, 1899/2000 has not
+    f32 = lambda k: float(np.float32(k) / np.float32(2000))
+    hist = [{"step": s, "arm": "V", "seed": 0, "ic": f32(k)} for s, k in [(500, 1899), (1000, 1900)]]
+    assert hist[1]["ic"] < 0.95 and steps_to_threshold(hist, "V", 0, "ic", 0.95) == 1000
+
+
+def test_evaluation_accuracy_is_an_exact_fraction():
+    acc = Trainer(tiny_run()).evaluate()
+    n = tiny_run().train.eval_size
+    for a in acc.values():
+        assert a.dtype == np.float64 and np.allclose(a * n, np.round(a * n), rtol=0, atol=1e-9)
 
 
 def test_bootstrap_speedup_is_paired():
