@@ -7,8 +7,8 @@ retrievals; evaluation prompts have one query, the format memory policies are sc
 step draws one task and one context length (powers of two between ``min_context`` and
 ``max_context``), so the rotary model sees every length. With ``curriculum`` = n, the first n steps use
 the shortest length only and every further n steps admit the next doubling: the skills are learned
-where steps are cheap (128 tokens cost ~1/6 of 1024) and then carried to long contexts. Checkpoints hold model, optimiser,
-generator state and history; ``resume`` is exact.
+where steps are cheap (a 128-token step costs a small fraction of a 1,024-token one) and then carried
+to long contexts. Checkpoints hold model, optimiser, generator state and history; ``resume`` is exact.
 
 The model has token shift (``GPTConfig.token_shift``): every input carries its predecessor's
 embedding. Without it, key matching needs a previous-token head and an induction head to form together,

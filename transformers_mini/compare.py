@@ -75,11 +75,15 @@ def join_runs(out: Path, parts: list[Path]) -> Run:
     more than one part is taken from the first part that has it."""
     if len(parts) < 2:
         raise ValueError("join needs at least two runs")
+    def pairing(run: Run) -> dict:  # what must agree: all but the step budget, early stop and checkpoint interval
+        d = _resumable(run.to_dict())
+        d["train"].pop("checkpoint_every")
+        return d
+
     loaded = [load_history(p) for p in parts]
-    first = _resumable(loaded[0][0].to_dict())
+    first = pairing(loaded[0][0])
     for p, (run, _) in zip(parts[1:], loaded[1:]):
-        mine = _resumable(run.to_dict())
-        mine["train"].pop("checkpoint_every"), first["train"].pop("checkpoint_every", None)
+        mine = pairing(run)
         for key in ("seeds", "task", "train"):
             if mine[key] != first[key]:
                 raise ValueError(f"{p} differs from {parts[0]} in its {key}; only runs on the same seeds, task and "
