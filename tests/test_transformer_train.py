@@ -166,8 +166,8 @@ def test_join_pairs_separate_runs_like_one_run(tmp_path):
         for k in ("test", "ic", "ic2", "iw", "train_loss"):
             if r.get(k):  # step 0 has no training loss
                 assert float(r[k]) == pytest.approx(float(by[(r["arm"], r["seed"], r["step"])][k]), abs=1e-5)
-    r = CliRunner().invoke(amicl, ["transformer", "compare", "--streams", "K", "--steps", "4", *CLI[:-6], "--seeds", "3",
-                                   "--threads", "1", "--device", "cpu", "--out", str(tmp_path / "k3")])
+    r = CliRunner().invoke(amicl, ["transformer", "compare", "--streams", "K", "--steps", "4", *CLI, "--seeds", "3",
+                                   "--out", str(tmp_path / "k3")])  # the later --seeds wins
     assert r.exit_code == 0, r.output
     r = CliRunner().invoke(amicl, ["transformer", "join", str(tmp_path / "nv"), str(tmp_path / "k3"),
                                    "--out", str(tmp_path / "bad")])

@@ -75,6 +75,7 @@ def join_runs(out: Path, parts: list[Path]) -> Run:
     more than one part is taken from the first part that has it."""
     if len(parts) < 2:
         raise ValueError("join needs at least two runs")
+
     def pairing(run: Run) -> dict:  # what must agree: all but the step budget, early stop and checkpoint interval
         d = _resumable(run.to_dict())
         d["train"].pop("checkpoint_every")
