@@ -69,9 +69,9 @@ def train_base(layers, d_model, heads, kv_heads, token_shift, steps, batch, lr, 
 
 @namm.command("evolve")
 @click.option("--base", "base_dir", type=click.Path(exists=True, file_okay=False), required=True, help="train-base run.")
-@click.option("--stages", default="kv_retrieval;kv_retrieval,passage_retrieval;kv_retrieval,passage_retrieval,variable_tracking",
+@click.option("--stages", default="kv_retrieval;kv_retrieval,variable_tracking", show_default=True,
               help="Semicolon-separated stages, each a comma-separated task list.")
-@click.option("--generations", default="60,40,30", help="Generations per stage.")
+@click.option("--generations", default="30,40", show_default=True, help="Generations per stage.")
 @click.option("--scorer", type=click.Choice(["bam", "mlp"]), default="bam")
 @click.option("--mask", type=click.Choice(["backward", "none", "forward"]), default="backward")
 @click.option("--popsize", type=int, default=16)
@@ -82,7 +82,8 @@ def train_base(layers, d_model, heads, kv_heads, token_shift, steps, batch, lr, 
 @click.option("--prompts", type=int, default=8, help="Prompts per task per generation.")
 @click.option("--dev-prompts", type=int, default=32)
 @click.option("--dev-every", type=int, default=10)
-@click.option("--metric", type=click.Choice(["accuracy", "prob"]), default="accuracy")
+@click.option("--metric", type=click.Choice(["accuracy", "prob"]), default="prob", show_default=True,
+              help="Fitness score: exact match, or the probability of the right answer (smooth).")
 @click.option("--seed", type=click.IntRange(min=0), default=0)
 @click.option("--threads", type=click.IntRange(min=1), default=None)
 @click.option("--out", type=click.Path(file_okay=False), required=True)

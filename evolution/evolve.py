@@ -28,9 +28,11 @@ from evolution.tasks import TASKS, sample
 
 @dataclass(frozen=True)
 class EvolveConfig:
-    stages: tuple = (("kv_retrieval",), ("kv_retrieval", "passage_retrieval"),
-                     ("kv_retrieval", "passage_retrieval", "variable_tracking"))
-    generations: tuple = (60, 40, 30)
+    # the tasks the frozen base model (results/namm/base_curriculum) does well enough to be scored on;
+    # icl_classification and needle are kept back as held-out tasks, passage_retrieval and multi_hop
+    # are near chance for it (a full-cache score of 0 leaves the normalised fitness undefined)
+    stages: tuple = (("kv_retrieval",), ("kv_retrieval", "variable_tracking"))
+    generations: tuple = (30, 40)
     scorer: str = "bam"
     mask: str = "backward"
     popsize: int = 16
@@ -42,7 +44,7 @@ class EvolveConfig:
     prompts_per_task: int = 8
     dev_prompts: int = 32
     dev_every: int = 10
-    metric: str = "accuracy"
+    metric: str = "prob"  # smooth: kv_retrieval accuracy is ~0.35 at 1,024 tokens, too coarse on 8 prompts
     batch_rows: int = 16  # rows per batched rollout: fastest measured on 2 CPU cores (bench_evolution)
     seed: int = 0
 

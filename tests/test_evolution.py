@@ -141,6 +141,19 @@ def test_batched_population_scores_equal_one_by_one(scorer):
     torch.testing.assert_close(batched[valid], single[valid], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("mask", ["backward", "none", "forward"])
+def test_bam_fused_attention_equals_the_plain_reference(mask):
+    g = torch.Generator().manual_seed(2)
+    params = torch.randn(3, 4172, generator=g) * 0.3
+    X = torch.randn(3, 2, 40, 25, generator=g)
+    valid = torch.rand(3, 2, 40, generator=g) > 0.3
+    valid[0, 0, -5:] = False  # trailing invalid tokens: rows that see nothing under the backward mask
+    valid[1, 1] = False  # a group with no valid token at all
+    fast, plain = BAM(mask=mask).score(params, X, valid), BAM(mask=mask, reference=True).score(params, X, valid)
+    assert torch.equal(fast.isinf(), ~valid) and torch.equal(plain.isinf(), ~valid)
+    torch.testing.assert_close(fast[valid], plain[valid], atol=1e-5, rtol=1e-5)
+
+
 def test_backward_mask_looks_only_at_newer_tokens():
     bam = BAM()
     params = torch.randn(1, bam.n_params, generator=torch.Generator().manual_seed(1)) * 0.3
