@@ -85,7 +85,16 @@ def main():
         by_rows[rows] = timed(lambda rows=rows: evaluate_population(model, scorer, X, prompts, ref, a.n_up, norm,
                                                                     "prob", batch_rows=rows))[1]
 
-    # 3. KV memory at a NAMM's cache fraction vs the full cache, on the same prompt
+    # 3. the BAM scorer at the evolved context: torch's fused attention vs the plain masked softmax
+    g = torch.Generator().manual_seed(0)
+    Xs = torch.randn(a.popsize, model.config.n_kv_head, a.context, scorer.features, generator=g)
+    valid = torch.rand(Xs.shape[:3], generator=g) > 0.1
+    params = torch.randn(a.popsize, scorer.n_params, generator=g) * 0.065
+    plain = BAM(reference=True)
+    bam_t = {name: min(timed(lambda s=s: s.score(params, Xs, valid))[1] for _ in range(3))
+             for name, s in (("fused", scorer), ("reference", plain))}
+
+    # 4. KV memory at a NAMM's cache fraction vs the full cache, on the same prompt
     if a.namm:
         from evolution.evaluate import load_namm
 
@@ -109,6 +118,8 @@ def main():
         "population_eval_one_by_one_seconds": t_single,
         "batched_vs_one_by_one": t_single / t_batched,
         "population_eval_seconds_by_batch_rows": by_rows,
+        "bam_score_seconds": bam_t,
+        "bam_fused_vs_reference": bam_t["reference"] / bam_t["fused"],
         "kv_bytes_full": full.final_bytes,
         "kv_bytes_managed": managed.final_bytes,
         "kv_alive_fraction_managed": float(managed.row_fraction.mean()),
@@ -119,7 +130,8 @@ def main():
     }
     write_json(a.out, result)
     print(f"engine {result['engine_share_of_generation']:.2%} of a generation ({gen_t / a.generations:.1f} s); "
-          f"full CMA ask+tell {result['full_cma_ask_tell_seconds']:.2f} s | batched population "
+          f"full CMA ask+tell {result['full_cma_ask_tell_seconds']:.2f} s | BAM fused "
+          f"{result['bam_fused_vs_reference']:.1f}x plain | batched population "
           f"{result['batched_vs_one_by_one']:.2f}x one-by-one | KV bytes {managed.final_bytes:,} vs {full.final_bytes:,} "
           f"({result['kv_bytes_saved_fraction']:.1%} saved at alive fraction {result['kv_alive_fraction_managed']:.2f})")
 

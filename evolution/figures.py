@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 
 from amicl.results import read_csv, read_json
-from evolution.tasks import HELDOUT_TASKS
 
 
 def draw_namm(runs: list[Path], out: Path, formats=("png", "pdf")) -> list[Path]:
@@ -18,46 +17,50 @@ def draw_namm(runs: list[Path], out: Path, formats=("png", "pdf")) -> list[Path]
     import matplotlib.pyplot as plt
 
     from amicl.figures import _savefig
+    from evolution.evolve import EvolveConfig
 
     written = []
     evals = [r for r in runs if (r / "eval.csv").exists()]
-    for run in runs:
-        if (run / "evolution.pkl").exists():
-            hist = read_csv(run / "history.csv")
-            g = np.array([int(h["generation"]) for h in hist])
-            fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
-            for key, label in (("fitness_mean", "population mean"), ("fitness_best", "population best")):
-                axes[0].plot(g, [float(h[key]) for h in hist], label=label, lw=1)
-            for key, label in (("cache_fraction_mean", "population mean"), ("cache_fraction_of_best", "best member")):
-                axes[1].plot(g, [float(h[key]) for h in hist], label=label, lw=1)
-            dev = [(int(h["generation"]), float(h["dev_mean_fitness"]), float(h["dev_mean_cache_fraction"]))
-                   for h in hist if h.get("dev_mean_fitness") not in (None, "")]
-            if dev:
-                d = np.array(dev)
-                axes[0].plot(d[:, 0], d[:, 1], "ko-", ms=3, label="CMA-ES mean on dev set")
-                axes[1].plot(d[:, 0], d[:, 2], "ko-", ms=3, label="CMA-ES mean on dev set")
-            stages = [int(h["stage"]) for h in hist]
-            for ax in axes:
-                for i in range(1, len(stages)):
-                    if stages[i] != stages[i - 1]:
-                        ax.axvline(g[i] - 0.5, color="grey", ls=":", lw=0.8)
-                ax.set_xlabel("generation")
-                ax.grid(alpha=0.3)
-            axes[0].axhline(1.0, color="grey", ls="--", lw=0.8)
-            axes[0].set_ylabel("score / full-cache score")
-            axes[1].set_ylabel("cache fraction kept")
-            axes[0].legend(frameon=False, fontsize=7)
-            fig.suptitle(f"NAMM evolution: {run.name} (dotted lines: new stage)", fontsize=9)
-            fig.tight_layout()
-            written += _savefig(fig, out, f"evolution_{run.name}", formats)
-            plt.close(fig)
+    evolves = [r for r in runs if (r / "evolution.pkl").exists()]
+    # tasks a NAMM was evolved on; every other task is held out (the defaults' stages if no run is given)
+    stages = [s for r in evolves for s in read_json(r / "config.json")["evolve"]["stages"]] or EvolveConfig().stages
+    trained = {t for s in stages for t in s}
+    for run in evolves:
+        hist = read_csv(run / "history.csv")
+        g = np.array([int(h["generation"]) for h in hist])
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
+        for key, label in (("fitness_mean", "population mean"), ("fitness_best", "population best")):
+            axes[0].plot(g, [float(h[key]) for h in hist], label=label, lw=1)
+        for key, label in (("cache_fraction_mean", "population mean"), ("cache_fraction_of_best", "best member")):
+            axes[1].plot(g, [float(h[key]) for h in hist], label=label, lw=1)
+        dev = [(int(h["generation"]), float(h["dev_mean_fitness"]), float(h["dev_mean_cache_fraction"]))
+               for h in hist if h.get("dev_mean_fitness") not in (None, "")]
+        if dev:
+            d = np.array(dev)
+            axes[0].plot(d[:, 0], d[:, 1], "ko-", ms=3, label="CMA-ES mean on dev set")
+            axes[1].plot(d[:, 0], d[:, 2], "ko-", ms=3, label="CMA-ES mean on dev set")
+        stages = [int(h["stage"]) for h in hist]
+        for ax in axes:
+            for i in range(1, len(stages)):
+                if stages[i] != stages[i - 1]:
+                    ax.axvline(g[i] - 0.5, color="grey", ls=":", lw=0.8)
+            ax.set_xlabel("generation")
+            ax.grid(alpha=0.3)
+        axes[0].axhline(1.0, color="grey", ls="--", lw=0.8)
+        axes[0].set_ylabel("score / full-cache score")
+        axes[1].set_ylabel("cache fraction kept")
+        axes[0].legend(frameon=False, fontsize=7)
+        fig.suptitle(f"NAMM evolution: {run.name} (dotted lines: new stage)", fontsize=9)
+        fig.tight_layout()
+        written += _savefig(fig, out, f"evolution_{run.name}", formats)
+        plt.close(fig)
     if evals:
         rows = [r for e in evals for r in read_csv(e / "eval.csv")]
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
         for ax, held in zip(axes, (False, True)):
             pts = defaultdict(list)
             for r in rows:
-                if (r["task"] in HELDOUT_TASKS) == held:
+                if (r["task"] not in trained) == held:
                     pts[(r["policy"], r["budget"])].append((float(r["cache_fraction"]), float(r["normalised"])))
             by_policy = defaultdict(list)
             for (pol, _), v in pts.items():

@@ -61,7 +61,7 @@ class BAM(Scorer):
 
     def score(self, params: torch.Tensor, X: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         self._check(params, X)
-        P, G, n, F = X.shape
+        F = X.shape[-1]
         W_qkv, b_qkv, W_o, b_o, w_s, b_s = self._unflatten(params.to(X.dtype), self.shapes)
         qkv = torch.einsum("pgnf,pfh->pgnh", X, W_qkv) + b_qkv[:, None, None]
         q, k, v = qkv.split(self.d_h, dim=-1)

@@ -4,11 +4,11 @@ Every prompt is exactly ``context`` tokens: BOS, a body that mixes the relevant 
 words (irrelevant) and, for some tasks, stale facts (harmful), then ``QUERY ... ANSWER``; the answer is
 one token, scored by exact match. A memory policy can keep the score while evicting the filler.
 
-Training tasks (the NAMM stages): ``kv_retrieval`` (two-token keys -> value, among many pairs),
-``passage_retrieval`` (which labelled passage contains these words?), ``icl_classification`` (the ICL
-task with many more pairs than the query needs), ``variable_tracking`` (variables reassigned; only the
-last assignment counts). Held-out tasks, for evaluation only: ``needle`` (one pair hidden in filler)
-and ``multi_hop`` (follow a -> b -> c).
+The tasks: ``kv_retrieval`` (two-token keys -> value, among many pairs), ``passage_retrieval`` (which
+labelled passage contains these words?), ``icl_classification`` (the ICL task with many more pairs
+than the query needs), ``variable_tracking`` (variables reassigned; only the last assignment counts),
+``needle`` (one pair hidden in filler) and ``multi_hop`` (follow a -> b -> c). The base model trains
+on all of them; a NAMM is evolved on the stages of ``EvolveConfig`` and every other task is held out.
 """
 
 from __future__ import annotations
@@ -27,9 +27,7 @@ VALUES = np.arange(144, 208)  # 64 values
 LABELS = np.arange(208, 240)  # 32 labels
 VOCAB = 256
 
-TRAIN_TASKS = ("kv_retrieval", "passage_retrieval", "icl_classification", "variable_tracking")
-HELDOUT_TASKS = ("needle", "multi_hop")
-TASKS = TRAIN_TASKS + HELDOUT_TASKS
+TASKS = ("kv_retrieval", "passage_retrieval", "icl_classification", "variable_tracking", "needle", "multi_hop")
 
 
 @dataclass(frozen=True)

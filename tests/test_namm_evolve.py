@@ -97,7 +97,7 @@ def test_context_curriculum_admits_one_doubling_per_stage():
 
 @pytest.mark.parametrize("kwargs, match", [({"generations": (1,)}, "one generation count"), ({"n_up": 40}, "multiple of 16"),
                                            ({"popsize": 1}, "popsize"), ({"scorer": "tcn"}, "scorer"),
-                                           ({"stages": (("copy",), ("needle",), ("needle",))}, "task")])
+                                           ({"stages": (("copy",), ("needle",)), "generations": (1, 1)}, "task")])
 def test_invalid_evolve_configs(kwargs, match):
     with pytest.raises(ValueError, match=match):
         EvolveConfig(**kwargs)
