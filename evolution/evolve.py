@@ -3,7 +3,8 @@
 Each generation draws ``prompts_per_task`` fresh prompts per task of the current stage (shared by the
 whole population), scores the full cache on them (the normaliser), then every candidate. Every
 ``dev_every`` generations the CMA-ES *mean* is scored on a fixed dev set and the best mean so far is
-kept (the released NAMM, as in the official code). Stages add tasks (1, then 1+2, then 1+2+3) and
+kept (the released NAMM, as in the official code). The best is kept per stage: a new stage's first dev
+score replaces it, since means over different task sets do not compare. Stages add tasks (1, then 1+2, then 1+2+3) and
 continue the same engine. The checkpoint holds the engine, the frozen normalisation statistics, the
 prompt generator's state and the history, so a run killed at any moment and resumed continues
 exactly as if it had never stopped.
@@ -92,7 +93,7 @@ class Evolution:
         self.norm = gather_norm_stats(model, self.scorer, {tasks[0]: self.dev[tasks[0]]}, config.n_up, config.batch_rows)
         self.stage, self.gen_in_stage = 0, 0
         self.history: list[dict] = []
-        self.best = {"dev": -np.inf, "params": np.zeros(self.scorer.n_params), "generation": 0}
+        self.best = {"dev": -np.inf, "params": np.zeros(self.scorer.n_params), "generation": 0, "stage": 0}
 
     @property
     def done(self) -> bool:
@@ -126,8 +127,9 @@ class Evolution:
         fit, _, frac = evaluate_population(self.model, self.scorer, self.engine.mean[None], dev,
                                            {t: self.dev_ref[t] for t in tasks}, c.n_up, self.norm, c.metric,
                                            batch_rows=c.batch_rows)
-        if fit[0] > self.best["dev"]:
-            self.best = {"dev": float(fit[0]), "params": self.engine.mean, "generation": self.engine.generation}
+        if fit[0] > self.best["dev"] or self.best.get("stage") != self.stage + 1:
+            self.best = {"dev": float(fit[0]), "params": self.engine.mean, "generation": self.engine.generation,
+                         "stage": self.stage + 1}
         return {"dev_mean_fitness": float(fit[0]), "dev_mean_cache_fraction": float(frac[0])}
 
     def save(self, out: Path) -> None:
@@ -138,7 +140,8 @@ class Evolution:
         atomic_write_bytes(out / "evolution.pkl", pickle.dumps(state))
         write_csv(out / "history.csv", self.history)
         write_json(out / "config.json", {"evolve": self.config.to_dict(), "best_generation": self.best["generation"],
-                                         "best_dev": self.best["dev"], **run_metadata()})
+                                         "best_stage": self.best.get("stage"), "best_dev": self.best["dev"],
+                                         **run_metadata()})
         atomic_write_bytes(out / "best_params.npy", _npy(self.best["params"]))
 
     def load(self, out: Path) -> None:

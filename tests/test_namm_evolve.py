@@ -62,6 +62,9 @@ def test_killed_evolution_resumes_exactly(model, tmp_path):
     np.testing.assert_array_equal(resumed.engine.mean, straight.engine.mean)
     assert [r["stage"] for r in straight.history] == [1, 1, 2, 2]
     assert "dev_mean_fitness" in straight.history[1] and (tmp_path / "a" / "best_params.npy").exists()
+    # the released mean comes from the last stage (its only dev score, generation 4), whatever stage 1 scored
+    assert (straight.best["stage"], straight.best["generation"]) == (2, 4) == (resumed.best["stage"], resumed.best["generation"])
+    np.testing.assert_array_equal(np.load(tmp_path / "a" / "best_params.npy"), straight.best["params"])
     other = Evolution(EvolveConfig(**{**CFG.to_dict(), "popsize": 6}), model)
     with pytest.raises(ValueError, match="different configuration"):
         other.load(tmp_path / "b")
