@@ -148,6 +148,28 @@ def eval_cmd(base_dir, policy, namm_dir, budget, budget_fraction, match_dir, tas
                    f"cache {r['cache_fraction']:.3f}")
 
 
+@namm.command("table")
+@click.argument("evals", nargs=-1, type=click.Path(exists=True, file_okay=False), required=True)
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Also write table.md and table.csv here.")
+def table(evals, out):
+    """Normalised score per policy and task with bootstrap 95% intervals, from eval folders on the same prompts;
+    tasks outside the NAMM's evolution stages count as held out, and NAMM is compared with each policy, paired."""
+    from amicl.results import read_json, write_csv
+    from evolution.evaluate import summary_table
+    from evolution.evolve import EvolveConfig
+
+    dirs = [Path(e) for e in evals]
+    evolved = [read_json(d / "config.json")["eval"].get("namm") for d in dirs]
+    evolved = [Path(e) for e in evolved if e and (Path(e) / "config.json").exists()]
+    stages = read_json(evolved[0] / "config.json")["evolve"]["stages"] if evolved else EvolveConfig().stages
+    rows, md = summary_table(dirs, {t for s in stages for t in s})
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        write_csv(Path(out) / "table.csv", rows)
+        (Path(out) / "table.md").write_text(md)
+    click.echo(md, nl=False)
+
+
 @click.command("namm")
 @click.argument("runs", nargs=-1, type=click.Path(exists=True, file_okay=False), required=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True)

@@ -7,8 +7,15 @@ from pathlib import Path
 
 import numpy as np
 
-from amicl.results import read_json, run_metadata, write_csv, write_json, write_npz
-from evolution.fitness import prompt_scores, reference_scores
+from amicl.results import (
+    read_csv,
+    read_json,
+    run_metadata,
+    write_csv,
+    write_json,
+    write_npz,
+)
+from evolution.fitness import full_cache_scores, mean_scores, prompt_scores
 from evolution.policies import NAMM, POLICIES
 from evolution.spectrogram import NormStats
 from evolution.tasks import sample
@@ -61,8 +68,9 @@ def evaluate_policy(base_dir: Path, policy: str, namm_dir: Path | None, budgets:
     model = load_base(base_dir)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3,)))
     prompts = {t: sample(t, n_prompts, context, rng) for t in tasks}
-    ref = reference_scores(model, prompts, metric, n_up, BATCH_ROWS)
-    rows, layer_fraction, ages, example = [], {}, {}, None
+    full = full_cache_scores(model, prompts, metric, n_up, BATCH_ROWS)
+    ref = mean_scores(full)
+    rows, per_prompt, layer_fraction, ages, example = [], [], {}, {}, None
     for budget in budgets:
         key = str(budget)
         per_layer, kept = [], []
@@ -77,6 +85,8 @@ def evaluate_policy(base_dir: Path, policy: str, namm_dir: Path | None, budgets:
                 kept.append(np.concatenate(stats.kept_ages))
                 if policy == "namm" and example is None and pol.example is not None:
                     example = pol.example.numpy()
+            per_prompt += [{"budget": key, "task": task, "prompt": i, "score": float(a), "full_score": float(b)}
+                           for i, (a, b) in enumerate(zip(np.concatenate(scores), full[task]))]
             rows.append({"policy": policy, "budget": key, "task": task, "score": float(np.concatenate(scores).mean()),
                          "full_score": ref[task], "normalised": float(np.concatenate(scores).mean() / ref[task]),
                          "cache_fraction": float(np.concatenate(fracs).mean()), "prompts": n_prompts,
@@ -84,6 +94,7 @@ def evaluate_policy(base_dir: Path, policy: str, namm_dir: Path | None, budgets:
         layer_fraction[key] = np.mean(per_layer, axis=0).tolist()
         ages[key] = np.histogram(np.concatenate(kept), bins=32, range=(0, context))[0].tolist()
     write_csv(out / "eval.csv", rows)
+    write_csv(out / "prompt_scores.csv", per_prompt)
     write_json(out / "eval.json", {"layer_fraction": layer_fraction, "age_histogram": ages, "age_range": [0, context]})
     if example is not None:
         write_npz(out / "example_spectrogram.npz", spectrogram=example)
@@ -92,3 +103,63 @@ def evaluate_policy(base_dir: Path, policy: str, namm_dir: Path | None, budgets:
                                               "base": str(base_dir), "namm": str(namm_dir) if namm_dir else None},
                                      **run_metadata()})
     return rows
+
+
+def summary_table(eval_dirs: list[Path], trained: set[str], against: str = "namm", n_boot: int = 2000,
+                  seed: int = 0) -> tuple[list[dict], str]:
+    """Normalised score per task with percentile-bootstrap 95% intervals (prompts resampled, the
+    policy's and the full cache's scores together), means over trained and held-out tasks, and where
+    every eval ran on the same prompts, the paired difference of each mean from policy ``against``."""
+    cells = {}  # (policy, budget) -> task -> (scores, full)
+    fraction = {}
+    for d in eval_dirs:
+        if not (d / "prompt_scores.csv").exists():
+            raise ValueError(f"{d} has no prompt_scores.csv (not an eval folder, or made before it was written)")
+        policy = read_json(d / "config.json")["eval"]["policy"]
+        for r in read_csv(d / "eval.csv"):
+            fraction[policy, r["budget"]] = fraction.get((policy, r["budget"]), []) + [float(r["cache_fraction"])]
+        for r in read_csv(d / "prompt_scores.csv"):
+            s, f = cells.setdefault((policy, r["budget"]), {}).setdefault(r["task"], ([], []))
+            s.append(float(r["score"]))
+            f.append(float(r["full_score"]))
+    tasks = sorted({t for v in cells.values() for t in v}, key=lambda t: (t not in trained, t))
+    fulls = {t: {tuple(v[t][1]) for v in cells.values() if t in v} for t in tasks}
+    paired = all(len(f) == 1 for f in fulls.values())
+    rng = np.random.default_rng(seed)
+    idx = {t: rng.integers(0, len(next(iter(fulls[t]))), size=(n_boot, len(next(iter(fulls[t]))))) for t in tasks}
+    boots, rows = {}, []
+    for key, per_task in cells.items():
+        row, b = {"policy": key[0], "budget": key[1], "cache_fraction": float(np.mean(fraction[key]))}, {}
+        for t in tasks:
+            if t not in per_task:
+                continue
+            s, f = (np.asarray(x) for x in per_task[t])
+            b[t] = s[idx[t]].mean(1) / f[idx[t]].mean(1)
+            row[t] = (s.mean() / f.mean(), *np.percentile(b[t], [2.5, 97.5]))
+        for group, members in (("trained", [t for t in tasks if t in trained]), ("held_out", [t for t in tasks if t not in trained])):
+            members = [t for t in members if t in b]
+            if members:
+                b[group] = np.mean([b[t] for t in members], axis=0)
+                row[group] = (float(np.mean([row[t][0] for t in members])), *np.percentile(b[group], [2.5, 97.5]))
+        boots[key] = b
+        rows.append(row)
+    refs = [(k, r) for k, r in zip(cells, rows) if k[0] == against]
+    if paired and len(refs) == 1:
+        (ref_key, ref_row), = refs
+        for key, row in zip(cells, rows):
+            for group in ("trained", "held_out"):
+                if group in row and group in ref_row and key != ref_key:
+                    d = boots[ref_key][group] - boots[key][group]
+                    row[f"{against}_minus_this_{group}"] = (ref_row[group][0] - row[group][0],
+                                                            *np.percentile(d, [2.5, 97.5]))
+    cols = tasks + ["trained", "held_out"] + [c for c in (f"{against}_minus_this_trained", f"{against}_minus_this_held_out")
+                                              if any(c in r for r in rows)]
+    fmt = lambda v: f"{v[0]:.2f} [{v[1]:.2f}, {v[2]:.2f}]" if isinstance(v, tuple) else ""
+    md = ["| policy | budget | cache kept | " + " | ".join(c.replace("_", " ") for c in cols) + " |",
+          "|---" * (len(cols) + 3) + "|"]
+    md += [f"| {r['policy']} | {r['budget']} | {r['cache_fraction']:.3f} | " + " | ".join(fmt(r.get(c)) for c in cols) + " |"
+           for r in sorted(rows, key=lambda r: (r["policy"] != against, r["policy"], r["cache_fraction"]))]
+    flat = [{k: (v[0] if isinstance(v, tuple) else v) for k, v in r.items()} |
+            {f"{k}_ci": f"{v[1]:.4f},{v[2]:.4f}" for k, v in r.items() if isinstance(v, tuple)} for r in rows]
+    return flat, "\n".join(md) + "\n"
+

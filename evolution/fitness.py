@@ -35,13 +35,23 @@ def prompt_scores(model: GPT, tokens: np.ndarray, answer: np.ndarray, policy, me
     return score.cpu().numpy(), stats
 
 
+def full_cache_scores(model: GPT, prompts: dict[str, Prompts], metric: str, n_up: int, batch_rows: int = 64):
+    """Per-prompt full-cache scores, task -> (n,)."""
+    return {task: np.concatenate([prompt_scores(model, p.tokens[i : i + batch_rows], p.answer[i : i + batch_rows],
+                                                FullCache(n_up), metric)[0]
+                                  for i in range(0, len(p.answer), batch_rows)])
+            for task, p in prompts.items()}
+
+
 def reference_scores(model: GPT, prompts: dict[str, Prompts], metric: str, n_up: int, batch_rows: int = 64):
     """Mean full-cache score per task on exactly these prompts (the normaliser)."""
+    return mean_scores(full_cache_scores(model, prompts, metric, n_up, batch_rows))
+
+
+def mean_scores(per_prompt: dict[str, np.ndarray]) -> dict[str, float]:
     ref = {}
-    for task, p in prompts.items():
-        s = [prompt_scores(model, p.tokens[i : i + batch_rows], p.answer[i : i + batch_rows], FullCache(n_up), metric)[0]
-             for i in range(0, len(p.answer), batch_rows)]
-        ref[task] = float(np.concatenate(s).mean())
+    for task, s in per_prompt.items():
+        ref[task] = float(s.mean())
         if ref[task] <= 0:
             raise ValueError(f"the full-cache model scores 0 on {task}: the normalised fitness is undefined "
                              "(train the base model longer, or use metric='prob')")

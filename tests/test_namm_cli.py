@@ -1,5 +1,6 @@
 """The whole NAMM command path at a tiny size: train-base, evolve, eval of every policy, figures."""
 
+import csv
 import json
 
 import pytest
@@ -47,6 +48,14 @@ def test_evolve_eval_and_figures(base, tmp_path):
     r = run("namm", "eval", "--base", base, "--policy", "h2o", "--budget-fraction", "0.25,0.5", "--tasks", "needle",
             "--prompts", 2, *common, *SMALL, "--out", tmp_path / "eval_sweep")
     assert r.exit_code == 0 and r.stdout.count("needle") == 2, r.output
+    r = run("namm", "table", *[tmp_path / f"eval_{p}" for p in ("namm", "recency", "h2o", "l2", "random")],
+            "--out", tmp_path / "table")
+    assert r.exit_code == 0, r.output
+    rows = {x["policy"]: x for x in csv.DictReader(open(tmp_path / "table" / "table.csv"))}
+    namm_eval = {x["task"]: x for x in csv.DictReader(open(ev / "eval.csv"))}
+    assert float(rows["namm"]["needle"]) == pytest.approx(float(namm_eval["needle"]["normalised"]))
+    assert rows["namm"]["namm_minus_this_trained"] == "" and rows["h2o"]["namm_minus_this_trained"] != ""
+    assert "| namm | None |" in r.output
     r = run("figures", "namm", evo, *[tmp_path / f"eval_{p}" for p in ("namm", "full", "h2o", "l2", "sweep")],
             "--out", tmp_path / "fig", "--format", "png")
     assert r.exit_code == 0, r.output
