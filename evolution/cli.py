@@ -154,7 +154,7 @@ def eval_cmd(base_dir, policy, namm_dir, budget, budget_fraction, match_dir, tas
 def table(evals, out):
     """Normalised score per policy and task with bootstrap 95% intervals, from eval folders on the same prompts;
     tasks outside the NAMM's evolution stages count as held out, and NAMM is compared with each policy, paired."""
-    from amicl.results import read_json, write_csv
+    from amicl.results import atomic_write_bytes, read_json, write_csv
     from evolution.evaluate import summary_table
     from evolution.evolve import EvolveConfig
 
@@ -166,7 +166,7 @@ def table(evals, out):
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         write_csv(Path(out) / "table.csv", rows)
-        (Path(out) / "table.md").write_text(md)
+        atomic_write_bytes(Path(out) / "table.md", md.encode())
     click.echo(md, nl=False)
 
 

@@ -157,7 +157,8 @@ def summary_table(eval_dirs: list[Path], trained: set[str], against: str = "namm
     fmt = lambda v: f"{v[0]:.2f} [{v[1]:.2f}, {v[2]:.2f}]" if isinstance(v, tuple) else ""
     md = ["| policy | budget | cache kept | " + " | ".join(c.replace("_", " ") for c in cols) + " |",
           "|---" * (len(cols) + 3) + "|"]
-    md += [f"| {r['policy']} | {r['budget']} | {r['cache_fraction']:.3f} | " + " | ".join(fmt(r.get(c)) for c in cols) + " |"
+    shown = lambda b: "own (score < 0)" if b == "None" else f"{b} per layer" if b.isdigit() else f"per layer {b}"
+    md += [f"| {r['policy']} | {shown(r['budget'])} | {r['cache_fraction']:.3f} | " + " | ".join(fmt(r.get(c)) for c in cols) + " |"
            for r in sorted(rows, key=lambda r: (r["policy"] != against, r["policy"], r["cache_fraction"]))]
     flat = [{k: (v[0] if isinstance(v, tuple) else v) for k, v in r.items()} |
             {f"{k}_ci": f"{v[1]:.4f},{v[2]:.4f}" for k, v in r.items() if isinstance(v, tuple)} for r in rows]

@@ -56,46 +56,56 @@ def draw_namm(runs: list[Path], out: Path, formats=("png", "pdf")) -> list[Path]
         plt.close(fig)
     if evals:
         rows = [r for e in evals for r in read_csv(e / "eval.csv")]
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
+        colour = {p: f"C{i}" for i, p in enumerate(sorted({r["policy"] for r in rows}))}
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.5), sharey=True, layout="constrained")
         for ax, held in zip(axes, (False, True)):
             pts = defaultdict(list)
             for r in rows:
                 if (r["task"] not in trained) == held:
                     pts[(r["policy"], r["budget"])].append((float(r["cache_fraction"]), float(r["normalised"])))
-            by_policy = defaultdict(list)
-            for (pol, _), v in pts.items():
-                by_policy[pol].append(np.mean(v, axis=0))
-            for pol, v in sorted(by_policy.items()):
-                v = np.array(sorted(v, key=lambda x: x[0]))
-                ax.plot(v[:, 0], v[:, 1], "o-" if len(v) > 1 else "*", ms=5 if len(v) > 1 else 12, label=pol)
+            uniform, other = defaultdict(list), []
+            for (pol, budget), v in pts.items():
+                (uniform[pol] if budget.isdigit() else other).append((pol, budget, np.mean(v, axis=0)))
+            for pol, v in sorted(uniform.items()):  # one budget for every layer: a curve per policy
+                v = np.array(sorted((x[2] for x in v), key=lambda x: x[0]))
+                ax.plot(v[:, 0], v[:, 1], "o-", ms=4, color=colour[pol], label=f"{pol}, same budget per layer")
+            for pol, budget, (x, y) in sorted(other, key=lambda o: o[0]):
+                if pol == "namm":
+                    ax.plot(x, y, "*", ms=13, color=colour[pol], label="NAMM (its own budget)")
+                else:  # a baseline given NAMM's measured per-layer budget (--match)
+                    ax.plot(x, y, "D", ms=6, mfc="none", color=colour[pol], label=f"{pol}, NAMM's per-layer budget")
             ax.axhline(1.0, color="grey", ls="--", lw=0.8)
             ax.set_xlabel("cache fraction kept")
             ax.set_title("held-out tasks" if held else "training tasks", fontsize=9)
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("score / full-cache score (mean over tasks)")
-        axes[0].legend(frameon=False, fontsize=7)
-        fig.tight_layout()
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right center", frameon=False, fontsize=7)
         written += _savefig(fig, out, "score_vs_cache", formats)
         plt.close(fig)
 
+        # per-layer budgets and ages of kept tokens: NAMM and the baselines matched to it, when present
+        infos = [(read_json(e / "config.json")["eval"]["policy"], read_json(e / "eval.json")) for e in evals]
+        focus = [(pol, b, info) for pol, info in infos for b in info["layer_fraction"]
+                 if pol == "namm" or not b.isdigit()]
+        focus = focus or [(pol, b, info) for pol, info in infos for b in info["layer_fraction"]]
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
-        for e in evals:
-            info = read_json(e / "eval.json")
-            pol = read_json(e / "config.json")["eval"]["policy"]
-            for budget, frac in info["layer_fraction"].items():
-                axes[0].plot(range(len(frac)), frac, "o-", ms=3, label=f"{pol} ({budget})")
+        for pol, budget, info in focus:
+            label = "NAMM" if pol == "namm" else pol if not budget.isdigit() else f"{pol} ({budget})"
+            if pol == "namm" or budget.isdigit() or not any(p == "namm" for p, _, _ in focus):
+                frac = info["layer_fraction"][budget]
+                axes[0].plot(range(len(frac)), frac, "o-", ms=4, color=colour[pol], label=label)
             lo, hi = info["age_range"]
-            for budget, hist in info["age_histogram"].items():
-                edges = np.linspace(lo, hi, len(hist) + 1)
-                h = np.asarray(hist, float)
-                axes[1].step(edges[:-1], h / max(h.sum(), 1), where="post", label=f"{pol} ({budget})")
+            h = np.asarray(info["age_histogram"][budget], float)
+            edges = np.linspace(lo, hi, len(h) + 1)
+            axes[1].step(edges[:-1], h / max(h.sum(), 1), where="post", color=colour[pol], label=label)
         axes[0].set_xlabel("layer")
+        axes[0].set_xticks(range(max(len(i["layer_fraction"][b]) for _, b, i in focus)))
         axes[0].set_ylabel("fraction of tokens kept")
-        axes[1].set_xlabel("age of kept token (tokens)")
+        axes[1].set_xlabel("age of kept token at the answer (tokens)")
         axes[1].set_ylabel("share of kept tokens")
-        axes[0].legend(frameon=False, fontsize=6)
         for ax in axes:
             ax.grid(alpha=0.3)
+            ax.legend(frameon=False, fontsize=7)
         fig.tight_layout()
         written += _savefig(fig, out, "layers_and_ages", formats)
         plt.close(fig)

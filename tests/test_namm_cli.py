@@ -55,7 +55,7 @@ def test_evolve_eval_and_figures(base, tmp_path):
     namm_eval = {x["task"]: x for x in csv.DictReader(open(ev / "eval.csv"))}
     assert float(rows["namm"]["needle"]) == pytest.approx(float(namm_eval["needle"]["normalised"]))
     assert rows["namm"]["namm_minus_this_trained"] == "" and rows["h2o"]["namm_minus_this_trained"] != ""
-    assert "| namm | None |" in r.output
+    assert "| namm | own (score < 0) |" in r.output
     r = run("figures", "namm", evo, *[tmp_path / f"eval_{p}" for p in ("namm", "full", "h2o", "l2", "sweep")],
             "--out", tmp_path / "fig", "--format", "png")
     assert r.exit_code == 0, r.output
