@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,7 +54,7 @@ def main():
     else:
         torch.manual_seed(0)
         model = GPT(GPTConfig(vocab_size=256, block_size=4096, n_layer=4, n_head=4, n_kv_head=2, d_model=128,
-                              pos="rotary")).eval()
+                              pos="rotary", token_shift=True)).eval()
     scorer = BAM()
     rng = np.random.default_rng(0)
     prompts = {"kv_retrieval": sample("kv_retrieval", a.prompts, a.context, rng)}
@@ -94,16 +95,19 @@ def main():
     bam_t = {name: min(timed(lambda s=s: s.score(params, Xs, valid))[1] for _ in range(3))
              for name, s in (("fused", scorer), ("reference", plain))}
 
-    # 4. KV memory at a NAMM's cache fraction vs the full cache, on the same prompt
+    # 4. KV memory at a NAMM's cache fraction vs the full cache, on the same prompts (the NAMM's context)
+    kv_context = a.context
     if a.namm:
+        from amicl.results import read_json
         from evolution.evaluate import load_namm
 
-        policy = load_namm(__import__("pathlib").Path(a.namm), a.n_up, None)
+        policy = load_namm(Path(a.namm), a.n_up, None)
+        kv_context = read_json(Path(a.namm) / "config.json")["evolve"]["context"]
         source = a.namm
     else:
         policy = NAMM(scorer, np.random.default_rng(1).normal(0, 0.5, scorer.n_params), n_up=a.n_up, norm=norm)
         source = "BAM with random parameters (no evolved NAMM given)"
-    tokens = torch.from_numpy(prompts["kv_retrieval"].tokens[:1])
+    tokens = torch.from_numpy(sample("kv_retrieval", a.prompts, kv_context, rng).tokens)
     _, full = rollout(model, tokens, 1)
     _, managed = rollout(model, tokens, 1, policy)
     result = {
@@ -120,6 +124,7 @@ def main():
         "population_eval_seconds_by_batch_rows": by_rows,
         "bam_score_seconds": bam_t,
         "bam_fused_vs_reference": bam_t["reference"] / bam_t["fused"],
+        "kv_context": kv_context,
         "kv_bytes_full": full.final_bytes,
         "kv_bytes_managed": managed.final_bytes,
         "kv_alive_fraction_managed": float(managed.row_fraction.mean()),
