@@ -85,10 +85,11 @@ def evaluate_policy(base_dir: Path, policy: str, namm_dir: Path | None, budgets:
                 kept.append(np.concatenate(stats.kept_ages))
                 if policy == "namm" and example is None and pol.example is not None:
                     example = pol.example.numpy()
+            scores = np.concatenate(scores)
             per_prompt += [{"budget": key, "task": task, "prompt": i, "score": float(a), "full_score": float(b)}
-                           for i, (a, b) in enumerate(zip(np.concatenate(scores), full[task]))]
-            rows.append({"policy": policy, "budget": key, "task": task, "score": float(np.concatenate(scores).mean()),
-                         "full_score": ref[task], "normalised": float(np.concatenate(scores).mean() / ref[task]),
+                           for i, (a, b) in enumerate(zip(scores, full[task]))]
+            rows.append({"policy": policy, "budget": key, "task": task, "score": float(scores.mean()),
+                         "full_score": ref[task], "normalised": float(scores.mean() / ref[task]),
                          "cache_fraction": float(np.concatenate(fracs).mean()), "prompts": n_prompts,
                          "context": context})
         layer_fraction[key] = np.mean(per_layer, axis=0).tolist()

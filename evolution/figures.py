@@ -88,10 +88,11 @@ def draw_namm(runs: list[Path], out: Path, formats=("png", "pdf")) -> list[Path]
         focus = [(pol, b, info) for pol, info in infos for b in info["layer_fraction"]
                  if pol == "namm" or not b.isdigit()]
         focus = focus or [(pol, b, info) for pol, info in infos for b in info["layer_fraction"]]
+        has_namm = any(pol == "namm" for pol, _, _ in focus)  # then the layer panel shows NAMM alone
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
         for pol, budget, info in focus:
             label = "NAMM" if pol == "namm" else pol if not budget.isdigit() else f"{pol} ({budget})"
-            if pol == "namm" or budget.isdigit() or not any(p == "namm" for p, _, _ in focus):
+            if pol == "namm" or not has_namm:
                 frac = info["layer_fraction"][budget]
                 axes[0].plot(range(len(frac)), frac, "o-", ms=4, color=colour[pol], label=label)
             lo, hi = info["age_range"]
