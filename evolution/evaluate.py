@@ -127,7 +127,8 @@ def summary_table(eval_dirs: list[Path], trained: set[str], against: str = "namm
     fulls = {t: {tuple(v[t][1]) for v in cells.values() if t in v} for t in tasks}
     paired = all(len(f) == 1 for f in fulls.values())
     rng = np.random.default_rng(seed)
-    idx = {t: rng.integers(0, len(next(iter(fulls[t]))), size=(n_boot, len(next(iter(fulls[t]))))) for t in tasks}
+    # Bootstrap indices per (task, prompt count): paired evals resample the same prompts together.
+    idx = {(t, n): rng.integers(0, n, size=(n_boot, n)) for t in tasks for n in sorted({len(f) for f in fulls[t]})}
     boots, rows = {}, []
     for key, per_task in cells.items():
         row, b = {"policy": key[0], "budget": key[1], "cache_fraction": float(np.mean(fraction[key]))}, {}
@@ -135,7 +136,8 @@ def summary_table(eval_dirs: list[Path], trained: set[str], against: str = "namm
             if t not in per_task:
                 continue
             s, f = (np.asarray(x) for x in per_task[t])
-            b[t] = s[idx[t]].mean(1) / f[idx[t]].mean(1)
+            i = idx[t, len(s)]
+            b[t] = s[i].mean(1) / f[i].mean(1)
             row[t] = (s.mean() / f.mean(), *np.percentile(b[t], [2.5, 97.5]))
         for group, members in (("trained", [t for t in tasks if t in trained]), ("held_out", [t for t in tasks if t not in trained])):
             members = [t for t in members if t in b]

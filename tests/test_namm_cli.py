@@ -56,6 +56,12 @@ def test_evolve_eval_and_figures(base, tmp_path):
     assert float(rows["namm"]["needle"]) == pytest.approx(float(namm_eval["needle"]["normalised"]))
     assert rows["namm"]["namm_minus_this_trained"] == "" and rows["h2o"]["namm_minus_this_trained"] != ""
     assert "| namm | own (score < 0) |" in r.output
+    r = run("namm", "eval", "--base", base, "--policy", "recency", "--budget-fraction", "0.5", "--tasks", "needle",
+            "--prompts", 3, *common, *SMALL, "--out", tmp_path / "eval_3")
+    assert r.exit_code == 0, r.output
+    r = run("namm", "table", ev, tmp_path / "eval_3", "--out", tmp_path / "table_unpaired")
+    assert r.exit_code == 0, r.output  # different prompt counts: CIs per eval, no paired differences
+    assert "| recency |" in r.output and "minus" not in r.output
     r = run("figures", "namm", evo, *[tmp_path / f"eval_{p}" for p in ("namm", "full", "h2o", "l2", "sweep")],
             "--out", tmp_path / "fig", "--format", "png")
     assert r.exit_code == 0, r.output
