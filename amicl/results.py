@@ -78,8 +78,13 @@ def write_npz(path, **arrays) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+# Taken at import, i.e. when this process started: runs that rewrite config.json at every checkpoint
+# must not report their last checkpoint as their start.
+_PROCESS_STARTED = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
 def run_metadata() -> dict:
-    """Versions, git SHA, host and start time, stored in every config.json."""
+    """Versions, git SHA, host and this process's start time, stored in every config.json."""
     versions = {}
     for pkg in ("amicl", "numpy", "scipy", "numba", "torch", "cma", "click"):
         try:
@@ -91,7 +96,7 @@ def run_metadata() -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "git_sha": _git_sha(),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "started": _PROCESS_STARTED,
         "argv": sys.argv,
     }
 

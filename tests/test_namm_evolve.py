@@ -104,3 +104,10 @@ def test_context_curriculum_admits_one_doubling_per_stage():
 def test_invalid_evolve_configs(kwargs, match):
     with pytest.raises(ValueError, match=match):
         EvolveConfig(**kwargs)
+
+
+def test_config_records_the_process_start_not_the_last_checkpoint(monkeypatch):
+    from amicl import results
+    first = results.run_metadata()["started"]
+    monkeypatch.setattr(results.time, "strftime", lambda *a: "a later checkpoint")
+    assert results.run_metadata()["started"] == first
