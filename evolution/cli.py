@@ -71,7 +71,7 @@ def train_base(layers, d_model, heads, kv_heads, token_shift, steps, batch, lr, 
 @click.option("--base", "base_dir", type=click.Path(exists=True, file_okay=False), required=True, help="train-base run.")
 @click.option("--stages", default="kv_retrieval;kv_retrieval,variable_tracking", show_default=True,
               help="Semicolon-separated stages, each a comma-separated task list.")
-@click.option("--generations", default="30,40", show_default=True, help="Generations per stage.")
+@click.option("--generations", default="20,20", show_default=True, help="Generations per stage.")
 @click.option("--scorer", type=click.Choice(["bam", "mlp"]), default="bam")
 @click.option("--mask", type=click.Choice(["backward", "none", "forward"]), default="backward")
 @click.option("--popsize", type=int, default=16)
@@ -79,9 +79,9 @@ def train_base(layers, d_model, heads, kv_heads, token_shift, steps, batch, lr, 
 @click.option("--full-cma", is_flag=True, help="Full covariance instead of separable CMA-ES.")
 @click.option("--n-up", type=int, default=64, help="Tokens between memory updates (multiple of 16).")
 @click.option("--context", type=int, default=1024)
-@click.option("--prompts", type=int, default=8, help="Prompts per task per generation.")
-@click.option("--dev-prompts", type=int, default=32)
-@click.option("--dev-every", type=int, default=10)
+@click.option("--prompts", type=int, default=16, help="Prompts per task per generation.")
+@click.option("--dev-prompts", type=int, default=128)
+@click.option("--dev-every", type=int, default=5)
 @click.option("--metric", type=click.Choice(["accuracy", "prob"]), default="prob", show_default=True,
               help="Fitness score: exact match, or the probability of the right answer (smooth).")
 @click.option("--seed", type=click.IntRange(min=0), default=0)
