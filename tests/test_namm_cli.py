@@ -101,3 +101,19 @@ def test_train_base_task_subset_and_plain_inputs(tmp_path):
     base = json.loads((tmp_path / "config.json").read_text())["base"]
     assert base["tasks"] == ["kv_retrieval", "needle"] and base["model"]["token_shift"] is False
     assert "kv_retrieval@64=" in r.stdout and "passage" not in r.stdout
+
+
+def test_evolve_cli_defaults_are_the_config_defaults(base, tmp_path, monkeypatch):
+    """The CLI repeats EvolveConfig's defaults (importing it would load torch for --help): keep them equal."""
+    import evolution.evolve as ev
+
+    class Built(Exception):
+        pass
+
+    def capture(cfg, model):
+        raise Built(cfg)
+
+    monkeypatch.setattr(ev, "Evolution", capture)
+    r = run("namm", "evolve", "--base", base, "--out", tmp_path / "evo")
+    assert isinstance(r.exception, Built), r.output
+    assert r.exception.args[0] == ev.EvolveConfig()
