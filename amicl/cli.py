@@ -7,79 +7,17 @@ Errors (bad options, ``ValueError`` from the library) print one line and exit wi
 
 from __future__ import annotations
 
-import importlib
-import sys
-from dataclasses import fields
-
 import click
 
-from amicl._validate import RunStopped
-
-CONTEXT = {"show_default": True, "help_option_names": ["-h", "--help"], "max_content_width": 100}
-
-
-class LazyGroup(click.Group):
-    """A group whose subcommands named in ``lazy`` ("module:attribute") are imported on first use."""
-
-    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.lazy = dict(lazy or {})
-
-    def list_commands(self, ctx):
-        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
-
-    def get_command(self, ctx, name):
-        if name in self.lazy and name not in self.commands:
-            module, attr = self.lazy[name].split(":")
-            self.add_command(getattr(importlib.import_module(module), attr), name)
-        return super().get_command(ctx, name)
-
-    def format_commands(self, ctx, formatter):
-        # Short help straight from the registry, so listing commands imports nothing heavy.
-        rows = []
-        for name in self.list_commands(ctx):
-            cmd = self.commands.get(name)
-            text = cmd.get_short_help_str(limit=80) if cmd is not None else LAZY_HELP.get(self.lazy[name], "")
-            rows.append((name, text))
-        if rows:
-            with formatter.section("Commands"):
-                formatter.write_dl(rows)
-
-
-LAZY_HELP = {
-    "evolution.cli:namm": "Neural attention memory models: base model, CMA-ES evolution, policy evaluation.",
-    "evolution.cli:figures_namm": "NAMM evolution curves, score vs cache fraction, layers, ages, spectrograms.",
-    "transformers_mini.cli:transformer": "The two-layer ICL Transformer with residual attention streams.",
-    "transformers_mini.cli:figures_streams": "Learning curves and steps-to-ICL of a stream comparison.",
-    "amicl.figures:figures_amicl": "Draw the AMICL figures from saved results.",
-    "amicl.reproduce:reproduce_amicl": "Reproduce the AMICL notebook's numbers and figures.",
-}
-
-
-class RootGroup(LazyGroup):
-    """The root: turns every ``ValueError`` and usage error into one line on stderr and exit code 2."""
-
-    def main(self, args=None, prog_name=None, **kwargs):
-        kwargs.pop("standalone_mode", None)
-        try:
-            rv = super().main(args=args, prog_name=prog_name or "amicl", standalone_mode=False, **kwargs)
-        except click.ClickException as exc:
-            click.echo(f"Error: {exc.format_message()}", err=True)
-            sys.exit(exc.exit_code)
-        except click.Abort:
-            click.echo("Aborted.", err=True)
-            sys.exit(1)
-        except ValueError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(2)
-        except RunStopped as exc:
-            click.echo(f"Stopped: {exc}", err=True)
-            sys.exit(1)
-        sys.exit(rv if isinstance(rv, int) else 0)
+from amicl.common.cli import CONTEXT, LazyGroup, RootGroup, config_option, given
+from amicl.common.validate import config_from_dict
+from amicl.memory import MemoryConfig
+from amicl.reference import SEP_CODES, SIM_CODES
+from amicl.task import TEST_SETS, EpisodeConfig, TaskConfig
 
 
 @click.group(cls=RootGroup, context_settings=CONTEXT, lazy={"transformer": "transformers_mini.cli:transformer",
-                                                                          "namm": "evolution.cli:namm"})
+                                                            "namm": "evolution.cli:namm"})
 @click.version_option(package_name="amicl")
 def amicl():
     """Associative memory for in-context learning, residual attention streams and evolved KV-cache
@@ -94,17 +32,6 @@ def main():  # console-script entry point
 # Shared options
 
 
-def check_run_folder(out, marker: str, resume: bool) -> None:
-    """Refuse to overwrite a run (``out/marker`` exists) unless resuming, and to resume nothing."""
-    from pathlib import Path
-
-    exists = (Path(out) / marker).exists()
-    if exists and not resume:
-        raise click.UsageError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    if resume and not exists:
-        raise click.UsageError(f"--resume: no {marker} in {out}")
-
-
 def common_run_options(f):
     """--seed, --workers (process pool size; 1 = in-process)."""
     f = click.option("--workers", type=click.IntRange(min=1), default=1, help="Parallel worker processes.")(f)
@@ -112,7 +39,7 @@ def common_run_options(f):
     return f
 
 
-_DATA_FIELDS = {  # option -> (help, type); defaults come from the config classes
+DATA_FIELDS = {  # option -> (help, type); defaults come from the config classes
     "D": ("Content dimensions.", int),
     "K": ("Number of classes.", int),
     "T": ("[episodes] Tokens per episode (even).", int),
@@ -129,50 +56,88 @@ _DATA_FIELDS = {  # option -> (help, type); defaults come from the config classe
 }
 
 
-def data_options(f):
-    """--task and one option per data-config field (defaults: the config's, shown in --help)."""
-    from amicl.task import EpisodeConfig, TaskConfig
+def data_option(name: str, reddy_only: bool = False):
+    """The option for data field ``name``, its default read from the config that owns the field."""
+    text, typ = DATA_FIELDS[name]
+    cls = EpisodeConfig if name in EpisodeConfig.__dataclass_fields__ else TaskConfig
+    if reddy_only:
+        text, cls = text.replace("[reddy] ", ""), TaskConfig
+    return config_option(cls, name, f"--{name}", type=typ, help=text)
 
-    defaults = {**TaskConfig().to_dict(), **EpisodeConfig().to_dict()}
-    for name in reversed(list(_DATA_FIELDS)):
-        text, typ = _DATA_FIELDS[name]
-        f = click.option(f"--{name}", name, type=typ, default=None, help=f"{text} [default: {defaults[name]}]",
-                         show_default=False)(f)
-    f = click.option("--test-set", type=click.Choice(["test", "ic", "ic2", "iw"]), default="ic",
-                     help="[reddy] Test set the memory is scored on.")(f)
+
+def data_options(f):
+    """--task, --test-set and one option per data-config field."""
+    for name in reversed(list(DATA_FIELDS)):
+        f = data_option(name)(f)
+    f = click.option("--test-set", type=click.Choice(TEST_SETS), default=None,
+                     help="[reddy] Test set the memory is scored on. [default: ic]")(f)
     f = click.option("--task", "task_kind", type=click.Choice(["episodes", "reddy"]), default="episodes",
                      help="AMICL notebook episodes, or Reddy's generator (the Transformer's data).")(f)
     return f
 
 
+MEMORY_FIELDS = ("a", "similarity", "separation", "beta", "n", "max_iter")
+
+
 def memory_options(f):
-    f = click.option("--max-iter", type=int, default=0, help="Hopfield iterations (0 = one-step retrieval).")(f)
-    f = click.option("--power", "n", type=float, default=2.0, help="Exponent n of the 'power' separation.")(f)
-    f = click.option("--beta", type=float, default=1.0, help="Inverse temperature of the 'softmax' separation.")(f)
-    f = click.option("--separation", type=click.Choice(["argmax", "softmax", "power"]), default="argmax")(f)
-    f = click.option("--similarity", type=click.Choice(["dot", "pearson", "euclidean", "manhattan"]), default="dot")(f)
-    f = click.option("--a", type=float, default=2.0, help="Weight of the previous token in the binding.")(f)
+    opts = [
+        config_option(MemoryConfig, "a", "--a", type=float, help="Weight of the previous token in the binding."),
+        config_option(MemoryConfig, "similarity", type=click.Choice(list(SIM_CODES))),
+        config_option(MemoryConfig, "separation", type=click.Choice(list(SEP_CODES))),
+        config_option(MemoryConfig, "beta", type=float, help="Inverse temperature of the 'softmax' separation."),
+        config_option(MemoryConfig, "n", "--power", type=float, help="Exponent n of the 'power' separation."),
+        config_option(MemoryConfig, "max_iter", type=int, help="Hopfield iterations (0 = one-step retrieval)."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
     return f
 
 
-def build_spec(task_kind, test_set, trials, mem: dict, data: dict):
-    """RunSpec from CLI values; an option that does not apply to ``task_kind`` is an error."""
-    from amicl.memory import MemoryConfig
+def trials_option(f):
+    from amicl.sweep import RunSpec
+
+    return config_option(RunSpec, "trials", type=click.IntRange(min=1), help="Trials (episodes) per setting.")(f)
+
+
+def build_spec(task_kind, test_set, trials, kwargs: dict, swept=()):
+    """RunSpec from CLI values: an option that does not apply to ``task_kind``, or that is also swept
+    by --grid, is an error (it would be ignored or overridden)."""
     from amicl.sweep import DATA_KINDS, RunSpec
 
+    given_opts = given(kwargs)
+    both = sorted(set(given_opts) & set(swept))
+    if both:
+        raise click.UsageError(f"--{both[0]} is also swept by --grid; give it in one place")
     cls = DATA_KINDS[task_kind]
-    names = {fl.name for fl in fields(cls)}
-    given = {k: v for k, v in data.items() if v is not None}
-    wrong = sorted(set(given) - names)
+    data = {k: v for k, v in given_opts.items() if k in DATA_FIELDS}
+    wrong = sorted(set(data) - set(cls.__dataclass_fields__))
+    if test_set is not None and task_kind != "reddy":
+        wrong.insert(0, "test-set")
     if wrong:
         raise click.UsageError(f"--{wrong[0]} does not apply to --task {task_kind}")
-    return RunSpec(MemoryConfig(**mem), cls(**given), test_set, trials)
+    mem = config_from_dict(MemoryConfig, {k: v for k, v in given_opts.items() if k in MEMORY_FIELDS})
+    top = given({"test_set": test_set, "trials": trials})
+    return RunSpec(mem, cls(**data), **top)
 
 
-def _split(kwargs):
-    mem = {k: kwargs.pop(k) for k in ("a", "similarity", "separation", "beta", "n", "max_iter")}
-    data = {k: kwargs.pop(k) for k in _DATA_FIELDS}
-    return mem, data
+def _sweep_and_save(spec, grid, seed, workers, out, kind):
+    """Claim --out first (so an unusable folder fails before the work), sweep, save; the result."""
+    from amicl.common.parallel import make_executor
+    from amicl.common.runs import claim_run_folder
+    from amicl.sweep import check_memory, sweep
+
+    check_memory(spec, grid, workers)
+    folder = claim_run_folder(out, kind) if out else None
+    try:
+        with make_executor(workers) as ex:
+            res = sweep(spec, grid, seed=seed, executor=ex)
+        if folder:
+            res.save(out, kind=kind)
+            click.echo(f"saved {out}", err=True)
+    finally:
+        if folder:
+            folder.release()
+    return res
 
 
 # ------------------------------------------------------------------------------------------------
@@ -187,24 +152,15 @@ def memory():
 @memory.command("run")
 @data_options
 @memory_options
-@click.option("--trials", type=click.IntRange(min=1), default=1000)
+@trials_option
 @common_run_options
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Save results here.")
 def memory_run(task_kind, test_set, trials, seed, workers, out, **kwargs):
     """Score one setting of the memory; prints accuracy with its 95% binomial interval."""
-    from amicl.parallel import make_executor
-    from amicl.sweep import sweep
-
-    mem, data = _split(kwargs)
-    spec = build_spec(task_kind, test_set, trials, mem, data)
-    with make_executor(workers) as ex:
-        res = sweep(spec, {}, seed=seed, executor=ex)
-    row = res.rows()[0]
+    spec = build_spec(task_kind, test_set, trials, kwargs)
+    row = _sweep_and_save(spec, {}, seed, workers, out, "memory-run").rows()[0]
     click.echo(f"accuracy {row['accuracy']:.4f}  95% CI [{row['ci_low']:.4f}, {row['ci_high']:.4f}]  "
                f"({row['correct']}/{row['trials']})")
-    if out:
-        res.save(out)
-        click.echo(f"saved {out}", err=True)
 
 
 @memory.command("sweep")
@@ -212,23 +168,23 @@ def memory_run(task_kind, test_set, trials, seed, workers, out, **kwargs):
 @memory_options
 @click.option("--grid", "grids", multiple=True, required=True,
               help="name=values; values as 1,1.5,2 or start:stop:num (linspace) or log:lo:hi:num. Repeat for a grid.")
-@click.option("--trials", type=click.IntRange(min=1), default=1000)
+@trials_option
 @common_run_options
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Results folder.")
 def memory_sweep(task_kind, test_set, grids, trials, seed, workers, out, **kwargs):
     """Sweep any parameter(s) (a, beta, D, T, K, epsilon, B, similarity, ...); writes config.json,
     summary.csv and results.npz to --out and prints the summary."""
-    from amicl.parallel import make_executor
-    from amicl.sweep import parse_grid, sweep
+    from amicl.sweep import parse_grid
 
-    mem, data = _split(kwargs)
-    spec = build_spec(task_kind, test_set, trials, mem, data)
-    grid = dict(parse_grid(task_kind, g) for g in grids)
-    with make_executor(workers) as ex:
-        res = sweep(spec, grid, seed=seed, executor=ex)
-    res.save(out)
+    grid = {}
+    for text in grids:
+        name, values = parse_grid(task_kind, text)
+        if name in grid:
+            raise click.UsageError(f"--grid names {name} twice; give all its values in one --grid")
+        grid[name] = values
+    spec = build_spec(task_kind, test_set, trials, kwargs, swept=grid)
+    res = _sweep_and_save(spec, grid, seed, workers, out, "memory-sweep")
     echo_rows(res.rows(), list(grid))
-    click.echo(f"saved {out}", err=True)
 
 
 def echo_rows(rows, names):
@@ -242,18 +198,22 @@ def _fmt(v):
 
 
 @memory.command("matrices")
-@click.option("--a", type=float, default=2.0)
-@click.option("--D", "D", type=int, default=100)
-@click.option("--K", "K", type=int, default=512)
-@click.option("--T", "T", type=int, default=20)
-@click.option("--beta", type=float, default=1.0, help="Inverse temperature of the row softmax.")
+@config_option(MemoryConfig, "a", "--a", type=float)
+@config_option(EpisodeConfig, "D", "--D", type=int)
+@config_option(EpisodeConfig, "K", "--K", type=int)
+@config_option(EpisodeConfig, "T", "--T", type=int)
+@config_option(MemoryConfig, "beta", type=float, help="Inverse temperature of the row softmax.")
 @click.option("--seed", type=click.IntRange(min=0), default=0)
 @click.option("--out", type=click.Path(file_okay=False), required=True)
 def memory_matrices(a, D, K, T, beta, seed, out):
     """Save the T x T score matrices of one notebook episode for every similarity."""
+    from amicl.common.runs import claim_run_folder
     from amicl.figures import save_matrices
 
-    save_matrices(out, a=a, D=D, K=K, T=T, beta=beta, seed=seed)
+    mem = config_from_dict(MemoryConfig, given({"a": a, "beta": beta}))
+    episode = EpisodeConfig(**given({"D": D, "K": K, "T": T}))
+    with claim_run_folder(out, "memory-matrices"):
+        save_matrices(out, a=mem.a, episode=episode, beta=mem.beta, seed=seed)
     click.echo(f"saved {out}", err=True)
 
 

@@ -13,33 +13,26 @@ from pathlib import Path
 import click
 import numpy as np
 
-from amicl.results import atomic_write_bytes, read_json, run_metadata, write_json, write_npz
+from amicl.common.io import read_json, run_metadata, save_figure, write_json, write_npz
+from amicl.common.runs import run_kind
+from amicl.memory import MemoryConfig
+from amicl.task import EpisodeConfig
 
 SIMS = ("dot", "pearson", "euclidean", "manhattan")
 
 
-def save_matrices(out, a: float = 2.0, D: int = 100, K: int = 512, T: int = 20, beta: float = 1.0, seed: int = 0):
+def save_matrices(out, a: float = MemoryConfig.a, episode: EpisodeConfig = EpisodeConfig(),
+                  beta: float = MemoryConfig.beta, seed: int = 0):
     """Score matrices sim(m_i, m_j) of one notebook episode for every similarity -> matrices.npz."""
     from amicl.memory import score_matrix
-    from amicl.task import EpisodeConfig, sample_episodes
+    from amicl.task import sample_episodes
 
-    cfg = EpisodeConfig(D=D, K=K, T=T)
+    cfg = episode
     ep = sample_episodes(cfg, 1, np.random.default_rng(seed))
     mats = {s: score_matrix(ep.tokens[0], a, s) for s in SIMS}
     write_npz(Path(out) / "matrices.npz", token_labels=ep.token_labels[0], **mats)
-    write_json(Path(out) / "config.json", {"matrices": {"a": a, "beta": beta, "seed": seed, **cfg.to_dict()},
+    write_json(Path(out) / "config.json", {"kind": "memory-matrices", "matrices": {"a": a, "beta": beta, "seed": seed, **cfg.to_dict()},
                                            **run_metadata()})
-
-
-def _savefig(fig, out: Path, name: str, formats) -> list[Path]:
-    import io
-
-    paths = []
-    for fmt in formats:
-        buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight")
-        paths.append(atomic_write_bytes(out / f"{name}.{fmt}", buf.getvalue()))
-    return paths
 
 
 def _label(name: str) -> str:
@@ -149,20 +142,18 @@ def draw_all(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]:
     import matplotlib.pyplot as plt
 
     results, out = Path(results), Path(out)
-    folders = sorted(p.parent for p in results.rglob("config.json"))
+    kinds = {p.parent: run_kind(p.parent) for p in sorted(results.rglob("config.json"))}
+    folders = [f for f, k in kinds.items() if k in ("memory-sweep", "memory-run", "memory-matrices")]
     if not folders:
-        raise ValueError(f"no result folders (with config.json) under {results}")
+        found = sorted({k for k in kinds.values() if k})
+        raise ValueError(f"no AMICL result folders (memory-sweep, memory-run, memory-matrices) under {results}"
+                         + (f"; found {', '.join(found)}" if found else ""))
     written = []
     for folder in folders:
-        if (folder / "matrices.npz").exists():
-            fig = plot_matrices(folder)
-        elif (folder / "results.npz").exists():
-            fig = plot_sweep(folder)
-        else:
-            continue
+        fig = plot_matrices(folder) if kinds[folder] == "memory-matrices" else plot_sweep(folder)
         if fig is not None:
             name = folder.relative_to(results).as_posix().replace("/", "_") or folder.name
-            written += _savefig(fig, out, name, formats)
+            written += save_figure(fig, out, name, formats)
             plt.close(fig)
     return written
 

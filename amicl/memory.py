@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from amicl import reference
-from amicl._validate import check_choice, check_float, check_int, config_from_dict
+from amicl.common.validate import check_choice, check_float, check_int, config_from_dict
 from amicl.task import Episodes
 
 SIMILARITIES = tuple(reference.SIM_CODES)

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from amicl.results import atomic_write_bytes, write_csv
+from amicl.common.io import atomic_write_bytes, write_csv
 
 # name -> (data kind, memory overrides, data overrides, grid); every point scored on --trials trials
 EXPERIMENTS = {
@@ -58,7 +58,7 @@ PUBLISHED = [
 
 def run_experiments(out: Path, trials: int, seed: int, workers: int, only=None, echo=click.echo) -> None:
     from amicl.memory import MemoryConfig
-    from amicl.parallel import make_executor
+    from amicl.common.parallel import make_executor
     from amicl.sweep import DATA_KINDS, RunSpec, sweep
 
     with make_executor(workers) as ex:
@@ -129,9 +129,27 @@ def markdown(rows: list[dict]) -> str:
 @click.option("--only", multiple=True, type=click.Choice(list(EXPERIMENTS)), help="Run only these experiments.")
 def reproduce_amicl(out, trials, seed, workers, only):
     """Reproduce the AMICL notebook's numbers and figures (and the extra sweeps) into OUT/amicl."""
-    from amicl.figures import draw_all, save_matrices
+    from amicl.common.io import run_metadata, write_json
+    from amicl.common.runs import claim_run_folder
 
     root = Path(out) / "amicl"
+    with claim_run_folder(root, "amicl-reproduction", resume=(root / "config.json").exists()):
+        if (root / "config.json").exists():  # resuming: the finished sweeps must have the same trials and seed
+            from amicl.common.io import read_json
+
+            old = read_json(root / "config.json")
+            if (old.get("trials"), old.get("seed")) != (trials, seed):
+                raise click.UsageError(f"{root} was started with --trials {old.get('trials')} --seed {old.get('seed')}; "
+                                       "give the same to resume, or another --out")
+        else:  # first: marks the folder as this kind of run
+            write_json(root / "config.json", {"kind": "amicl-reproduction", "trials": trials, "seed": seed,
+                                              **run_metadata()})
+        _reproduce(root, trials, seed, workers, only)
+
+
+def _reproduce(root: Path, trials: int, seed: int, workers: int, only) -> None:
+    from amicl.figures import draw_all, save_matrices
+
     run_experiments(root, trials, seed, workers, only)
     if not (root / "matrices" / "config.json").exists():
         save_matrices(root / "matrices", seed=seed)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from amicl._validate import check_choice, check_float, check_int, config_from_dict
+from amicl.common.validate import check_choice, check_float, check_int, config_from_dict
 
 TEST_SETS = ("test", "ic", "ic2", "iw")
 NOISE_SCALES = ("1/D", "1/sqrt(D)")

@@ -18,7 +18,7 @@ import numpy as np
 
 from amicl import reference
 from amicl.memory import MemoryConfig, retrieve
-from amicl.results import run_metadata, write_json
+from amicl.common.io import run_metadata, write_json
 from amicl.task import EpisodeConfig, sample_episodes
 
 

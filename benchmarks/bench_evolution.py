@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from amicl.results import run_metadata, write_json
+from amicl.common.io import run_metadata, write_json
 from evolution.engine import CMAEngine, EngineConfig
 from evolution.fitness import evaluate_population, gather_norm_stats, reference_scores
 from evolution.policies import NAMM
@@ -98,7 +98,7 @@ def main():
     # 4. KV memory at a NAMM's cache fraction vs the full cache, on the same prompts (the NAMM's context)
     kv_context = a.context
     if a.namm:
-        from amicl.results import read_json
+        from amicl.common.io import read_json
         from evolution.evaluate import load_namm
 
         policy = load_namm(Path(a.namm), a.n_up, None)

@@ -15,10 +15,11 @@ import time
 
 import torch
 
-from amicl.results import run_metadata, write_json
+from amicl.common.io import run_metadata, write_json
 from amicl.task import TaskConfig
 from transformers_mini.config import ToyConfig, TrainConfig
-from transformers_mini.train import Run, Trainer
+from transformers_mini.run import Run
+from transformers_mini.train import Trainer
 
 
 def trainer(seeds: list[int]) -> Trainer:

@@ -1,21 +1,22 @@
-"""``amicl namm ...`` (base model, evolution, evaluation) and ``amicl figures namm``. torch loads lazily."""
+"""``amicl namm ...`` (base model, evolution, evaluation, table) and ``amicl figures namm``.
+
+Every option's default is its config's (``evolution.config``, torch-free); options default to None and
+the command builds the config from what was given. torch loads only after the options are validated
+and the run folder is claimed.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
-from amicl.cli import CONTEXT, check_run_folder
+from amicl.common.cli import CONTEXT, comma_list, config_option, given, threads_option
+from evolution.config import MASKS, METRICS, POLICIES, SCORERS, BaseConfig, EvalConfig, EvolveConfig
+from transformers_mini.config import GPTConfig
 
-POLICY_NAMES = ["full", "recency", "h2o", "l2", "random", "namm"]
-
-
-def _threads(n):
-    import torch
-
-    torch.set_num_threads(n or os.cpu_count() or 1)
+BASE_MODEL = BaseConfig().model
+RUN_FOLDER = click.Path(file_okay=False)
 
 
 @click.group(context_settings=CONTEXT)
@@ -23,142 +24,167 @@ def namm():
     """Neural attention memory models: train the frozen base model, evolve NAMM, evaluate policies."""
 
 
-@namm.command("train-base")
-@click.option("--layers", type=int, default=4)
-@click.option("--d-model", type=int, default=128)
-@click.option("--heads", type=int, default=4)
-@click.option("--kv-heads", type=int, default=2, help="Grouped KV heads.")
-@click.option("--token-shift/--no-token-shift", default=True, show_default=True,
-              help="Add the previous token's embedding to each input (see GPTConfig).")
-@click.option("--steps", type=int, default=4000)
-@click.option("--batch", type=int, default=16)
-@click.option("--lr", type=float, default=1e-3)
-@click.option("--min-context", type=int, default=128)
-@click.option("--max-context", type=int, default=1024)
-@click.option("--queries", type=int, default=8, help="Questions per training prompt, each answer supervised.")
-@click.option("--curriculum", type=click.IntRange(min=0), default=1000, show_default=True,
-              help="Steps at each context length before the next doubling is admitted (0: all lengths from the start).")
-@click.option("--tasks", default=None, help="Comma-separated tasks to train on [default: all six].")
-@click.option("--eval-every", type=int, default=250)
-@click.option("--seed", type=click.IntRange(min=0), default=0)
-@click.option("--threads", type=click.IntRange(min=1), default=None)
-@click.option("--out", type=click.Path(file_okay=False), required=True)
-@click.option("--resume", is_flag=True)
-def train_base(layers, d_model, heads, kv_heads, token_shift, steps, batch, lr, min_context, max_context, queries,
-               curriculum, tasks, eval_every, seed, threads, out, resume):
-    """Train the small GPT (rotary, grouped KV heads) on the synthetic long-context tasks."""
-    from evolution.base import BaseConfig, BaseTrainer
-    from transformers_mini.config import GPTConfig
+def _model_option(name, *decls, help=""):
+    """An option for a field of the base model's GPTConfig; the default shown is BaseConfig's model."""
+    return config_option(GPTConfig, name, *decls, type=int, help=help, default=getattr(BASE_MODEL, name))
 
-    _threads(threads)
-    out = Path(out)
-    model = GPTConfig(vocab_size=256, block_size=max(4096, max_context), n_layer=layers, n_head=heads,
-                      n_kv_head=kv_heads, d_model=d_model, pos="rotary", token_shift=token_shift)
-    picked = {"tasks": tuple(t.strip() for t in tasks.split(",") if t.strip())} if tasks else {}
-    cfg = BaseConfig(model=model, **picked,
-                     min_context=min_context, max_context=max_context, queries=queries, curriculum=curriculum,
-                     steps=steps, batch=batch, lr=lr, eval_every=eval_every, seed=seed)
-    check_run_folder(out, "base.pt", resume)
-    trainer = BaseTrainer(cfg)
-    if resume:
-        trainer.load(out)
-    click.echo(f"base model: {trainer.model.n_params():,} parameters", err=True)
-    hist = trainer.fit(out)
+
+@namm.command("train-base")
+@_model_option("n_layer", "--layers")
+@_model_option("d_model", "--d-model")
+@_model_option("n_head", "--heads")
+@_model_option("n_kv_head", "--kv-heads", help="Grouped KV heads.")
+@config_option(GPTConfig, "token_shift", "--token-shift/--no-token-shift", default=BASE_MODEL.token_shift,
+               help="Add the previous token's embedding to each input (see GPTConfig).")
+@config_option(BaseConfig, "steps", type=int)
+@config_option(BaseConfig, "batch", type=int)
+@config_option(BaseConfig, "lr", type=float)
+@config_option(BaseConfig, "min_context", type=int)
+@config_option(BaseConfig, "max_context", type=int)
+@config_option(BaseConfig, "queries", type=int, help="Questions per training prompt, each answer supervised.")
+@config_option(BaseConfig, "curriculum", type=click.IntRange(min=0),
+               help="Steps at each context length before the next doubling is admitted (0: all lengths from the start).")
+@config_option(BaseConfig, "tasks", help="Comma-separated tasks to train on.")
+@config_option(BaseConfig, "eval_every", type=int)
+@config_option(BaseConfig, "seed", type=click.IntRange(min=0))
+@threads_option
+@click.option("--out", type=RUN_FOLDER, required=True)
+@click.option("--resume", is_flag=True, help="Continue the run checkpointed in --out.")
+def train_base(threads, out, resume, **kw):
+    """Train the small GPT (rotary, grouped KV heads) on the synthetic long-context tasks."""
+    from dataclasses import replace
+
+    from amicl.common.cli import set_torch_threads
+    from amicl.common.runs import claim_run_folder
+
+    model = replace(BASE_MODEL, **given(kw, ("n_layer", "d_model", "n_head", "n_kv_head", "token_shift")))
+    if kw["max_context"] is not None and kw["max_context"] > model.block_size:
+        model = replace(model, block_size=kw["max_context"])
+    if kw["tasks"] is not None:
+        kw["tasks"] = tuple(comma_list(kw["tasks"], "--tasks"))
+    cfg = BaseConfig(model=model, **given(kw, BaseConfig.__dataclass_fields__))
+    with claim_run_folder(out, "namm-base", resume, marker="base.pt"):
+        set_torch_threads(threads)
+        from evolution.base import BaseTrainer
+
+        trainer = BaseTrainer(cfg)
+        if resume:
+            trainer.load(Path(out))
+        click.echo(f"base model: {trainer.model.n_params():,} parameters", err=True)
+        hist = trainer.fit(Path(out))
     click.echo("  ".join(f"{k}={v:.3f}" for k, v in hist[-1].items() if k != "step") if hist else "no steps run")
 
 
-@namm.command("evolve")
-@click.option("--base", "base_dir", type=click.Path(exists=True, file_okay=False), required=True, help="train-base run.")
-@click.option("--stages", default="kv_retrieval;kv_retrieval,variable_tracking", show_default=True,
-              help="Semicolon-separated stages, each a comma-separated task list.")
-@click.option("--generations", default="20,20", show_default=True, help="Generations per stage.")
-@click.option("--scorer", type=click.Choice(["bam", "mlp"]), default="bam")
-@click.option("--mask", type=click.Choice(["backward", "none", "forward"]), default="backward")
-@click.option("--popsize", type=int, default=16)
-@click.option("--sigma0", type=float, default=0.065)
-@click.option("--full-cma", is_flag=True, help="Full covariance instead of separable CMA-ES.")
-@click.option("--n-up", type=int, default=64, help="Tokens between memory updates (multiple of 16).")
-@click.option("--context", type=int, default=1024)
-@click.option("--prompts", type=int, default=16, help="Prompts per task per generation.")
-@click.option("--dev-prompts", type=int, default=128)
-@click.option("--dev-every", type=int, default=5)
-@click.option("--metric", type=click.Choice(["accuracy", "prob"]), default="prob", show_default=True,
-              help="Fitness score: exact match, or the probability of the right answer (smooth).")
-@click.option("--seed", type=click.IntRange(min=0), default=0)
-@click.option("--threads", type=click.IntRange(min=1), default=None)
-@click.option("--out", type=click.Path(file_okay=False), required=True)
-@click.option("--resume", is_flag=True)
-def evolve(base_dir, stages, generations, scorer, mask, popsize, sigma0, full_cma, n_up, context, prompts, dev_prompts,
-           dev_every, metric, seed, threads, out, resume):
-    """Evolve a NAMM scorer with CMA-ES on the base model, stage by stage, checkpointing every generation."""
-    from evolution.base import load_base
-    from evolution.evolve import EvolveConfig, Evolution
+def _stages(text: str | None):
+    if text is None:
+        return None
+    stages = [s.strip() for s in text.split(";")]
+    if any(not s for s in stages):
+        raise click.BadParameter(f"{text!r} has an empty stage", param_hint="--stages")
+    return tuple(tuple(comma_list(s, "--stages")) for s in stages)
 
-    _threads(threads)
-    out = Path(out)
-    try:
-        gens = tuple(int(g) for g in generations.split(","))
-    except ValueError:
-        raise click.BadParameter(f"{generations!r} is not a comma-separated list of integers",
-                                 param_hint="--generations") from None
-    cfg = EvolveConfig(stages=tuple(tuple(t.strip() for t in s.split(",")) for s in stages.split(";")),
-                       generations=gens, scorer=scorer, mask=mask, popsize=popsize, sigma0=sigma0,
-                       separable=not full_cma, n_up=n_up, context=context, prompts_per_task=prompts,
-                       dev_prompts=dev_prompts, dev_every=dev_every, metric=metric, seed=seed)
-    check_run_folder(out, "evolution.pkl", resume)
-    run = Evolution(cfg, load_base(base_dir))
-    if resume:
-        run.load(out)
-        click.echo(f"resuming at generation {run.engine.generation}", err=True)
-    hist = run.run(out)
+
+@namm.command("evolve")
+@click.option("--base", "base_dir", type=RUN_FOLDER, required=True, help="A train-base run.")
+@config_option(EvolveConfig, "stages", default="kv_retrieval;kv_retrieval,variable_tracking",
+               help="Semicolon-separated stages, each a comma-separated task list.")
+@config_option(EvolveConfig, "generations", help="Generations per stage, comma-separated.")
+@config_option(EvolveConfig, "scorer", type=click.Choice(SCORERS.names))
+@config_option(EvolveConfig, "mask", type=click.Choice(MASKS))
+@config_option(EvolveConfig, "popsize", type=int)
+@config_option(EvolveConfig, "sigma0", type=float)
+@click.option("--full-cma", is_flag=True, help="Full covariance instead of separable CMA-ES.")
+@config_option(EvolveConfig, "n_up", type=int, help="Tokens between memory updates (multiple of 16).")
+@config_option(EvolveConfig, "context", type=int)
+@config_option(EvolveConfig, "prompts_per_task", "--prompts", type=int, help="Prompts per task per generation.")
+@config_option(EvolveConfig, "dev_prompts", type=int)
+@config_option(EvolveConfig, "dev_every", type=int)
+@config_option(EvolveConfig, "metric", type=click.Choice(METRICS),
+               help="Fitness score: exact match, or the probability of the right answer (smooth).")
+@config_option(EvolveConfig, "seed", type=click.IntRange(min=0))
+@threads_option
+@click.option("--out", type=RUN_FOLDER, required=True)
+@click.option("--resume", is_flag=True, help="Continue the run checkpointed in --out.")
+def evolve(base_dir, full_cma, threads, out, resume, **kw):
+    """Evolve a NAMM scorer with CMA-ES on the base model, stage by stage, checkpointing every generation."""
+    from amicl.common.cli import set_torch_threads
+    from amicl.common.runs import claim_run_folder, expect_run
+
+    kw["stages"] = _stages(kw["stages"])
+    if kw["generations"] is not None:
+        kw["generations"] = tuple(comma_list(kw["generations"], "--generations", int))
+    cfg = EvolveConfig(**given(kw), **({"separable": False} if full_cma else {}))
+    expect_run(base_dir, "namm-base", "--base")
+    with claim_run_folder(out, "namm-evolve", resume, marker="evolution.pkl"):
+        set_torch_threads(threads)
+        from evolution.base import load_base
+        from evolution.evolve import Evolution
+
+        run = Evolution(cfg, load_base(base_dir))
+        if resume:
+            run.load(Path(out))
+            click.echo(f"resuming at generation {run.engine.generation}", err=True)
+        hist = run.run(Path(out))
     click.echo(f"best dev mean fitness {run.best['dev']:.4f} at generation {run.best['generation']}; "
                f"last generation: {hist[-1]['fitness_mean']:.4f} mean fitness, "
                f"{hist[-1]['cache_fraction_mean']:.3f} cache fraction")
 
 
 @namm.command("eval")
-@click.option("--base", "base_dir", type=click.Path(exists=True, file_okay=False), required=True)
-@click.option("--policy", type=click.Choice(POLICY_NAMES), required=True)
-@click.option("--namm", "namm_dir", type=click.Path(exists=True, file_okay=False), default=None,
-              help="evolve run whose best mean to use (--policy namm).")
+@click.option("--base", "base_dir", type=RUN_FOLDER, required=True, help="A train-base run.")
+@click.option("--policy", type=click.Choice(POLICIES.names), required=True)
+@click.option("--namm", "namm_dir", type=RUN_FOLDER, default=None, help="The evolve run whose best mean to use "
+              "(with --policy namm only).")
 @click.option("--budget", default=None, help="Comma-separated token budgets per (layer, head), one eval each.")
 @click.option("--budget-fraction", default=None, help="Comma-separated budgets as fractions of --context.")
-@click.option("--match", "match_dir", type=click.Path(exists=True, file_okay=False), default=None,
+@click.option("--match", "match_dir", type=RUN_FOLDER, default=None,
               help="A NAMM eval folder: use its measured per-layer average cache as the budget.")
-@click.option("--tasks", default="kv_retrieval,passage_retrieval,variable_tracking,icl_classification,needle,multi_hop")
-@click.option("--prompts", type=int, default=64)
-@click.option("--context", type=int, default=1024)
-@click.option("--n-up", type=int, default=64)
-@click.option("--metric", type=click.Choice(["accuracy", "prob"]), default="accuracy")
-@click.option("--seed", type=click.IntRange(min=0), default=1)
-@click.option("--threads", type=click.IntRange(min=1), default=None)
-@click.option("--out", type=click.Path(file_okay=False), required=True)
-def eval_cmd(base_dir, policy, namm_dir, budget, budget_fraction, match_dir, tasks, prompts, context, n_up, metric, seed,
-             threads, out):
+@config_option(EvalConfig, "tasks", help="Comma-separated tasks.")
+@config_option(EvalConfig, "prompts", type=int)
+@config_option(EvalConfig, "context", type=int)
+@config_option(EvalConfig, "n_up", type=int)
+@config_option(EvalConfig, "metric", type=click.Choice(METRICS))
+@config_option(EvalConfig, "seed", type=click.IntRange(min=0))
+@threads_option
+@click.option("--out", type=RUN_FOLDER, required=True)
+def eval_cmd(base_dir, policy, namm_dir, budget, budget_fraction, match_dir, threads, out, **kw):
     """Score a memory policy on the tasks, normalised by the full cache on the same prompts."""
+    from amicl.common.cli import set_torch_threads
+    from amicl.common.runs import claim_run_folder, expect_run
     from evolution.evaluate import evaluate_policy, parse_budgets
 
-    _threads(threads)
-    budgets = parse_budgets(policy, budget, budget_fraction, match_dir, context)
-    rows = evaluate_policy(Path(base_dir), policy, Path(namm_dir) if namm_dir else None, budgets,
-                           [t.strip() for t in tasks.split(",") if t.strip()], prompts, context, n_up, metric, seed,
-                           Path(out))
+    if (policy == "namm") != (namm_dir is not None):
+        raise click.UsageError("--namm RUN goes with --policy namm, and only with it")
+    if kw["tasks"] is not None:
+        kw["tasks"] = tuple(comma_list(kw["tasks"], "--tasks"))
+    context = kw["context"] or EvalConfig().context
+    budgets = parse_budgets(comma_list(budget, "--budget", int), comma_list(budget_fraction, "--budget-fraction", float),
+                            match_dir, context)
+    cfg = EvalConfig(policy=policy, budgets=budgets, **given(kw))
+    expect_run(base_dir, "namm-base", "--base")
+    if namm_dir:
+        expect_run(namm_dir, "namm-evolve", "--namm")
+    with claim_run_folder(out, "namm-eval"):
+        set_torch_threads(threads)
+        rows = evaluate_policy(Path(base_dir), cfg, Path(out), Path(namm_dir) if namm_dir else None)
     for r in rows:
         click.echo(f"{r['policy']:8s} budget={r['budget']!s:>8s} {r['task']:20s} normalised {r['normalised']:.3f} "
                    f"cache {r['cache_fraction']:.3f}")
 
 
 @namm.command("table")
-@click.argument("evals", nargs=-1, type=click.Path(exists=True, file_okay=False), required=True)
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Also write table.md and table.csv here.")
+@click.argument("evals", nargs=-1, type=RUN_FOLDER, required=True)
+@click.option("--out", type=RUN_FOLDER, default=None, help="Also write table.md and table.csv here.")
 def table(evals, out):
     """Normalised score per policy and task with bootstrap 95% intervals, from eval folders on the same prompts;
     tasks outside the NAMM's evolution stages count as held out, and NAMM is compared with each policy, paired."""
-    from amicl.results import atomic_write_bytes, read_json, write_csv
-    from evolution.evaluate import summary_table
-    from evolution.evolve import EvolveConfig
+    from amicl.common.io import atomic_write_bytes, read_json, write_csv
+    from amicl.common.runs import expect_run
+    from evolution.table import summary_table
 
-    dirs = [Path(e) for e in evals]
+    dirs = [expect_run(e, "namm-eval", "EVALS") for e in evals]
+    if len({d.resolve() for d in dirs}) != len(dirs):
+        raise click.UsageError("an eval folder is given twice")
     evolved = [read_json(d / "config.json")["eval"].get("namm") for d in dirs]
     evolved = [Path(e) for e in evolved if e and (Path(e) / "config.json").exists()]
     stages = read_json(evolved[0] / "config.json")["evolve"]["stages"] if evolved else EvolveConfig().stages
@@ -171,12 +197,14 @@ def table(evals, out):
 
 
 @click.command("namm")
-@click.argument("runs", nargs=-1, type=click.Path(exists=True, file_okay=False), required=True)
-@click.option("--out", type=click.Path(file_okay=False), required=True)
-@click.option("--format", "formats", default="png,pdf")
+@click.argument("runs", nargs=-1, type=RUN_FOLDER, required=True)
+@click.option("--out", type=RUN_FOLDER, required=True)
+@click.option("--format", "formats", default="png,pdf", help="Comma-separated file formats.")
 def figures_namm(runs, out, formats):
     """Fitness and cache curves of evolve runs, score vs cache fraction of eval runs, kept-token layers and ages."""
+    from amicl.common.runs import expect_run
     from evolution.figures import draw_namm
 
-    for p in draw_namm([Path(r) for r in runs], Path(out), tuple(f.strip() for f in formats.split(",") if f.strip())):
+    folders = [expect_run(r, ("namm-evolve", "namm-eval"), "RUNS") for r in runs]
+    for p in draw_namm(folders, Path(out), tuple(comma_list(formats, "--format"))):
         click.echo(p)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from amicl._validate import check_float, check_int
+from amicl.common.validate import check_float, check_int
 
 
 @dataclass(frozen=True)

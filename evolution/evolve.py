@@ -13,67 +13,16 @@ exactly as if it had never stopped.
 from __future__ import annotations
 
 import pickle
-import sys
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from amicl._validate import check_choice, check_float, check_int
-from amicl.results import atomic_write_bytes, run_metadata, write_csv, write_json
+from amicl.common.io import atomic_write_bytes, load_pickle, run_metadata, write_csv, write_json, write_npy
+from amicl.common.runs import drive
+from evolution.config import EvolveConfig
 from evolution.engine import CMAEngine, EngineConfig
-from evolution.fitness import METRICS, evaluate_population, gather_norm_stats, reference_scores
-from evolution.scorers import BAM, MLPScorer
-from evolution.tasks import TASKS, sample
-
-
-@dataclass(frozen=True)
-class EvolveConfig:
-    # the tasks the frozen base model (results/namm/base_curriculum) does well enough to be scored on;
-    # icl_classification and needle are kept back as held-out tasks, passage_retrieval and multi_hop
-    # are near chance for it (a full-cache score of 0 leaves the normalised fitness undefined)
-    stages: tuple = (("kv_retrieval",), ("kv_retrieval", "variable_tracking"))
-    generations: tuple = (20, 20)
-    scorer: str = "bam"
-    mask: str = "backward"
-    popsize: int = 16
-    sigma0: float = 0.065
-    separable: bool = True
-    n_up: int = 64
-    context: int = 1024
-    filler_frac: float = 0.5
-    # run 2 of results/namm: 8 prompts and a 32-prompt dev set were too noisy to select on
-    prompts_per_task: int = 16
-    dev_prompts: int = 128
-    dev_every: int = 5
-    metric: str = "prob"  # smooth, but it rewards confident forgetting over exact match (results/namm)
-    batch_rows: int = 16  # rows per batched rollout: fastest measured on 2 CPU cores (bench_evolution)
-    seed: int = 0
-
-    def __post_init__(self):
-        object.__setattr__(self, "stages", tuple(tuple(s) for s in self.stages))
-        object.__setattr__(self, "generations", tuple(int(g) for g in self.generations))
-        if not self.stages or len(self.stages) != len(self.generations):
-            raise ValueError("need one generation count per stage")
-        for stage in self.stages:
-            for t in stage:
-                check_choice("task", t, TASKS)
-        for g in self.generations:
-            check_int("generations", g, lo=1)
-        check_choice("scorer", self.scorer, ("bam", "mlp"))
-        for name, lo in (("popsize", 2), ("n_up", 16), ("context", 32), ("prompts_per_task", 1), ("dev_prompts", 1),
-                         ("dev_every", 1), ("batch_rows", 1), ("seed", 0)):
-            check_int(name, getattr(self, name), lo=lo)
-        if self.n_up % 16:
-            raise ValueError(f"n_up must be a multiple of 16, got {self.n_up}")
-        check_float("sigma0", self.sigma0, lo=0.0, lo_open=True)
-        check_choice("metric", self.metric, METRICS)
-
-    def make_scorer(self):
-        return BAM(mask=self.mask) if self.scorer == "bam" else MLPScorer()
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from evolution.fitness import evaluate_population, gather_norm_stats, reference_scores
+from evolution.tasks import sample
 
 
 class Evolution:
@@ -134,20 +83,23 @@ class Evolution:
         return {"dev_mean_fitness": float(fit[0]), "dev_mean_cache_fraction": float(frac[0])}
 
     def save(self, out: Path) -> None:
+        """evolution.pkl is the checkpoint: one atomic file that holds everything, best parameters
+        included. history.csv, config.json and best_params.npy are derived from it and written first,
+        so a kill between them leaves the old checkpoint, which resume replays and rewrites them from."""
         out = Path(out)
+        write_csv(out / "history.csv", self.history)
+        write_json(out / "config.json", {"kind": "namm-evolve", "evolve": self.config.to_dict(),
+                                         "best_generation": self.best["generation"],
+                                         "best_stage": self.best.get("stage"), "best_dev": self.best["dev"],
+                                         **run_metadata()})
+        write_npy(out / "best_params.npy", self.best["params"])
         state = {"config": self.config.to_dict(), "engine": self.engine.to_bytes(), "norm": self.norm.to_dict(),
                  "rng": self.rng.bit_generator.state, "stage": self.stage, "gen_in_stage": self.gen_in_stage,
                  "history": self.history, "best": self.best}
         atomic_write_bytes(out / "evolution.pkl", pickle.dumps(state))
-        write_csv(out / "history.csv", self.history)
-        write_json(out / "config.json", {"evolve": self.config.to_dict(), "best_generation": self.best["generation"],
-                                         "best_stage": self.best.get("stage"), "best_dev": self.best["dev"],
-                                         **run_metadata()})
-        atomic_write_bytes(out / "best_params.npy", _npy(self.best["params"]))
 
     def load(self, out: Path) -> None:
-        with open(Path(out) / "evolution.pkl", "rb") as f:
-            state = pickle.load(f)
+        state = load_pickle(Path(out) / "evolution.pkl")
         if state["config"] != self.config.to_dict():
             raise ValueError(f"{out} holds an evolution run with a different configuration")
         from evolution.spectrogram import NormStats
@@ -159,23 +111,14 @@ class Evolution:
         self.history, self.best = state["history"], state["best"]
 
     def run(self, out: Path | None = None, progress: bool | None = None) -> list[dict]:
-        from tqdm.auto import tqdm
+        def step() -> dict:
+            row = self.step()
+            return {"postfix": {"fit": f"{row['fitness_mean']:.3f}", "cache": f"{row['cache_fraction_mean']:.2f}"},
+                    "save": True}
 
-        show = sys.stderr.isatty() if progress is None else progress
-        total = sum(self.config.generations)
-        with tqdm(total=total, initial=len(self.history), desc="evolve", disable=not show, file=sys.stderr) as bar:
-            while not self.done:
-                row = self.step()
-                bar.update()
-                bar.set_postfix(fit=f"{row['fitness_mean']:.3f}", cache=f"{row['cache_fraction_mean']:.2f}")
-                if out is not None:
-                    self.save(out)
+        save = (lambda: self.save(out)) if out is not None else None
+        drive(step, lambda: self.done, total=sum(self.config.generations), initial=len(self.history), desc="evolve",
+              save=save, progress=progress)
+        if save is not None:
+            save()  # also rewrites the derived files of a run resumed after its last generation
         return self.history
-
-
-def _npy(a: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, a)
-    return buf.getvalue()

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from amicl._validate import check_choice, check_int
+from amicl.common.validate import check_choice, check_int
+from evolution.config import METRICS
 from evolution.policies import NAMM, FullCache
 from evolution.rollout import rollout
 from evolution.scorers import Scorer
@@ -20,7 +21,7 @@ from evolution.spectrogram import NormStats
 from evolution.tasks import Prompts
 from transformers_mini.model import GPT
 
-METRICS = ("accuracy", "prob")
+
 
 
 def prompt_scores(model: GPT, tokens: np.ndarray, answer: np.ndarray, policy, metric: str):

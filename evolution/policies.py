@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from amicl._validate import check_int
+from amicl.common.validate import check_int
 from evolution.scorers import Scorer
 from evolution.spectrogram import HOP, N_FFT, NormStats, age_embedding, attention_spectrogram, ema_frames
 from transformers_mini.attention import KVCache

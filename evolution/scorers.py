@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from amicl._validate import check_choice, check_int
+from amicl.common.validate import check_choice, check_int
 
 MASKS = ("backward", "none", "forward")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from amicl._validate import check_choice, check_int
+from amicl.common.validate import check_choice, check_int
 
 # vocabulary layout
 PAD, BOS, SEP, QUERY, ANSWER, ARROW = 0, 1, 2, 3, 4, 5
@@ -26,8 +26,6 @@ KEYS = np.arange(80, 144)  # 64 key symbols (pairs of them name a key)
 VALUES = np.arange(144, 208)  # 64 values
 LABELS = np.arange(208, 240)  # 32 labels
 VOCAB = 256
-
-TASKS = ("kv_retrieval", "passage_retrieval", "icl_classification", "variable_tracking", "needle", "multi_hop")
 
 
 @dataclass(frozen=True)
@@ -93,7 +91,7 @@ def sample(task: str, n: int, context: int, rng: np.random.Generator, filler_fra
     if length < 16:
         raise ValueError(f"context {context} is too short for {queries} queries")
     budget = int(length * (1 - filler_frac))
-    return _wrap(*globals()[f"_{task}"](rng, n, length, budget, filler_frac, queries))
+    return _wrap(*GENERATORS[task](rng, n, length, budget, filler_frac, queries))
 
 
 def _distinct(rng, pool, n: int, k: int) -> np.ndarray:
@@ -183,3 +181,11 @@ def _multi_hop(rng, n, length, budget, ff, k):
     body = _place(rng, n, length, [edges[:, j] for j in range(2 * chains)], ff)
     j, rows = _pick(rng, chains, n, k), np.arange(n)[:, None]
     return body, sym[rows, j, 0][..., None], sym[rows, j, 2]
+
+
+# The task registry: name -> generator (rng, n, length, budget, filler_frac, queries) -> (body, query, answer).
+# The CLI's choices and the parametrised task tests read it; a task is added by registering it here.
+GENERATORS = {"kv_retrieval": _kv_retrieval, "passage_retrieval": _passage_retrieval,
+              "icl_classification": _icl_classification, "variable_tracking": _variable_tracking, "needle": _needle,
+              "multi_hop": _multi_hop}
+TASKS = tuple(GENERATORS)

@@ -104,7 +104,7 @@ def test_train_base_task_subset_and_plain_inputs(tmp_path):
 
 
 def test_evolve_cli_defaults_are_the_config_defaults(base, tmp_path, monkeypatch):
-    """The CLI repeats EvolveConfig's defaults (importing it would load torch for --help): keep them equal."""
+    """With no options the CLI builds exactly EvolveConfig(): the config owns every default."""
     import evolution.evolve as ev
 
     class Built(Exception):

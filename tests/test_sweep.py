@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from amicl.memory import MemoryConfig
-from amicl.parallel import InProcessExecutor, make_executor, run_tasks
-from amicl.stats import binomial_ci
+from amicl.common.parallel import InProcessExecutor, make_executor, run_tasks
+from amicl.common.stats import binomial_ci
 from amicl.sweep import RunSpec, SweepResult, parse_grid, sweep
 from amicl.task import EpisodeConfig, TaskConfig
 

@@ -6,11 +6,12 @@ import torch
 from click.testing import CliRunner
 
 from amicl.cli import amicl
-from amicl.results import read_csv
+from amicl.common.io import read_csv
 from amicl.task import TaskConfig
 from transformers_mini.compare import bootstrap_arms
 from transformers_mini.config import StreamConfig, ToyConfig, TrainConfig
-from transformers_mini.train import Run, Trainer, TrainingDiverged, steps_to_threshold, summarise_members
+from transformers_mini.run import Run, steps_to_threshold, summarise_members
+from transformers_mini.train import Trainer, TrainingDiverged
 
 torch.set_num_threads(1)
 TINY = TaskConfig(K=16, L=8, N=2, Nmax=3, D=12)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from amicl.results import atomic_write_bytes, read_json, write_csv, write_json
-from transformers_mini.train import Run, _resumable, _streams, load_history, summarise_members
+from amicl.common.io import atomic_write_bytes, read_json, write_csv, write_json
+from transformers_mini.run import Run, load_history, resumable_part, seed_streams, summarise_members
 
 N_BOOT = 10_000
 
@@ -56,7 +56,7 @@ def memory_on_test_sets(run: Run, a: float = 2.0) -> list[dict]:
 
     rows = []
     for seed in run.seeds:
-        s_task, _, s_test = _streams(seed)
+        s_task, _, s_test = seed_streams(seed)
         task = ICLTask.from_seed(run.task, s_task)
         sets = task.test_sets(run.train.eval_size, np.random.default_rng(s_test))
         rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3,)))
@@ -69,38 +69,52 @@ def memory_on_test_sets(run: Run, a: float = 2.0) -> list[dict]:
 
 
 def join_runs(out: Path, parts: list[Path]) -> Run:
-    """One results folder (config.json, history.csv) holding the arms of several runs on the same
-    seeds, task and training settings, so they are analysed as one paired comparison. Pairing holds
-    across runs because a member's init, task and batches depend on its seed only. An arm present in
-    more than one part is taken from the first part that has it."""
+    """One results folder (config.json, history.csv) holding the members of several runs made on the
+    same task and training settings, analysed as one paired comparison: runs of other arms on the same
+    seeds (none,V + K,Q), or of the same arms on other seeds (seeds 0-7 + 8-23), or both. Pairing holds
+    across runs because a member's init, task and batches depend on its seed only. The members must
+    fill the grid arms x seeds; a member present in more than one part is taken from the first."""
+    from amicl.common.runs import claim_run_folder
+
     if len(parts) < 2:
         raise ValueError("join needs at least two runs")
+    resolved = [Path(p).resolve() for p in parts]
+    if len(set(resolved)) != len(resolved):
+        raise ValueError("join was given the same run twice")
 
     def pairing(run: Run) -> dict:  # what must agree: all but the step budget, early stop and checkpoint interval
-        d = _resumable(run.to_dict())
+        d = resumable_part(run.to_dict())
         d["train"].pop("checkpoint_every")
-        return d
+        return {k: d[k] for k in ("task", "train")}
 
-    loaded = [load_history(p) for p in parts]
+    loaded = [load_history(p, "PARTS") for p in parts]
     first = pairing(loaded[0][0])
     for p, (run, _) in zip(parts[1:], loaded[1:]):
         mine = pairing(run)
-        for key in ("seeds", "task", "train"):
+        for key in ("task", "train"):
             if mine[key] != first[key]:
-                raise ValueError(f"{p} differs from {parts[0]} in its {key}; only runs on the same seeds, task and "
+                raise ValueError(f"{p} differs from {parts[0]} in its {key}; only runs on the same task and "
                                  "training settings pair up")
-    arms, history = {}, []
-    for p, (run, hist) in zip(parts, loaded):
-        new = [a for a in run.arms if a not in arms]
-        arms.update({a: run.arms[a] for a in new})
-        history += [r for r in hist if r["arm"] in new]
+    arms, seeds, history, taken = {}, [], [], set()
+    for run, hist in loaded:
+        for a, cfg in run.arms.items():
+            if arms.setdefault(a, cfg) != cfg:
+                raise ValueError(f"arm {a} has different model settings in two of the runs")
+        seeds += [s for s in run.seeds if s not in seeds]
+        new = {(a, s) for a, s in run.members if (a, s) not in taken}
+        taken |= new
+        history += [r for r in hist if (r["arm"], int(r["seed"])) in new]
+    missing = [(a, s) for a in arms for s in seeds if (a, s) not in taken]
+    if missing:
+        raise ValueError(f"the runs do not cover every arm on every seed (missing arm {missing[0][0]} on seed "
+                         f"{missing[0][1]}, {len(missing)} in all); only a full arms x seeds grid pairs up")
     base = loaded[0][0]
-    joined = Run(arms, base.seeds, base.task, base.train)
-    out = Path(out)
-    write_csv(out / "history.csv", history)
-    write_json(out / "config.json", {"run": joined.to_dict(), "joined_from": [
-        {"path": str(p), "arms": list(run.arms), "step": read_json(Path(p) / "config.json").get("step")}
-        for p, (run, _) in zip(parts, loaded)]})
+    joined = Run(arms, sorted(seeds), base.task, base.train)
+    with claim_run_folder(out, "streams-join"):
+        write_csv(Path(out) / "history.csv", history)
+        write_json(Path(out) / "config.json", {"kind": "streams-join", "run": joined.to_dict(), "joined_from": [
+            {"path": str(p), "arms": list(run.arms), "seeds": run.seeds,
+             "step": read_json(Path(p) / "config.json").get("step")} for p, (run, _) in zip(parts, loaded)]})
     return joined
 
 

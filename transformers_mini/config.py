@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from amicl._validate import check_choice, check_float, check_int, config_from_dict
+from amicl.common.validate import check_choice, check_float, check_int, config_from_dict
 
 STREAMS = ("none", "V", "K", "Q")
 STREAM_SOURCES = ("previous", "first")

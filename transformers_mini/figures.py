@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amicl.results import read_csv
+from amicl.common.io import read_csv, save_figure
 
 SET_TITLES = {"test": "test (training mixture)", "ic": "ic: novel classes (ICL)",
               "ic2": "ic2: swapped labels (ICL)", "iw": "iw: in-weights"}
@@ -19,8 +19,7 @@ def draw_streams(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from amicl.figures import _savefig
-    from transformers_mini.train import load_history
+    from transformers_mini.run import load_history
 
     run, history = load_history(results)
     if not history:
@@ -52,7 +51,7 @@ def draw_streams(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]
     np.atleast_1d(axes)[0].legend(frameon=False, fontsize=7)
     fig.suptitle(f"{len(run.seeds)} paired seeds per arm: median and min-max band", fontsize=9)
     fig.tight_layout()
-    written += _savefig(fig, Path(out), "learning_curves", formats)
+    written += save_figure(fig, Path(out), "learning_curves", formats)
     plt.close(fig)
 
     if members:
@@ -74,6 +73,6 @@ def draw_streams(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]
             ax.grid(alpha=0.3, axis="y")
         axes[0].set_ylabel("training steps (bar: median)")
         fig.tight_layout()
-        written += _savefig(fig, Path(out), "steps_to_threshold", formats)
+        written += save_figure(fig, Path(out), "steps_to_threshold", formats)
         plt.close(fig)
     return written

@@ -12,25 +12,23 @@ run (``TrainingDiverged``) and leaves the last good checkpoint in place.
 
 from __future__ import annotations
 
-import io
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from amicl._validate import RunStopped
-from amicl.results import atomic_write_bytes, read_json, run_metadata, write_csv, write_json
-from amicl.task import ICLTask, TaskConfig
-from transformers_mini.config import TrainConfig, ToyConfig
+from amicl.common.validate import RunStopped
+from amicl.common.io import load_torch, run_metadata, save_torch, write_csv, write_json
+from amicl.common.runs import drive
+from amicl.task import ICLTask
 from transformers_mini.model import ToyTransformer
+from transformers_mini.run import Run, resumable_part, seed_streams, summarise_members
 
 EVAL_CHUNK = 2000
 
 
 class TrainingDiverged(RunStopped):
-    """The loss became NaN or inf; the last good checkpoint is kept."""
+    """The loss became NaN or inf; the run folder keeps its last checkpoint, if one was written."""
 
 
 def resolve_device(device: str) -> torch.device:
@@ -44,45 +42,6 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def _streams(seed: int):
-    """Independent streams per seed: 0 the task (mu, lambda), 1 training batches, 2 test sets."""
-    return [np.random.SeedSequence(seed, spawn_key=(i,)) for i in range(3)]
-
-
-@dataclass
-class Run:
-    """A training run's fixed description (written to config.json; a resume must match it)."""
-
-    arms: dict[str, ToyConfig]
-    seeds: list[int]
-    task: TaskConfig
-    train: TrainConfig
-
-    def __post_init__(self):
-        if not self.arms:
-            raise ValueError("need at least one arm")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
-            raise ValueError(f"seeds must be distinct non-negative integers, got {self.seeds}")
-        for name, cfg in self.arms.items():
-            if cfg.d_in != self.task.input_dim or cfg.n_labels != self.task.L:
-                raise ValueError(f"arm {name}: model d_in={cfg.d_in}, n_labels={cfg.n_labels} do not fit the task "
-                                 f"(input_dim={self.task.input_dim}, L={self.task.L})")
-
-    @property
-    def members(self) -> list[tuple[str, int]]:
-        """(arm, seed) of every ensemble member, seed-major."""
-        return [(a, s) for s in self.seeds for a in self.arms]
-
-    def to_dict(self) -> dict:
-        return {"arms": {k: v.to_dict() for k, v in self.arms.items()}, "seeds": self.seeds,
-                "task": self.task.to_dict(), "train": self.train.to_dict()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Run":
-        return cls({k: ToyConfig.from_dict(v) for k, v in d["arms"].items()}, list(d["seeds"]),
-                   TaskConfig.from_dict(d["task"]), TrainConfig.from_dict(d["train"]))
-
-
 class Trainer:
     """Holds the ensemble, the per-seed data streams and the history; ``fit`` runs to ``train.steps``."""
 
@@ -91,12 +50,13 @@ class Trainer:
         self.device = resolve_device(device)
         arms, seeds = list(run.arms), run.seeds
         self.model = ToyTransformer([run.arms[a] for a, _ in run.members], [s for _, s in run.members]).to(self.device)
-        self.tasks = [ICLTask.from_seed(run.task, _streams(s)[0]) for s in seeds]
-        self.rngs = [np.random.default_rng(_streams(s)[1]) for s in seeds]
-        self.test_sets = [t.test_sets(run.train.eval_size, np.random.default_rng(_streams(s)[2]))
+        self.tasks = [ICLTask.from_seed(run.task, seed_streams(s)[0]) for s in seeds]
+        self.rngs = [np.random.default_rng(seed_streams(s)[1]) for s in seeds]
+        self.test_sets = [t.test_sets(run.train.eval_size, np.random.default_rng(seed_streams(s)[2]))
                           for t, s in zip(self.tasks, seeds)]
         self.member_seed = torch.tensor([seeds.index(s) for _, s in run.members], device=self.device)
         self.step = 0
+        self.saved_step: int | None = None  # step of the last checkpoint written or loaded
         self.history: list[dict] = []
         self._loss_sum = torch.zeros(len(run.members), device=self.device)
         self._loss_n = 0
@@ -118,8 +78,9 @@ class Trainer:
         loss = loss.view(y.shape).mean(dim=1)  # (E,)
         if not torch.isfinite(loss).all():
             bad = [self.run.members[i] for i in torch.nonzero(~torch.isfinite(loss)).flatten().tolist()]
-            raise TrainingDiverged(f"non-finite loss at step {self.step + 1} for (arm, seed) {bad}; "
-                                   "the last good checkpoint is kept")
+            kept = ("no checkpoint was written" if self.saved_step is None
+                    else f"the checkpoint of step {self.saved_step} is kept")
+            raise TrainingDiverged(f"non-finite loss at step {self.step + 1} for (arm, seed) {bad}; {kept}")
         self.model.zero_grad(set_to_none=True)
         loss.sum().backward()  # members are independent: each gets the gradient of its own mean loss
         with torch.no_grad():
@@ -163,41 +124,41 @@ class Trainer:
                 "rngs": [r.bit_generator.state for r in self.rngs], "history": self.history}
 
     def save(self, path: Path) -> None:
-        buf = io.BytesIO()
-        torch.save(self.state(), buf)
-        atomic_write_bytes(path, buf.getvalue())
+        save_torch(path, self.state())
+        self.saved_step = self.step
 
     def load(self, path: Path) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        if _resumable(state["run"]) != _resumable(self.run.to_dict()):
+        state = load_torch(path, map_location=self.device)
+        if resumable_part(state["run"]) != resumable_part(self.run.to_dict()):
             raise ValueError(f"checkpoint {path} belongs to a different run configuration; use a new --out")
         self.model.load_state_dict(state["model"])
         for r, s in zip(self.rngs, state["rngs"]):
             r.bit_generator.state = s
-        self.step = state["step"]
+        self.step = self.saved_step = state["step"]
         self.history = state["history"]
 
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self, out: Path | None = None, progress: bool | None = None) -> list[dict]:
         """Train to ``train.steps`` (or until every member reached the threshold on ic and ic2 when
         ``stop_when_reached``), evaluating every ``eval_every`` steps and checkpointing into ``out``."""
-        from tqdm.auto import tqdm
-
         c = self.run.train
-        show = sys.stderr.isatty() if progress is None else progress
         if self.step == 0 and not self.history:
             self.record()  # the curves start at step 0
-        with tqdm(total=c.steps, initial=self.step, desc="train", disable=not show, file=sys.stderr) as bar:
-            while self.step < c.steps:
-                self.train_step()
-                bar.update()
-                if self.step % c.eval_every == 0 or self.step == c.steps:
-                    acc = self.record()
-                    bar.set_postfix({a: f"{acc['ic'][i]:.2f}" for i, a in enumerate(self.arm_names)} if "ic" in acc else {})
-                    if out is not None and (self.step % c.checkpoint_every == 0 or self.step == c.steps):
-                        self.save_outputs(out)
-                    if c.stop_when_reached and self._all_reached():
-                        break
+        stopped = False
+
+        def step() -> dict | None:
+            nonlocal stopped
+            self.train_step()
+            if self.step % c.eval_every and self.step != c.steps:
+                return None
+            acc = self.record()
+            stopped = c.stop_when_reached and self._all_reached()
+            shown = {a: f"{acc['ic'][i]:.2f}" for i, a in enumerate(self.arm_names)} if "ic" in acc else None
+            return {"postfix": shown,
+                    "save": self.step % c.checkpoint_every == 0 or self.step == c.steps, "stop": stopped}
+
+        drive(step, lambda: self.step >= c.steps or stopped, total=c.steps, initial=self.step, desc="train",
+              save=(lambda: self.save_outputs(out)) if out is not None else None, progress=progress)
         if out is not None:
             self.save_outputs(out)
         return self.history
@@ -210,43 +171,7 @@ class Trainer:
         out = Path(out)
         self.save(out / "checkpoint.pt")
         write_csv(out / "history.csv", self.history)
-        write_json(out / "config.json", {"run": self.run.to_dict(), "step": self.step, "device": str(self.device),
+        write_json(out / "config.json", {"kind": "streams", "run": self.run.to_dict(), "step": self.step, "device": str(self.device),
                                          "n_params_per_member": self.model.n_params(), **run_metadata()})
 
 
-def _resumable(run: dict) -> dict:
-    """What must match to resume: everything but the step budget and the early-stop flag."""
-    train = {k: v for k, v in run["train"].items() if k not in ("steps", "stop_when_reached")}
-    return {**run, "train": train}
-
-
-def steps_to_threshold(history: list[dict], arm: str, seed: int, test_set: str, threshold: float):
-    """First evaluated step at which ``test_set`` accuracy reached ``threshold`` (None if never).
-
-    Accuracies are multiples of 1/eval_size; histories written before accuracies were divided in
-    float64 hold float32 roundings (0.95 as 0.9499999881), hence the 1e-6 tolerance, far below 1/eval_size."""
-    for row in history:
-        if row["arm"] == arm and int(row["seed"]) == seed and float(row[test_set]) >= threshold - 1e-6:
-            return int(row["step"])
-    return None
-
-
-def summarise_members(history: list[dict], threshold: float) -> list[dict]:
-    """Per (arm, seed): steps to threshold on ic and ic2, and the last evaluation's accuracies."""
-    members = list(dict.fromkeys((r["arm"], int(r["seed"])) for r in history))
-    rows = []
-    for arm, seed in members:
-        last = [r for r in history if r["arm"] == arm and int(r["seed"]) == seed][-1]
-        rows.append({"arm": arm, "seed": seed,
-                     "steps_ic": steps_to_threshold(history, arm, seed, "ic", threshold) if "ic" in last else None,
-                     "steps_ic2": steps_to_threshold(history, arm, seed, "ic2", threshold) if "ic2" in last else None,
-                     "last_step": int(last["step"]),
-                     **{f"final_{k}": float(last[k]) for k in ("test", "ic", "ic2", "iw") if k in last}})
-    return rows
-
-
-def load_history(out: Path) -> tuple[Run, list[dict]]:
-    from amicl.results import read_csv
-
-    out = Path(out)
-    return Run.from_dict(read_json(out / "config.json")["run"]), read_csv(out / "history.csv")

@@ -1,7 +1,9 @@
-"""Result files: atomic writes of config.json, summary.csv and .npz, with run metadata.
+"""Result files: atomic writes of config.json, CSV, .npz, .npy, figures and torch checkpoints, with run
+metadata, and reads that turn a damaged file into one clear ``DamagedFile`` error.
 
 Every write goes to a temporary file in the target folder and is moved into place with
-``os.replace``, so a killed run never leaves a half-written result (DESIGN.md, "Results").
+``os.replace``, so a killed run never leaves a half-written result (DESIGN.md, "Results"). torch is
+imported inside the torch helpers only: this module stays torch-free.
 """
 
 from __future__ import annotations
@@ -50,9 +52,25 @@ def write_json(path, obj) -> Path:
     return atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n").encode())
 
 
+class DamagedFile(ValueError):
+    """A result or checkpoint file that exists but cannot be read (truncated, empty, foreign bytes)."""
+
+    def __init__(self, path, exc: BaseException | None = None, hint: str = ""):
+        why = f" ({type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else 'no detail'})" if exc else ""
+        hint = hint or "restore it from a copy, or start the run again in a new --out"
+        super().__init__(f"{path} is damaged or truncated{why}; {hint}")
+
+
 def read_json(path) -> dict:
+    """The JSON object in ``path``; ``DamagedFile`` if it does not parse (``FileNotFoundError`` if absent)."""
     with open(path) as f:
-        return json.load(f)
+        try:
+            obj = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DamagedFile(path, exc) from None
+    if not isinstance(obj, dict):
+        raise DamagedFile(path, hint="it does not hold a JSON object")
+    return obj
 
 
 def write_csv(path, rows: list[dict]) -> Path:
@@ -76,6 +94,54 @@ def write_npz(path, **arrays) -> Path:
     buf = io.BytesIO()
     np.savez_compressed(buf, **arrays)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def write_npy(path, array: np.ndarray) -> Path:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def save_figure(fig, out, name: str, formats=("png", "pdf")) -> list[Path]:
+    """``out/name.<fmt>`` for every format, each written atomically; returns the paths."""
+    paths = []
+    for fmt in formats:
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight")
+        paths.append(atomic_write_bytes(Path(out) / f"{name}.{fmt}", buf.getvalue()))
+    return paths
+
+
+def save_torch(path, obj) -> Path:
+    """``torch.save`` through ``atomic_write_bytes``."""
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def load_torch(path, map_location=None):
+    """``torch.load`` of a checkpoint this package wrote; a damaged file raises ``DamagedFile``."""
+    import torch
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # truncated zip, random bytes, empty file: all unpickling/zip errors
+        raise DamagedFile(path, exc) from None
+
+
+def load_pickle(path):
+    """A pickle this package wrote; a damaged file raises ``DamagedFile``."""
+    import pickle
+
+    with open(path, "rb") as f:
+        try:
+            return pickle.load(f)
+        except Exception as exc:
+            raise DamagedFile(path, exc) from None
 
 
 # Taken at import, i.e. when this process started: runs that rewrite config.json at every checkpoint

@@ -1,0 +1,186 @@
+"""Run folders: what kind of run a folder holds, who is writing it, and the loop every long run shares.
+
+Every run folder's config.json names its ``kind`` (one of ``KINDS``). A command that writes a run
+claims its folder first (``claim_run_folder``): the folder must be creatable and writable, must not
+hold a run of another kind, must not be written by another live process (an exclusive ``flock`` on
+``.lock``, which the kernel drops when its process dies, so a killed run's lock is never stale), and
+must hold a run of the same kind only when resuming. Claiming also removes the temporary files a
+killed atomic write can leave behind. A command that reads a run checks its kind (``expect_run``)
+and names what it expected. Every refusal is a ``RunFolderError``: one line, exit code 2 at the CLI.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+from pathlib import Path
+from typing import Callable
+
+from amicl.common.io import read_json
+
+# kind -> what it is, for messages and the README
+KINDS = {
+    "memory-run": "one setting of the AMICL memory (amicl memory run --out)",
+    "memory-sweep": "a sweep of the AMICL memory (amicl memory sweep)",
+    "memory-matrices": "score matrices of one episode (amicl memory matrices)",
+    "amicl-reproduction": "the AMICL notebook reproduction (amicl reproduce amicl)",
+    "streams": "a residual-stream training run (amicl transformer train|compare)",
+    "streams-join": "stream runs joined into one comparison (amicl transformer join)",
+    "namm-base": "a NAMM base model (amicl namm train-base)",
+    "namm-evolve": "a NAMM evolution (amicl namm evolve)",
+    "namm-eval": "a memory-policy evaluation (amicl namm eval)",
+}
+LOCK = ".lock"
+
+
+class RunFolderError(ValueError):
+    """A folder that cannot be used as asked: wrong kind, busy, not writable, or missing its run."""
+
+
+def _legacy_kind(cfg: dict) -> str | None:
+    """The kind of a config.json written before folders named it (committed results)."""
+    if "joined_from" in cfg:
+        return "streams-join"
+    for key, kind in (("run", "streams"), ("base", "namm-base"), ("evolve", "namm-evolve"), ("eval", "namm-eval"),
+                      ("spec", "memory-sweep"), ("matrices", "memory-matrices")):
+        if key in cfg:
+            return kind
+    return None
+
+
+def run_kind(folder) -> str | None:
+    """The kind recorded in ``folder/config.json``; None when there is no config.json."""
+    path = Path(folder) / "config.json"
+    if not path.exists():
+        return None
+    cfg = read_json(path)
+    return cfg.get("kind") or _legacy_kind(cfg)
+
+
+def writer_pid(folder) -> int | None:
+    """The pid of a live process holding ``folder``'s lock, else None (no lock, or its holder died)."""
+    path = Path(folder) / LOCK
+    if not path.exists():
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = path.read_text().strip()
+        return int(text) if text.isdigit() else -1
+    finally:
+        os.close(fd)  # closing drops the probe's shared lock too
+    return None
+
+
+def expect_run(folder, kinds: str | tuple[str, ...], option: str) -> Path:
+    """``folder`` as a finished or checkpointed run of one of ``kinds``, or a one-line ``RunFolderError``."""
+    kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
+    folder = Path(folder)
+    want = " or ".join(kinds)
+    if not folder.is_dir():
+        raise RunFolderError(f"{option}: {folder} is not a folder; expected a {want} run")
+    kind = run_kind(folder)
+    if kind is None:
+        raise RunFolderError(f"{option}: {folder} holds no run (no config.json); expected a {want} run")
+    if kind not in kinds:
+        raise RunFolderError(f"{option}: {folder} holds a {kind} run; expected a {want} run")
+    pid = writer_pid(folder)
+    if pid is not None and pid != os.getpid():
+        raise RunFolderError(f"{option}: {folder} is being written by process {pid}; wait for it to finish")
+    return folder
+
+
+class RunFolder:
+    """A claimed run folder: holds the exclusive lock until ``release()`` (or the process ends)."""
+
+    def __init__(self, path: Path, fd: int):
+        self.path, self._fd = path, fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # drops the flock; the lock file may stay, it means nothing unlocked
+            self._fd = None
+
+    def __enter__(self) -> "RunFolder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def claim_run_folder(out, kind: str, resume: bool = False, marker: str = "config.json") -> RunFolder:
+    """Make ``out`` this process's run folder of ``kind`` before any work is done.
+
+    ``marker`` is the file a resumable run needs (its checkpoint). Refuses (``RunFolderError``): a path
+    that cannot be created or written; a folder another live process writes; a run of another kind; a
+    run of this kind unless ``resume``; ``resume`` without ``marker``; a non-empty folder that holds no
+    run. Removes stray ``.*.tmp`` files of killed atomic writes.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown run kind {kind!r}")
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise RunFolderError(f"--out {out}: cannot create or write there ({exc.strerror or exc})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        pid = (out / LOCK).read_text().strip() or "?"
+        raise RunFolderError(f"--out {out} is being written by process {pid}; wait for it or choose another --out")
+    folder = RunFolder(out, fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        _check_contents(out, kind, resume, marker)
+    except BaseException:
+        folder.release()
+        raise
+    for stray in out.glob(".*.tmp"):  # we hold the lock: no live writer owns these
+        stray.unlink(missing_ok=True)
+    return folder
+
+
+def _check_contents(out: Path, kind: str, resume: bool, marker: str) -> None:
+    existing = run_kind(out)
+    if existing is not None and existing != kind:
+        raise RunFolderError(f"--out {out} holds a {existing} run, not a {kind} run; choose another --out")
+    has_marker = (out / marker).exists()
+    if resume and not has_marker:
+        raise RunFolderError(f"--resume: no {marker} in {out}")
+    if not resume and (existing is not None or has_marker):
+        hint = "pass --resume to continue it or choose another --out" if marker != "config.json" else \
+            "choose another --out (or delete it)"
+        raise RunFolderError(f"--out {out} already holds a {existing or kind} run; {hint}")
+    if existing is None and not has_marker and any(not p.name.startswith(".") for p in out.iterdir()):
+        raise RunFolderError(f"--out {out} is not empty and holds no run; choose a new or empty folder")
+
+
+def drive(step: Callable[[], dict | None], done: Callable[[], bool], *, total: int, initial: int = 0, desc: str = "",
+          save: Callable[[], None] | None = None, progress: bool | None = None) -> None:
+    """The loop every long run shares: ``step()`` until ``done()``, with a progress bar on stderr.
+
+    ``step`` returns None or a dict with optional keys ``postfix`` (shown on the bar), ``save`` (call
+    ``save()`` now: a checkpoint) and ``stop`` (leave the loop early). The bar shows only on a terminal
+    unless ``progress`` says otherwise.
+    """
+    from tqdm.auto import tqdm
+
+    show = sys.stderr.isatty() if progress is None else progress
+    with tqdm(total=total, initial=initial, desc=desc, disable=not show, file=sys.stderr) as bar:
+        while not done():
+            report = step() or {}
+            bar.update()
+            if report.get("postfix"):
+                bar.set_postfix(report["postfix"])
+            if report.get("save") and save is not None:
+                save()
+            if report.get("stop"):
+                break

@@ -1,0 +1,100 @@
+"""The NAMM results table, torch-free: each policy's normalised score per task with percentile-bootstrap
+95% intervals, means over trained and held-out tasks, and NAMM's paired margin over every policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from amicl.common.io import read_csv, read_json
+from amicl.common.runs import expect_run
+
+
+def read_cells(eval_dirs: list[Path]) -> tuple[dict, dict]:
+    """(policy, budget) -> task -> (scores, full-cache scores) per prompt, and -> cache fractions."""
+    cells, fraction = {}, {}
+    for d in eval_dirs:
+        d = expect_run(d, "namm-eval", "EVALS")
+        if not (d / "prompt_scores.csv").exists():
+            raise ValueError(f"{d} has no prompt_scores.csv (made before evals wrote it); re-run that eval")
+        policy = read_json(d / "config.json")["eval"]["policy"]
+        for r in read_csv(d / "eval.csv"):
+            fraction.setdefault((policy, r["budget"]), []).append(float(r["cache_fraction"]))
+        for r in read_csv(d / "prompt_scores.csv"):
+            s, f = cells.setdefault((policy, r["budget"]), {}).setdefault(r["task"], ([], []))
+            s.append(float(r["score"]))
+            f.append(float(r["full_score"]))
+    return cells, fraction
+
+
+def bootstrap_rows(cells: dict, fraction: dict, trained: set[str], against: str, n_boot: int, seed: int):
+    """One row per (policy, budget): (point, low, high) per task and task group, and where every eval
+    ran on the same prompts, the paired difference of ``against``'s group means from each row's.
+    Returns (rows, tasks)."""
+    tasks = sorted({t for v in cells.values() for t in v}, key=lambda t: (t not in trained, t))
+    fulls = {t: {tuple(v[t][1]) for v in cells.values() if t in v} for t in tasks}
+    paired = all(len(f) == 1 for f in fulls.values())
+    rng = np.random.default_rng(seed)
+    # Bootstrap indices per (task, prompt count): paired evals resample the same prompts together.
+    idx = {(t, n): rng.integers(0, n, size=(n_boot, n)) for t in tasks for n in sorted({len(f) for f in fulls[t]})}
+    groups = (("trained", [t for t in tasks if t in trained]), ("held_out", [t for t in tasks if t not in trained]))
+    boots, rows = {}, []
+    for key, per_task in cells.items():
+        row, b = {"policy": key[0], "budget": key[1], "cache_fraction": float(np.mean(fraction[key]))}, {}
+        for t in tasks:
+            if t not in per_task:
+                continue
+            s, f = (np.asarray(x) for x in per_task[t])
+            i = idx[t, len(s)]
+            b[t] = s[i].mean(1) / f[i].mean(1)
+            row[t] = (s.mean() / f.mean(), *np.percentile(b[t], [2.5, 97.5]))
+        for group, members in groups:
+            members = [t for t in members if t in b]
+            if members:
+                b[group] = np.mean([b[t] for t in members], axis=0)
+                row[group] = (float(np.mean([row[t][0] for t in members])), *np.percentile(b[group], [2.5, 97.5]))
+        boots[key] = b
+        rows.append(row)
+    refs = [(k, r) for k, r in zip(cells, rows) if k[0] == against]
+    if paired and len(refs) == 1:
+        ((ref_key, ref_row),) = refs
+        for key, row in zip(cells, rows):
+            for group in ("trained", "held_out"):
+                if group in row and group in ref_row and key != ref_key:
+                    d = boots[ref_key][group] - boots[key][group]
+                    row[f"{against}_minus_this_{group}"] = (ref_row[group][0] - row[group][0],
+                                                            *np.percentile(d, [2.5, 97.5]))
+    return rows, tasks
+
+
+def _interval(v) -> str:
+    return f"{v[0]:.2f} [{v[1]:.2f}, {v[2]:.2f}]" if isinstance(v, tuple) else ""
+
+
+def _budget_words(b: str) -> str:
+    return "own (score < 0)" if b == "None" else f"{b} per layer" if b.isdigit() else f"per layer {b}"
+
+
+def markdown(rows: list[dict], tasks: list[str], against: str) -> str:
+    margins = [c for c in (f"{against}_minus_this_trained", f"{against}_minus_this_held_out") if any(c in r for r in rows)]
+    cols = tasks + ["trained", "held_out"] + margins
+    md = ["| policy | budget | cache kept | " + " | ".join(c.replace("_", " ") for c in cols) + " |",
+          "|---" * (len(cols) + 3) + "|"]
+    md += [f"| {r['policy']} | {_budget_words(r['budget'])} | {r['cache_fraction']:.3f} | "
+           + " | ".join(_interval(r.get(c)) for c in cols) + " |"
+           for r in sorted(rows, key=lambda r: (r["policy"] != against, r["policy"], r["cache_fraction"]))]
+    return "\n".join(md) + "\n"
+
+
+def summary_table(eval_dirs: list[Path], trained: set[str], against: str = "namm", n_boot: int = 2000,
+                  seed: int = 0) -> tuple[list[dict], str]:
+    """Normalised score per task with percentile-bootstrap 95% intervals (prompts resampled, the
+    policy's and the full cache's scores together), means over trained and held-out tasks, and where
+    every eval ran on the same prompts, the paired difference of each mean from policy ``against``.
+    Returns flat rows (for table.csv; intervals as "low,high") and the markdown table."""
+    cells, fraction = read_cells(eval_dirs)
+    rows, tasks = bootstrap_rows(cells, fraction, trained, against, n_boot, seed)
+    flat = [{k: (v[0] if isinstance(v, tuple) else v) for k, v in r.items()}
+            | {f"{k}_ci": f"{v[1]:.4f},{v[2]:.4f}" for k, v in r.items() if isinstance(v, tuple)} for r in rows]
+    return flat, markdown(rows, tasks, against)
