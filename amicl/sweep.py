@@ -105,6 +105,8 @@ def parse_grid(kind: str, text: str) -> tuple[str, list]:
     if name not in types:
         raise ValueError(f"cannot sweep {name!r} for {kind} runs; choose from {', '.join(sorted(types))}")
     typ = types[name]
+    if not spec:
+        raise ValueError(f"no values given for {name}")
     try:
         if spec.startswith("log:"):
             lo, hi, num = spec[4:].split(":")
@@ -113,7 +115,9 @@ def parse_grid(kind: str, text: str) -> tuple[str, list]:
             lo, hi, num = spec.split(":")
             values = list(np.linspace(float(lo), float(hi), int(num)))
         else:
-            values = [v.strip() for v in spec.split(",") if v.strip()]
+            values = [v.strip() for v in spec.split(",")]
+            if any(not v for v in values):
+                raise ValueError("an empty item")
         values = [_cast(typ, v) for v in values]
     except ValueError as exc:
         raise ValueError(f"bad values for {name}: {spec!r} ({exc})") from None
@@ -221,13 +225,19 @@ def check_memory(spec: RunSpec, grid: dict, workers: int = 1) -> int:
     for name in ("T", "D", "N"):
         if name in grid:
             worst = worst.with_values(**{name: max(grid[name])})
-    need = CHUNK_COPIES * min(CHUNK, spec.trials) * episode_bytes(worst) * max(workers, 1)
+    chunks = CHUNK_COPIES * min(CHUNK, spec.trials) * episode_bytes(worst) * max(workers, 1)
+    points = int(np.prod([len(v) for v in grid.values()])) if grid else 1
+    # one bool per trial and point, and about 300 bytes of bookkeeping per chunk task
+    results = points * spec.trials + points * -(-spec.trials // CHUNK) * 300
     have = available_memory()
-    if need > have:
-        raise ValueError(f"this setting needs about {need / 2**30:.1f} GiB ({workers} chunk(s) of {CHUNK} episodes of "
+    if chunks > have:
+        raise ValueError(f"this setting needs about {chunks / 2**30:.1f} GiB ({workers} chunk(s) of {CHUNK} episodes of "
                          f"{episode_bytes(worst) / 2**20:.1f} MiB, x{CHUNK_COPIES}); {have / 2**30:.1f} GiB are "
                          "available: lower D or T")
-    return need
+    if chunks + results > have:
+        raise ValueError(f"{points} point(s) x {spec.trials} trials need about {results / 2**30:.1f} GiB for the "
+                         f"results alone; {have / 2**30:.1f} GiB are available: lower --trials")
+    return chunks + results
 
 
 def sweep(spec: RunSpec, grid: dict[str, list], seed: int = 0, executor=None, progress=None) -> SweepResult:

@@ -249,10 +249,21 @@ def test_budgeted_policies_shrink_the_cache(model):
         assert max(s.layer_fraction) < 0.35 and s.final_bytes < full.final_bytes / 2, policy.name
 
 
-def test_namm_with_random_params_evicts_per_head(model):
-    prompt = torch.randint(0, 32, (2, 192))
+def test_namm_evicts_per_head(model):
+    """Two KV heads that saw different attention keep different token sets under the same NAMM."""
+    g = torch.Generator().manual_seed(0)
+    cache = KVCache(1)
+    T = 24
+    cache.append(0, torch.randn(1, 2, T, 4, generator=g), torch.randn(1, 2, T, 4, generator=g), torch.arange(T))
+    cache.n_seen = T
+    probs = torch.zeros(1, 2, 32, T)
+    probs[0, 0, :, :12] = 1 / 12  # head 0 attends to the older half, head 1 to the newer half
+    probs[0, 1, :, 12:] = 1 / 12
     params = np.random.default_rng(0).normal(0, 0.5, 4172)
-    _, stats = rollout(model, prompt, 4, NAMM(BAM(), params, n_up=32))
-    assert 0 < stats.alive_fraction[-1] < 1
+    policy = NAMM(BAM(), params, n_up=32)
+    policy.observe(0, probs, cache)
+    keep = policy.keep(0, cache)[0]
+    assert keep[0].any() and keep[1].any() and not torch.equal(keep[0], keep[1])
+    prompt = torch.randint(0, 32, (2, 192))
     with pytest.raises(ValueError, match="parameter rows"):
         rollout(model, prompt, 4, NAMM(BAM(), np.zeros((3, 4172)), n_up=32))

@@ -4,7 +4,7 @@ import itertools
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from amicl import reference
@@ -33,10 +33,16 @@ def untied(ep, cfg) -> np.ndarray:
     return ok
 
 
-def assert_same(ep, cfg):
+def assert_same(ep, cfg, drawn: bool = False):
+    """Kernel == reference on every episode not decided by a rounding-level tie. On ``drawn`` (hypothesis)
+    inputs where every episode is tied the example is rejected; on fixed inputs at most 10% may be."""
     fast = retrieve(ep, cfg, backend="numba")
     ref = retrieve(ep, cfg, backend="numpy")
     ok = untied(ep, cfg) if cfg.separation == "argmax" else np.ones(len(ep), dtype=bool)
+    if drawn:
+        assume(ok.any())
+    else:
+        assert ok.mean() >= 0.9, f"{(~ok).sum()} of {len(ok)} episodes tied"
     np.testing.assert_array_equal(fast.pred[ok], ref.pred[ok])
     np.testing.assert_array_equal(fast.n_iter[ok], ref.n_iter[ok])
     np.testing.assert_allclose(fast.weights[ok], ref.weights[ok], rtol=1e-10, atol=1e-12)
@@ -58,8 +64,10 @@ def reddy_episodes():
 @pytest.mark.parametrize("max_iter", [0, 4])
 @pytest.mark.parametrize("sim, sep", COMBOS)
 def test_kernel_matches_reference(notebook_episodes, reddy_episodes, sim, sep, max_iter):
+    # At a = 0 the query holds nothing (m_T = x_T, the empty slot): every dot and Pearson score ties, so
+    # argmax is compared from a = 0.5 on; the smooth separations are compared at a = 0 too.
     for ep in (notebook_episodes, reddy_episodes):  # own label tokens, and a shared label bank
-        for a in (0.0, 1.0, 2.0):
+        for a in (0.5, 1.0, 2.0) if sep == "argmax" else (0.0, 1.0, 2.0):
             assert_same(ep, MemoryConfig(a=a, similarity=sim, separation=sep, beta=3.0, n=3.0, max_iter=max_iter))
 
 
@@ -75,7 +83,8 @@ def test_kernel_matches_reference_on_random_arrays(E, T, D, seed, a, beta, n, ma
     ep = Episodes(r.standard_normal((E, T, D)), labels, r.integers(0, 5, E), r.standard_normal((E, D)),
                   r.standard_normal((5, D)) if bank else None)
     sim, sep = combo
-    assert_same(ep, MemoryConfig(a=a, similarity=sim, separation=sep, beta=beta, n=n, max_iter=max_iter, tol=1e-6))
+    assert_same(ep, MemoryConfig(a=a, similarity=sim, separation=sep, beta=beta, n=n, max_iter=max_iter, tol=1e-6),
+                drawn=True)
 
 
 def test_reference_pieces_by_hand():

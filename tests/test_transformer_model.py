@@ -156,7 +156,11 @@ def test_all_alive_mask_equals_no_mask():
 
 def test_gpt_counts_and_limits():
     model = GPT(GPTConfig(block_size=8))
-    assert model.n_params() > 0
+    d, ff, vocab, block, ln = 128, 512, 64, 8, 2 * 128  # a LayerNorm has weight and bias; Linear layers none
+    per_block = 2 * ln + 4 * d * d + 2 * ff * d  # two LayerNorms, q k v o, the MLP's two matrices
+    assert model.n_params() == vocab * d + block * d + 4 * per_block + ln  # tied read-out: no extra matrix
+    grouped = GPT(GPTConfig(block_size=8, n_kv_head=2))
+    assert model.n_params() - grouped.n_params() == 4 * 2 * d * (d // 2)  # k and v shrink to 2 of 4 heads
     with pytest.raises(ValueError, match="block_size"):
         model(torch.zeros(1, 9, dtype=torch.long))
     with pytest.raises(ValueError, match="x must be"):

@@ -82,7 +82,10 @@ def _compare(streams, kw):
     first, n = kw.pop("first_seed"), kw.pop("seeds")
     task = TaskConfig(**given(kw, TASK_FIELDS))
     stream_kw = {field: kw.pop(opt) for opt, (field, _, _) in STREAM_OPTIONS.items()}
-    stream_kw = {**given(stream_kw), "learn": kw.pop("stream_learn")}
+    stream_kw = {**given(stream_kw), **({"learn": True} if kw.pop("stream_learn") else {})}
+    if stream_kw and streams == ["none"]:
+        raise click.UsageError(f"--stream-{next(iter(stream_kw)).replace('lam', 'lambda')} applies to stream arms "
+                               "(V, K, Q) only, and none was asked for")
     arms = {s: ToyConfig(d_in=task.input_dim, n_labels=task.L, init_D=task.D,
                          stream=StreamConfig(kind=s, **stream_kw) if s != "none" else StreamConfig())
             for s in streams}

@@ -118,6 +118,20 @@ def join_runs(out: Path, parts: list[Path]) -> Run:
     return joined
 
 
+def _pct_or_undefined(v: float) -> str:
+    return f"{v:+.1%}" if np.isfinite(v) else "undefined"
+
+
+def _fewer(row: dict) -> str:
+    """The saving over none with its interval; 'undefined' where a median is censored (never reached)."""
+    if "fewer_steps_vs_none" not in row:
+        return "-"
+    if not np.isfinite(row["fewer_steps_vs_none"]):
+        return "undefined (a median run never reached the threshold)"
+    return (f"{row['fewer_steps_vs_none']:+.1%} [{_pct_or_undefined(row['fewer_ci_low'])}, "
+            f"{_pct_or_undefined(row['fewer_ci_high'])}]")
+
+
 def analyse(out: Path, paper_claim: float = 0.24) -> str:
     """Write members.csv and compare.csv/.md into ``out``; returns the markdown table."""
     out = Path(out)
@@ -140,13 +154,13 @@ def analyse(out: Path, paper_claim: float = 0.24) -> str:
     lines.append("| test set | arm | reached | median steps [95% CI] | fewer steps than none [95% CI] |")
     lines.append("|---|---|---|---|---|")
     for r in table:
-        fewer = (f"{r['fewer_steps_vs_none']:+.1%} [{r['fewer_ci_low']:+.1%}, {r['fewer_ci_high']:+.1%}]"
-                 if "fewer_steps_vs_none" in r else "-")
+        fewer = _fewer(r)
         lines.append(f"| {r['test_set']} | {r['arm']} | {r['n_reached']}/{r['n_seeds']} | {r['median_steps']:.0f} "
                      f"[{r['median_ci_low']:.0f}, {r['median_ci_high']:.0f}] | {fewer} |")
-    lines += ["", "| arm | final test | final ic | final ic2 | final iw |", "|---|---|---|---|---|"]
+    sets = [k for k in ("test", "ic", "ic2", "iw") if all(f"final_{k}" in r for r in members)]
+    lines += ["", "| arm | " + " | ".join(f"final {k}" for k in sets) + " |", "|---" * (len(sets) + 1) + "|"]
     for arm, rows in acc.items():
-        cells = [f"{np.mean([r[f'final_{k}'] for r in rows]):.3f}" for k in ("test", "ic", "ic2", "iw")]
+        cells = [f"{np.mean([r[f'final_{k}'] for r in rows]):.3f}" for k in sets]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     md = "\n".join(lines) + "\n"
     write_csv(out / "compare.csv", table)

@@ -157,7 +157,10 @@ class Block(nn.Module):
         v = self.v(h).view(B, T, c.kv_heads, c.d_head).transpose(1, 2)
         return q, k, v
 
-    def forward(self, x, raw, src, layer, cache, pos, rotary, return_attn):
+    def forward(self, x, raw, *, pos, src=None, layer: int = 0, cache: KVCache | None = None, rotary=None,
+                return_attn: bool = False):
+        """x (B, T, d) with its raw projections ``raw`` (from ``project``); ``src``: the stream source's raw
+        projections, or None. Returns (x, attention probabilities or None)."""
         c = self.c
         B, T, _ = x.shape
         q, k, v = raw
@@ -246,7 +249,8 @@ class GPT(nn.Module):
             src = None
             if c.stream.kind != "none" and layer > 0:
                 src = raws[layer - 1] if c.stream.source == "previous" else raws[0]
-            x, probs = block(x, raw, src, layer, cache, pos, self.rotary, return_attn)
+            x, probs = block(x, raw, pos=pos, src=src, layer=layer, cache=cache, rotary=self.rotary,
+                             return_attn=return_attn)
             attn.append(probs)
         if cache is not None:
             cache.n_seen += T
