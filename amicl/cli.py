@@ -16,8 +16,11 @@ from amicl.reference import SEP_CODES, SIM_CODES
 from amicl.task import TEST_SETS, EpisodeConfig, TaskConfig
 
 
-@click.group(cls=RootGroup, context_settings=CONTEXT, lazy={"transformer": "transformers_mini.cli:transformer",
-                                                            "namm": "evolution.cli:namm"})
+@click.group(
+    cls=RootGroup,
+    context_settings=CONTEXT,
+    lazy={"transformer": "transformers_mini.cli:transformer", "namm": "evolution.cli:namm"},
+)
 @click.version_option(package_name="amicl")
 def amicl():
     """Associative memory for in-context learning, residual attention streams and evolved KV-cache
@@ -69,10 +72,19 @@ def data_options(f):
     """--task, --test-set and one option per data-config field."""
     for name in reversed(list(DATA_FIELDS)):
         f = data_option(name)(f)
-    f = click.option("--test-set", type=click.Choice(TEST_SETS), default=None,
-                     help="[reddy] Test set the memory is scored on. [default: ic]")(f)
-    f = click.option("--task", "task_kind", type=click.Choice(["episodes", "reddy"]), default="episodes",
-                     help="AMICL notebook episodes, or Reddy's generator (the Transformer's data).")(f)
+    f = click.option(
+        "--test-set",
+        type=click.Choice(TEST_SETS),
+        default=None,
+        help="[reddy] Test set the memory is scored on. [default: ic]",
+    )(f)
+    f = click.option(
+        "--task",
+        "task_kind",
+        type=click.Choice(["episodes", "reddy"]),
+        default="episodes",
+        help="AMICL notebook episodes, or Reddy's generator (the Transformer's data).",
+    )(f)
     return f
 
 
@@ -159,15 +171,22 @@ def memory_run(task_kind, test_set, trials, seed, workers, out, **kwargs):
     """Score one setting of the memory; prints accuracy with its 95% binomial interval."""
     spec = build_spec(task_kind, test_set, trials, kwargs)
     row = _sweep_and_save(spec, {}, seed, workers, out, "memory-run").rows()[0]
-    click.echo(f"accuracy {row['accuracy']:.4f}  95% CI [{row['ci_low']:.4f}, {row['ci_high']:.4f}]  "
-               f"({row['correct']}/{row['trials']})")
+    click.echo(
+        f"accuracy {row['accuracy']:.4f}  95% CI [{row['ci_low']:.4f}, {row['ci_high']:.4f}]  "
+        f"({row['correct']}/{row['trials']})"
+    )
 
 
 @memory.command("sweep")
 @data_options
 @memory_options
-@click.option("--grid", "grids", multiple=True, required=True,
-              help="name=values; values as 1,1.5,2 or start:stop:num (linspace) or log:lo:hi:num. Repeat for a grid.")
+@click.option(
+    "--grid",
+    "grids",
+    multiple=True,
+    required=True,
+    help="name=values; values as 1,1.5,2 or start:stop:num (linspace) or log:lo:hi:num. Repeat for a grid.",
+)
 @trials_option
 @common_run_options
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Results folder.")
@@ -221,9 +240,15 @@ def memory_matrices(a, D, K, T, beta, seed, out):
 # Groups composed from the rooms
 
 
-@amicl.group(cls=LazyGroup, context_settings=CONTEXT, lazy={"amicl": "amicl.figures:figures_amicl",
-                                                             "streams": "transformers_mini.cli:figures_streams",
-                                                             "namm": "evolution.cli:figures_namm"})
+@amicl.group(
+    cls=LazyGroup,
+    context_settings=CONTEXT,
+    lazy={
+        "amicl": "amicl.figures:figures_amicl",
+        "streams": "transformers_mini.cli:figures_streams",
+        "namm": "evolution.cli:figures_namm",
+    },
+)
 def figures():
     """Draw figures from saved results (never by re-running)."""
 

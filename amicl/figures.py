@@ -21,8 +21,13 @@ from amicl.task import EpisodeConfig
 SIMS = ("dot", "pearson", "euclidean", "manhattan")
 
 
-def save_matrices(out, a: float = MemoryConfig.a, episode: EpisodeConfig = EpisodeConfig(),
-                  beta: float = MemoryConfig.beta, seed: int = 0):
+def save_matrices(
+    out,
+    a: float = MemoryConfig.a,
+    episode: EpisodeConfig = EpisodeConfig(),
+    beta: float = MemoryConfig.beta,
+    seed: int = 0,
+):
     """Score matrices sim(m_i, m_j) of one notebook episode for every similarity -> matrices.npz."""
     from amicl.memory import score_matrix
     from amicl.task import sample_episodes
@@ -31,13 +36,26 @@ def save_matrices(out, a: float = MemoryConfig.a, episode: EpisodeConfig = Episo
     ep = sample_episodes(cfg, 1, np.random.default_rng(seed))
     mats = {s: score_matrix(ep.tokens[0], a, s) for s in SIMS}
     write_npz(Path(out) / "matrices.npz", token_labels=ep.token_labels[0], **mats)
-    write_json(Path(out) / "config.json", {"kind": "memory-matrices", "matrices": {"a": a, "beta": beta, "seed": seed, **cfg.to_dict()},
-                                           **run_metadata()})
+    write_json(
+        Path(out) / "config.json",
+        {
+            "kind": "memory-matrices",
+            "matrices": {"a": a, "beta": beta, "seed": seed, **cfg.to_dict()},
+            **run_metadata(),
+        },
+    )
 
 
 def _label(name: str) -> str:
-    return {"a": "binding weight a", "beta": r"inverse temperature $\beta$", "epsilon": r"noise $\varepsilon$",
-            "D": "token dimension D", "T": "sequence length T", "K": "classes K", "B": "burstiness B"}.get(name, name)
+    return {
+        "a": "binding weight a",
+        "beta": r"inverse temperature $\beta$",
+        "epsilon": r"noise $\varepsilon$",
+        "D": "token dimension D",
+        "T": "sequence length T",
+        "K": "classes K",
+        "B": "burstiness B",
+    }.get(name, name)
 
 
 def plot_sweep(folder: Path):
@@ -95,9 +113,16 @@ def plot_sweep(folder: Path):
         if hue:
             ax.legend(frameon=False, fontsize=8)
     spec = res.spec
-    fixed = f"{spec.kind}: " + ", ".join(f"{k}={v}" for k, v in {**spec.data.to_dict(), "a": spec.memory.a,
-                                          "sim": spec.memory.similarity, "sep": spec.memory.separation}.items()
-                                          if k not in grid and k not in ("no_repeats", "Nmax", "n_novel"))
+    fixed = f"{spec.kind}: " + ", ".join(
+        f"{k}={v}"
+        for k, v in {
+            **spec.data.to_dict(),
+            "a": spec.memory.a,
+            "sim": spec.memory.similarity,
+            "sep": spec.memory.separation,
+        }.items()
+        if k not in grid and k not in ("no_repeats", "Nmax", "n_novel")
+    )
     ax.set_title(f"{fixed}\n{spec.trials} trials/point, 95% Clopper-Pearson bands", fontsize=7)
     fig.tight_layout()
     return fig
@@ -117,8 +142,13 @@ def plot_matrices(folder: Path):
     ticks[-1] = "∅"
     for j, s in enumerate(SIMS):
         S = mats[s]
-        for i, (name, M) in enumerate([("raw", S), (f"softmax (β={cfg['beta']})", separation(S, "softmax", cfg["beta"])),
-                                       ("argmax", separation(S, "argmax"))]):
+        for i, (name, M) in enumerate(
+            [
+                ("raw", S),
+                (f"softmax (β={cfg['beta']})", separation(S, "softmax", cfg["beta"])),
+                ("argmax", separation(S, "argmax")),
+            ]
+        ):
             ax = axes[i, j]
             im = ax.imshow(M, cmap="magma")
             ax.set_title(f"{s}, {name}", fontsize=9)
@@ -128,8 +158,11 @@ def plot_matrices(folder: Path):
                 fig.colorbar(im, ax=ax, fraction=0.046)
     axes[0, 0].set_ylabel("query memory $m_i$")
     axes[-1, 0].set_xlabel("stored memory $m_j$")
-    fig.suptitle(f"Score matrices of bound memories, a={cfg['a']}, D={cfg['D']}, T={cfg['T']} "
-                 "(x item, L label, q query item, ∅ empty label)", fontsize=9)
+    fig.suptitle(
+        f"Score matrices of bound memories, a={cfg['a']}, D={cfg['D']}, T={cfg['T']} "
+        "(x item, L label, q query item, ∅ empty label)",
+        fontsize=9,
+    )
     fig.tight_layout()
     return fig
 
@@ -146,8 +179,10 @@ def draw_all(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]:
     folders = [f for f, k in kinds.items() if k in ("memory-sweep", "memory-run", "memory-matrices")]
     if not folders:
         found = sorted({k for k in kinds.values() if k})
-        raise ValueError(f"no AMICL result folders (memory-sweep, memory-run, memory-matrices) under {results}"
-                         + (f"; found {', '.join(found)}" if found else ""))
+        raise ValueError(
+            f"no AMICL result folders (memory-sweep, memory-run, memory-matrices) under {results}"
+            + (f"; found {', '.join(found)}" if found else "")
+        )
     written = []
     for folder in folders:
         fig = plot_matrices(folder) if kinds[folder] == "memory-matrices" else plot_sweep(folder)

@@ -26,12 +26,24 @@ EXPERIMENTS = {
     "T": ("episodes", {}, {"K": 50}, {"T": [10, 20, 40, 100, 500, 1000]}),
     "D": ("episodes", {}, {"K": 50}, {"D": [10, 20, 40, 100, 500, 1000]}),
     # Beyond the notebook: noise on Reddy's 1/sqrt(D) scale so that epsilon matters.
-    "phase_a_epsilon": ("episodes", {}, {"K": 50, "noise": "1/sqrt(D)"},
-                        {"a": list(np.linspace(0, 3, 31)), "epsilon": list(np.linspace(0, 2, 21))}),
-    "beta_similarity": ("episodes", {"separation": "softmax"}, {"K": 50},
-                        {"similarity": ["dot", "pearson", "euclidean"], "beta": list(np.logspace(-1, 3, 25))}),
-    "beta_iterations": ("episodes", {"separation": "softmax"}, {"K": 50},
-                        {"max_iter": [0, 1, 10], "beta": list(np.logspace(-1, 3, 25))}),
+    "phase_a_epsilon": (
+        "episodes",
+        {},
+        {"K": 50, "noise": "1/sqrt(D)"},
+        {"a": list(np.linspace(0, 3, 31)), "epsilon": list(np.linspace(0, 2, 21))},
+    ),
+    "beta_similarity": (
+        "episodes",
+        {"separation": "softmax"},
+        {"K": 50},
+        {"similarity": ["dot", "pearson", "euclidean"], "beta": list(np.logspace(-1, 3, 25))},
+    ),
+    "beta_iterations": (
+        "episodes",
+        {"separation": "softmax"},
+        {"K": 50},
+        {"max_iter": [0, 1, 10], "beta": list(np.logspace(-1, 3, 25))},
+    ),
     # The memory on the Transformer's own test sequences (Reddy's generator, AMICL toy settings).
     "reddy_test_sets": ("reddy", {}, {}, {"test_set": ["test", "ic", "ic2", "iw"], "a": list(np.linspace(0, 3, 31))}),
 }
@@ -49,16 +61,24 @@ PUBLISHED = [
     ("a1_T100", {}, 0.315, "a=1, T=100", "notebook output 315/1000"),
     ("a_similarity", {"similarity": "dot", "a": 0.5}, 0.0, "K=50, dot, a=0.5", "notebook figure (~0 below a~0.75)"),
     ("a_similarity", {"similarity": "dot", "a": 2.0}, 1.0, "K=50, dot, a=2", "notebook figure (~1 above a~1.5)"),
-    ("a_similarity", {"similarity": "pearson", "a": 2.0}, 0.87, "K=50, Pearson, a=2", "notebook figure (plateau ~0.87)"),
+    (
+        "a_similarity",
+        {"similarity": "pearson", "a": 2.0},
+        0.87,
+        "K=50, Pearson, a=2",
+        "notebook figure (plateau ~0.87)",
+    ),
     *[("T", {"T": t}, 1.0, f"a=2, K=50, T={t}", "notebook figure") for t in (10, 20, 40, 100, 500, 1000)],
-    *[("D", {"D": d}, v, f"a=2, K=50, D={d}", "notebook figure (read off)")
-      for d, v in ((10, 0.73), (20, 0.95), (40, 0.99), (100, 1.0), (500, 1.0), (1000, 1.0))],
+    *[
+        ("D", {"D": d}, v, f"a=2, K=50, D={d}", "notebook figure (read off)")
+        for d, v in ((10, 0.73), (20, 0.95), (40, 0.99), (100, 1.0), (500, 1.0), (1000, 1.0))
+    ],
 ]
 
 
 def run_experiments(out: Path, trials: int, seed: int, workers: int, only=None, echo=click.echo) -> None:
-    from amicl.memory import MemoryConfig
     from amicl.common.parallel import make_executor
+    from amicl.memory import MemoryConfig
     from amicl.sweep import DATA_KINDS, RunSpec, sweep
 
     with make_executor(workers) as ex:
@@ -87,13 +107,20 @@ def comparison(out: Path) -> list[dict]:
             raise ValueError(f"{name}: no unique grid point {point}")
         r = match[0]
         p_two = _fisher_p(published, r) if source.startswith("notebook output") else None
-        rows.append({
-            "setting": what, "published": published, "measured": round(r["accuracy"], 4),
-            "ci_low": round(r["ci_low"], 4), "ci_high": round(r["ci_high"], 4),
-            "published_in_ci": bool(r["ci_low"] <= published <= r["ci_high"]),
-            "p_two_sample": None if p_two is None else round(p_two, 3),
-            "trials": r["trials"], "source": source, "experiment": name,
-        })
+        rows.append(
+            {
+                "setting": what,
+                "published": published,
+                "measured": round(r["accuracy"], 4),
+                "ci_low": round(r["ci_low"], 4),
+                "ci_high": round(r["ci_high"], 4),
+                "published_in_ci": bool(r["ci_low"] <= published <= r["ci_high"]),
+                "p_two_sample": None if p_two is None else round(p_two, 3),
+                "trials": r["trials"],
+                "source": source,
+                "experiment": name,
+            }
+        )
     return rows
 
 
@@ -111,13 +138,17 @@ def _same(a, b) -> bool:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| setting | published | measured | 95% CI | published in CI | two-sample p | source |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| setting | published | measured | 95% CI | published in CI | two-sample p | source |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         p = "-" if r["p_two_sample"] is None else f"{r['p_two_sample']:.2f}"
-        lines.append(f"| {r['setting']} | {r['published']:.3f} | {r['measured']:.3f} | "
-                     f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {'yes' if r['published_in_ci'] else 'no'} | "
-                     f"{p} | {r['source']} |")
+        lines.append(
+            f"| {r['setting']} | {r['published']:.3f} | {r['measured']:.3f} | "
+            f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}] | {'yes' if r['published_in_ci'] else 'no'} | "
+            f"{p} | {r['source']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -139,11 +170,14 @@ def reproduce_amicl(out, trials, seed, workers, only):
 
             old = read_json(root / "config.json")
             if (old.get("trials"), old.get("seed")) != (trials, seed):
-                raise click.UsageError(f"{root} was started with --trials {old.get('trials')} --seed {old.get('seed')}; "
-                                       "give the same to resume, or another --out")
+                raise click.UsageError(
+                    f"{root} was started with --trials {old.get('trials')} --seed {old.get('seed')}; "
+                    "give the same to resume, or another --out"
+                )
         else:  # first: marks the folder as this kind of run
-            write_json(root / "config.json", {"kind": "amicl-reproduction", "trials": trials, "seed": seed,
-                                              **run_metadata()})
+            write_json(
+                root / "config.json", {"kind": "amicl-reproduction", "trials": trials, "seed": seed, **run_metadata()}
+            )
         _reproduce(root, trials, seed, workers, only)
 
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from amicl.common.validate import check_choice, check_int
-from amicl.memory import MemoryConfig, retrieve
 from amicl.common.io import read_json, run_metadata, write_csv, write_json, write_npz
 from amicl.common.stats import binomial_ci
+from amicl.common.validate import check_choice, check_int
+from amicl.memory import MemoryConfig, retrieve
 from amicl.task import TEST_SETS, EpisodeConfig, ICLTask, TaskConfig, episodes_from_batch, sample_episodes
 
 DATA_KINDS = {"episodes": EpisodeConfig, "reddy": TaskConfig}
@@ -171,18 +171,30 @@ class SweepResult:
         n = self.correct.shape[1]
         lo, hi = binomial_ci(k, n)
         return [
-            {**p, "trials": n, "correct": int(k[i]), "accuracy": float(k[i] / n), "ci_low": float(lo[i]), "ci_high": float(hi[i])}
+            {
+                **p,
+                "trials": n,
+                "correct": int(k[i]),
+                "accuracy": float(k[i] / n),
+                "ci_low": float(lo[i]),
+                "ci_high": float(hi[i]),
+            }
             for i, p in enumerate(self.points)
         ]
 
     def save(self, out: str | Path, kind: str = "memory-sweep") -> Path:
         out = Path(out)
-        write_npz(out / "results.npz", correct=self.correct, **{f"grid_{k}": np.asarray(v) for k, v in self.grid.items()})
+        write_npz(
+            out / "results.npz", correct=self.correct, **{f"grid_{k}": np.asarray(v) for k, v in self.grid.items()}
+        )
         write_csv(out / "summary.csv", self.rows())
         # config.json last: its presence marks a complete result folder
         # the grid as ordered [name, values] pairs: point order is the product in this order
         grid = [[k, list(v)] for k, v in self.grid.items()]
-        write_json(out / "config.json", {"kind": kind, "spec": self.spec.to_dict(), "grid": grid, "seed": self.seed, **run_metadata()})
+        write_json(
+            out / "config.json",
+            {"kind": kind, "spec": self.spec.to_dict(), "grid": grid, "seed": self.seed, **run_metadata()},
+        )
         return out
 
     @classmethod
@@ -231,12 +243,16 @@ def check_memory(spec: RunSpec, grid: dict, workers: int = 1) -> int:
     results = points * spec.trials + points * -(-spec.trials // CHUNK) * 300
     have = available_memory()
     if chunks > have:
-        raise ValueError(f"this setting needs about {chunks / 2**30:.1f} GiB ({workers} chunk(s) of {CHUNK} episodes of "
-                         f"{episode_bytes(worst) / 2**20:.1f} MiB, x{CHUNK_COPIES}); {have / 2**30:.1f} GiB are "
-                         "available: lower D or T")
+        raise ValueError(
+            f"this setting needs about {chunks / 2**30:.1f} GiB ({workers} chunk(s) of {CHUNK} episodes of "
+            f"{episode_bytes(worst) / 2**20:.1f} MiB, x{CHUNK_COPIES}); {have / 2**30:.1f} GiB are "
+            "available: lower D or T"
+        )
     if chunks + results > have:
-        raise ValueError(f"{points} point(s) x {spec.trials} trials need about {results / 2**30:.1f} GiB for the "
-                         f"results alone; {have / 2**30:.1f} GiB are available: lower --trials")
+        raise ValueError(
+            f"{points} point(s) x {spec.trials} trials need about {results / 2**30:.1f} GiB for the "
+            f"results alone; {have / 2**30:.1f} GiB are available: lower --trials"
+        )
     return chunks + results
 
 

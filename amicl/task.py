@@ -67,9 +67,7 @@ class TaskConfig:
         """Check that bursty / novel sequences can be built with these p_B, p_C (novel ones are bursty)."""
         if self.B == 0:
             if p_B > 0 or p_C > 0:
-                raise ValueError(
-                    f"B=0 means no bursty sequences, so p_B and p_C must be 0; got p_B={p_B}, p_C={p_C}"
-                )
+                raise ValueError(f"B=0 means no bursty sequences, so p_B and p_C must be 0; got p_B={p_B}, p_C={p_C}")
             return
         if self.B > self.N or self.N % self.B:
             raise ValueError(f"B must divide N (N/B classes shown B times each); got N={self.N}, B={self.B}")
@@ -172,8 +170,7 @@ class ICLTask:
     def __init__(self, config: TaskConfig, mu: np.ndarray, lam: np.ndarray):
         if mu.shape != (config.K, config.D) or lam.shape != (config.L, config.D):
             raise ValueError(
-                f"mu must be {(config.K, config.D)} and lam {(config.L, config.D)}; "
-                f"got {mu.shape} and {lam.shape}"
+                f"mu must be {(config.K, config.D)} and lam {(config.L, config.D)}; got {mu.shape} and {lam.shape}"
             )
         self.config = config
         self.mu = mu.astype(np.float32)
@@ -371,4 +368,3 @@ def _first_occurrence(c: np.ndarray) -> np.ndarray:
     first = np.empty_like(order)
     np.put_along_axis(first, order, np.take_along_axis(order, run_start, axis=1), axis=1)
     return first
-

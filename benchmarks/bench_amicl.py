@@ -17,8 +17,8 @@ import time
 import numpy as np
 
 from amicl import reference
-from amicl.memory import MemoryConfig, retrieve
 from amicl.common.io import run_metadata, write_json
+from amicl.memory import MemoryConfig, retrieve
 from amicl.task import EpisodeConfig, sample_episodes
 
 
@@ -50,7 +50,9 @@ def bench(D: int, T: int, batch: int, loop_n: int, min_seconds: float, repeats: 
             reference.retrieve_single_loop(ep.tokens[e], ep.token_labels[e], ep.decoy[e], 2.0)
 
     out = {
-        "D": D, "T": T, "batch": batch,
+        "D": D,
+        "T": T,
+        "batch": batch,
         "generate_episodes_per_s": rate(lambda: sample_episodes(cfg, batch, rng), batch, min_seconds, repeats),
         "numba_episodes_per_s": rate(lambda: retrieve(ep, mem), batch, min_seconds, repeats),
         "numpy_vectorised_episodes_per_s": rate(lambda: reference.retrieve(*args), batch, min_seconds, repeats),
@@ -75,15 +77,20 @@ def main():
     result = {
         "benchmark": "amicl retrieval, episodes/s (higher is better)",
         "targets": {"numba_vs_loop": ">= 50", "numba_vs_numpy": ">= 3"},
-        "numba_threads": get_num_threads(), "cpu_count": os.cpu_count(), "machine": platform.processor(),
-        "cases": cases, **run_metadata(),
+        "numba_threads": get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.processor(),
+        "cases": cases,
+        **run_metadata(),
     }
     write_json(a.out, result)
     for c in cases:
-        print(f"D={c['D']:5d} T={c['T']:5d}  numba {c['numba_episodes_per_s']:12.0f}/s  "
-              f"numpy {c['numpy_vectorised_episodes_per_s']:11.0f}/s  loop {c['per_trial_loop_episodes_per_s']:9.0f}/s  "
-              f"gen {c['generate_episodes_per_s']:9.0f}/s  numba/loop {c['numba_vs_loop']:6.1f}x  "
-              f"numba/numpy {c['numba_vs_numpy']:5.1f}x")
+        print(
+            f"D={c['D']:5d} T={c['T']:5d}  numba {c['numba_episodes_per_s']:12.0f}/s  "
+            f"numpy {c['numpy_vectorised_episodes_per_s']:11.0f}/s  loop {c['per_trial_loop_episodes_per_s']:9.0f}/s  "
+            f"gen {c['generate_episodes_per_s']:9.0f}/s  numba/loop {c['numba_vs_loop']:6.1f}x  "
+            f"numba/numpy {c['numba_vs_numpy']:5.1f}x"
+        )
 
 
 if __name__ == "__main__":

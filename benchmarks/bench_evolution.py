@@ -53,8 +53,18 @@ def main():
         model = load_base(a.base)
     else:
         torch.manual_seed(0)
-        model = GPT(GPTConfig(vocab_size=256, block_size=4096, n_layer=4, n_head=4, n_kv_head=2, d_model=128,
-                              pos="rotary", token_shift=True)).eval()
+        model = GPT(
+            GPTConfig(
+                vocab_size=256,
+                block_size=4096,
+                n_layer=4,
+                n_head=4,
+                n_kv_head=2,
+                d_model=128,
+                pos="rotary",
+                token_shift=True,
+            )
+        ).eval()
     scorer = BAM()
     rng = np.random.default_rng(0)
     prompts = {"kv_retrieval": sample("kv_retrieval", a.prompts, a.context, rng)}
@@ -66,8 +76,11 @@ def main():
     eng_t, gen_t = 0.0, 0.0
     for _ in range(a.generations):
         X, t_ask = timed(engine.ask)
-        (fit, _, _), t_eval = timed(lambda X=X: evaluate_population(model, scorer, X, prompts, ref, a.n_up, norm,
-                                                                    "prob", batch_rows=a.popsize * a.prompts))
+        (fit, _, _), t_eval = timed(
+            lambda X=X: evaluate_population(
+                model, scorer, X, prompts, ref, a.n_up, norm, "prob", batch_rows=a.popsize * a.prompts
+            )
+        )
         _, t_tell = timed(lambda X=X, fit=fit: engine.tell(X, fit))
         eng_t += t_ask + t_tell
         gen_t += t_ask + t_eval + t_tell
@@ -77,14 +90,22 @@ def main():
 
     # 2. batched population evaluation vs one member at a time (same prompts, same parameters)
     X = engine.ask()
-    _, t_batched = timed(lambda: evaluate_population(model, scorer, X, prompts, ref, a.n_up, norm, "prob",
-                                                     batch_rows=a.popsize * a.prompts))
-    _, t_single = timed(lambda: [evaluate_population(model, scorer, X[i], prompts, ref, a.n_up, norm, "prob",
-                                                     batch_rows=a.prompts) for i in range(len(X))])
+    _, t_batched = timed(
+        lambda: evaluate_population(
+            model, scorer, X, prompts, ref, a.n_up, norm, "prob", batch_rows=a.popsize * a.prompts
+        )
+    )
+    _, t_single = timed(
+        lambda: [
+            evaluate_population(model, scorer, X[i], prompts, ref, a.n_up, norm, "prob", batch_rows=a.prompts)
+            for i in range(len(X))
+        ]
+    )
     by_rows = {}
     for rows in sorted({a.prompts, 2 * a.prompts, 4 * a.prompts, a.popsize * a.prompts}):
-        by_rows[rows] = timed(lambda rows=rows: evaluate_population(model, scorer, X, prompts, ref, a.n_up, norm,
-                                                                    "prob", batch_rows=rows))[1]
+        by_rows[rows] = timed(
+            lambda rows=rows: evaluate_population(model, scorer, X, prompts, ref, a.n_up, norm, "prob", batch_rows=rows)
+        )[1]
 
     # 3. the BAM scorer at the evolved context: torch's fused attention vs the plain masked softmax
     g = torch.Generator().manual_seed(0)
@@ -92,8 +113,10 @@ def main():
     valid = torch.rand(Xs.shape[:3], generator=g) > 0.1
     params = torch.randn(a.popsize, scorer.n_params, generator=g) * 0.065
     plain = BAM(reference=True)
-    bam_t = {name: min(timed(lambda s=s: s.score(params, Xs, valid))[1] for _ in range(3))
-             for name, s in (("fused", scorer), ("reference", plain))}
+    bam_t = {
+        name: min(timed(lambda s=s: s.score(params, Xs, valid))[1] for _ in range(3))
+        for name, s in (("fused", scorer), ("reference", plain))
+    }
 
     # 4. KV memory at a NAMM's cache fraction vs the full cache, on the same prompts (the NAMM's context)
     kv_context = a.context
@@ -112,7 +135,11 @@ def main():
     _, managed = rollout(model, tokens, 1, policy)
     result = {
         "benchmark": "NAMM evolution costs",
-        "threads": a.threads, "popsize": a.popsize, "prompts": a.prompts, "context": a.context, "n_up": a.n_up,
+        "threads": a.threads,
+        "popsize": a.popsize,
+        "prompts": a.prompts,
+        "context": a.context,
+        "n_up": a.n_up,
         "n_params": scorer.n_params,
         "engine_seconds_per_generation_separable": eng_t / a.generations,
         "generation_seconds": gen_t / a.generations,
@@ -134,11 +161,13 @@ def main():
         **run_metadata(),
     }
     write_json(a.out, result)
-    print(f"engine {result['engine_share_of_generation']:.2%} of a generation ({gen_t / a.generations:.1f} s); "
-          f"full CMA ask+tell {result['full_cma_ask_tell_seconds']:.2f} s | BAM fused "
-          f"{result['bam_fused_vs_reference']:.1f}x plain | batched population "
-          f"{result['batched_vs_one_by_one']:.2f}x one-by-one | KV bytes {managed.final_bytes:,} vs {full.final_bytes:,} "
-          f"({result['kv_bytes_saved_fraction']:.1%} saved at alive fraction {result['kv_alive_fraction_managed']:.2f})")
+    print(
+        f"engine {result['engine_share_of_generation']:.2%} of a generation ({gen_t / a.generations:.1f} s); "
+        f"full CMA ask+tell {result['full_cma_ask_tell_seconds']:.2f} s | BAM fused "
+        f"{result['bam_fused_vs_reference']:.1f}x plain | batched population "
+        f"{result['batched_vs_one_by_one']:.2f}x one-by-one | KV bytes {managed.final_bytes:,} vs {full.final_bytes:,} "
+        f"({result['kv_bytes_saved_fraction']:.1%} saved at alive fraction {result['kv_alive_fraction_managed']:.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -66,7 +66,10 @@ def main():
     r_data_batched = best_rate(batched._batch, a.steps, a.repeats, 1)
     result = {
         "benchmark": "ICL toy training throughput, seed-steps/s (higher is better)",
-        "threads": a.threads, "cpu_count": os.cpu_count(), "seeds": S, "batch": 128,
+        "threads": a.threads,
+        "cpu_count": os.cpu_count(),
+        "seeds": S,
+        "batch": 128,
         "one_seed_steps_per_s": r_one,
         "batched_seed_steps_per_s": r_batched,
         "sequential_seed_steps_per_s": r_seq,
@@ -77,9 +80,12 @@ def main():
         **run_metadata(),
     }
     write_json(a.out, result)
-    print(f"one seed {r_one:.1f} steps/s | {S} batched {r_batched:.1f} seed-steps/s | {S} sequential {r_seq:.1f} "
-          f"seed-steps/s | batched/sequential {r_batched / r_seq:.2f}x | data share {result['data_share_of_step_one_seed']:.1%}"
-          f" (one seed), {result['data_share_of_step_batched']:.1%} (batched)")
+    print(
+        f"one seed {r_one:.1f} steps/s | {S} batched {r_batched:.1f} seed-steps/s | {S} sequential {r_seq:.1f} "
+        f"seed-steps/s | batched/sequential {r_batched / r_seq:.2f}x | "
+        f"data share {result['data_share_of_step_one_seed']:.1%}"
+        f" (one seed), {result['data_share_of_step_batched']:.1%} (batched)"
+    )
 
 
 if __name__ == "__main__":

@@ -47,8 +47,11 @@ class BaseTrainer:
         self.saved_step: int | None = None
         self.history: list[dict] = []
         eval_rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(2,)))
-        self.eval_sets = {(t, c): sample(t, config.eval_size, c, eval_rng, config.filler_frac)
-                          for t in config.tasks for c in (config.contexts[0], config.contexts[-1])}
+        self.eval_sets = {
+            (t, c): sample(t, config.eval_size, c, eval_rng, config.filler_frac)
+            for t in config.tasks
+            for c in (config.contexts[0], config.contexts[-1])
+        }
 
     def draw_context(self) -> int:
         """This step's context length, uniform over the lengths the curriculum admits by now."""
@@ -66,8 +69,11 @@ class BaseTrainer:
         logits = self.model(tokens)[tokens == ANSWER]  # (batch * queries, vocab), row-major like answers
         loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(p.answers.reshape(-1)).to(self.device))
         if not torch.isfinite(loss):
-            kept = ("no checkpoint was written" if self.saved_step is None
-                    else f"the checkpoint of step {self.saved_step} is kept")
+            kept = (
+                "no checkpoint was written"
+                if self.saved_step is None
+                else f"the checkpoint of step {self.saved_step} is kept"
+            )
             raise RunStopped(f"non-finite loss at step {self.step + 1}; {kept}")
         for g in self.opt.param_groups:
             g["lr"] = c.lr * min(1.0, (self.step + 1) / max(c.warmup, 1))
@@ -90,13 +96,29 @@ class BaseTrainer:
     def save(self, out: Path) -> None:
         """base.pt (the checkpoint, one atomic file) first; history.csv and config.json derive from it."""
         out = Path(out)
-        save_torch(out / "base.pt", {"config": self.config.to_dict(), "step": self.step,
-                                     "model": self.model.state_dict(), "opt": self.opt.state_dict(),
-                                     "rng": self.rng.bit_generator.state, "history": self.history})
+        save_torch(
+            out / "base.pt",
+            {
+                "config": self.config.to_dict(),
+                "step": self.step,
+                "model": self.model.state_dict(),
+                "opt": self.opt.state_dict(),
+                "rng": self.rng.bit_generator.state,
+                "history": self.history,
+            },
+        )
         self.saved_step = self.step
         write_csv(out / "history.csv", self.history)
-        write_json(out / "config.json", {"kind": "namm-base", "base": self.config.to_dict(), "step": self.step,
-                                         "n_params": self.model.n_params(), **run_metadata()})
+        write_json(
+            out / "config.json",
+            {
+                "kind": "namm-base",
+                "base": self.config.to_dict(),
+                "step": self.step,
+                "n_params": self.model.n_params(),
+                **run_metadata(),
+            },
+        )
 
     def load(self, out: Path) -> None:
         state = load_torch(Path(out) / "base.pt", map_location=self.device)
@@ -122,8 +144,15 @@ class BaseTrainer:
             losses.clear()
             return {"postfix": {"mean_acc": f"{np.mean(list(acc.values())):.2f}"}, "save": True}
 
-        drive(step, lambda: self.step >= c.steps, total=c.steps, initial=self.step, desc="base model",
-              save=(lambda: self.save(out)) if out is not None else None, progress=progress)
+        drive(
+            step,
+            lambda: self.step >= c.steps,
+            total=c.steps,
+            initial=self.step,
+            desc="base model",
+            save=(lambda: self.save(out)) if out is not None else None,
+            progress=progress,
+        )
         return self.history
 
 

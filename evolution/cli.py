@@ -34,16 +34,25 @@ def _model_option(name, *decls, help=""):
 @_model_option("d_model", "--d-model")
 @_model_option("n_head", "--heads")
 @_model_option("n_kv_head", "--kv-heads", help="Grouped KV heads.")
-@config_option(GPTConfig, "token_shift", "--token-shift/--no-token-shift", default=BASE_MODEL.token_shift,
-               help="Add the previous token's embedding to each input (see GPTConfig).")
+@config_option(
+    GPTConfig,
+    "token_shift",
+    "--token-shift/--no-token-shift",
+    default=BASE_MODEL.token_shift,
+    help="Add the previous token's embedding to each input (see GPTConfig).",
+)
 @config_option(BaseConfig, "steps", type=int)
 @config_option(BaseConfig, "batch", type=int)
 @config_option(BaseConfig, "lr", type=float)
 @config_option(BaseConfig, "min_context", type=int)
 @config_option(BaseConfig, "max_context", type=int)
 @config_option(BaseConfig, "queries", type=int, help="Questions per training prompt, each answer supervised.")
-@config_option(BaseConfig, "curriculum", type=click.IntRange(min=0),
-               help="Steps at each context length before the next doubling is admitted (0: all lengths from the start).")
+@config_option(
+    BaseConfig,
+    "curriculum",
+    type=click.IntRange(min=0),
+    help="Steps at each context length before the next doubling is admitted (0: all lengths from the start).",
+)
 @config_option(BaseConfig, "tasks", help="Comma-separated tasks to train on.")
 @config_option(BaseConfig, "eval_every", type=int)
 @config_option(BaseConfig, "seed", type=click.IntRange(min=0))
@@ -86,8 +95,12 @@ def _stages(text: str | None):
 
 @namm.command("evolve")
 @click.option("--base", "base_dir", type=RUN_FOLDER, required=True, help="A train-base run.")
-@config_option(EvolveConfig, "stages", default="kv_retrieval;kv_retrieval,variable_tracking",
-               help="Semicolon-separated stages, each a comma-separated task list.")
+@config_option(
+    EvolveConfig,
+    "stages",
+    default="kv_retrieval;kv_retrieval,variable_tracking",
+    help="Semicolon-separated stages, each a comma-separated task list.",
+)
 @config_option(EvolveConfig, "generations", help="Generations per stage, comma-separated.")
 @config_option(EvolveConfig, "scorer", type=click.Choice(SCORERS.names))
 @config_option(EvolveConfig, "mask", type=click.Choice(MASKS))
@@ -99,8 +112,12 @@ def _stages(text: str | None):
 @config_option(EvolveConfig, "prompts_per_task", "--prompts", type=int, help="Prompts per task per generation.")
 @config_option(EvolveConfig, "dev_prompts", type=int)
 @config_option(EvolveConfig, "dev_every", type=int)
-@config_option(EvolveConfig, "metric", type=click.Choice(METRICS),
-               help="Fitness score: exact match, or the probability of the right answer (smooth).")
+@config_option(
+    EvolveConfig,
+    "metric",
+    type=click.Choice(METRICS),
+    help="Fitness score: exact match, or the probability of the right answer (smooth).",
+)
 @config_option(EvolveConfig, "seed", type=click.IntRange(min=0))
 @threads_option
 @click.option("--out", type=RUN_FOLDER, required=True)
@@ -125,20 +142,32 @@ def evolve(base_dir, full_cma, threads, out, resume, **kw):
             run.load(Path(out))
             click.echo(f"resuming at generation {run.engine.generation}", err=True)
         hist = run.run(Path(out))
-    click.echo(f"best dev mean fitness {run.best['dev']:.4f} at generation {run.best['generation']}; "
-               f"last generation: {hist[-1]['fitness_mean']:.4f} mean fitness, "
-               f"{hist[-1]['cache_fraction_mean']:.3f} cache fraction")
+    click.echo(
+        f"best dev mean fitness {run.best['dev']:.4f} at generation {run.best['generation']}; "
+        f"last generation: {hist[-1]['fitness_mean']:.4f} mean fitness, "
+        f"{hist[-1]['cache_fraction_mean']:.3f} cache fraction"
+    )
 
 
 @namm.command("eval")
 @click.option("--base", "base_dir", type=RUN_FOLDER, required=True, help="A train-base run.")
 @click.option("--policy", type=click.Choice(POLICIES.names), required=True)
-@click.option("--namm", "namm_dir", type=RUN_FOLDER, default=None, help="The evolve run whose best mean to use "
-              "(with --policy namm only).")
+@click.option(
+    "--namm",
+    "namm_dir",
+    type=RUN_FOLDER,
+    default=None,
+    help="The evolve run whose best mean to use (with --policy namm only).",
+)
 @click.option("--budget", default=None, help="Comma-separated token budgets per (layer, head), one eval each.")
 @click.option("--budget-fraction", default=None, help="Comma-separated budgets as fractions of --context.")
-@click.option("--match", "match_dir", type=RUN_FOLDER, default=None,
-              help="A NAMM eval folder: use its measured per-layer average cache as the budget.")
+@click.option(
+    "--match",
+    "match_dir",
+    type=RUN_FOLDER,
+    default=None,
+    help="A NAMM eval folder: use its measured per-layer average cache as the budget.",
+)
 @config_option(EvalConfig, "tasks", help="Comma-separated tasks.")
 @config_option(EvalConfig, "prompts", type=int)
 @config_option(EvalConfig, "context", type=int)
@@ -158,8 +187,9 @@ def eval_cmd(base_dir, policy, namm_dir, budget, budget_fraction, match_dir, thr
     if kw["tasks"] is not None:
         kw["tasks"] = tuple(comma_list(kw["tasks"], "--tasks"))
     context = kw["context"] or EvalConfig().context
-    budgets = parse_budgets(comma_list(budget, "--budget", int), comma_list(budget_fraction, "--budget-fraction", float),
-                            match_dir, context)
+    budgets = parse_budgets(
+        comma_list(budget, "--budget", int), comma_list(budget_fraction, "--budget-fraction", float), match_dir, context
+    )
     cfg = EvalConfig(policy=policy, budgets=budgets, **given(kw))
     expect_run(base_dir, "namm-base", "--base")
     if namm_dir:
@@ -168,8 +198,10 @@ def eval_cmd(base_dir, policy, namm_dir, budget, budget_fraction, match_dir, thr
         set_torch_threads(threads)
         rows = evaluate_policy(Path(base_dir), cfg, Path(out), Path(namm_dir) if namm_dir else None)
     for r in rows:
-        click.echo(f"{r['policy']:8s} budget={r['budget']!s:>8s} {r['task']:20s} normalised {r['normalised']:.3f} "
-                   f"cache {r['cache_fraction']:.3f}")
+        click.echo(
+            f"{r['policy']:8s} budget={r['budget']!s:>8s} {r['task']:20s} normalised {r['normalised']:.3f} "
+            f"cache {r['cache_fraction']:.3f}"
+        )
 
 
 @namm.command("table")

@@ -12,14 +12,17 @@ from transformers_mini.config import GPTConfig
 
 # Memory policies: ``POLICIES[name](n_up, budget)`` for the training-free ones; ``namm`` also needs a
 # scorer, its parameters and normalisation statistics (``evolution.evaluate.load_namm``).
-POLICIES = Registry("policy", {
-    "full": "evolution.policies:FullCache",
-    "recency": "evolution.policies:Recency",
-    "h2o": "evolution.policies:H2O",
-    "l2": "evolution.policies:L2Norm",
-    "random": "evolution.policies:RandomPolicy",
-    "namm": "evolution.policies:NAMM",
-})
+POLICIES = Registry(
+    "policy",
+    {
+        "full": "evolution.policies:FullCache",
+        "recency": "evolution.policies:Recency",
+        "h2o": "evolution.policies:H2O",
+        "l2": "evolution.policies:L2Norm",
+        "random": "evolution.policies:RandomPolicy",
+        "namm": "evolution.policies:NAMM",
+    },
+)
 SCORERS = Registry("scorer", {"bam": "evolution.scorers:BAM", "mlp": "evolution.scorers:MLPScorer"})
 MASKS = ("backward", "none", "forward")
 METRICS = ("accuracy", "prob")
@@ -29,9 +32,18 @@ METRICS = ("accuracy", "prob")
 class BaseConfig:
     """What to train: the model, the task mix and the optimisation (AdamW, warm-up, clipping)."""
 
-    model: GPTConfig = field(default_factory=lambda: GPTConfig(vocab_size=256, block_size=4096, n_layer=4, n_head=4,
-                                                               n_kv_head=2, d_model=128, pos="rotary",
-                                                               token_shift=True))
+    model: GPTConfig = field(
+        default_factory=lambda: GPTConfig(
+            vocab_size=256,
+            block_size=4096,
+            n_layer=4,
+            n_head=4,
+            n_kv_head=2,
+            d_model=128,
+            pos="rotary",
+            token_shift=True,
+        )
+    )
     tasks: tuple[str, ...] = TASKS
     min_context: int = 128
     max_context: int = 1024
@@ -53,13 +65,25 @@ class BaseConfig:
         for t in self.tasks:
             if t not in TASKS:
                 raise ValueError(f"unknown task {t!r}; choose from {', '.join(TASKS)}")
-        for name, lo in (("min_context", 32), ("max_context", 32), ("queries", 1), ("curriculum", 0), ("steps", 1),
-                         ("batch", 1), ("warmup", 0), ("eval_every", 1), ("eval_size", 1), ("seed", 0)):
+        for name, lo in (
+            ("min_context", 32),
+            ("max_context", 32),
+            ("queries", 1),
+            ("curriculum", 0),
+            ("steps", 1),
+            ("batch", 1),
+            ("warmup", 0),
+            ("eval_every", 1),
+            ("eval_size", 1),
+            ("seed", 0),
+        ):
             object.__setattr__(self, name, check_int(name, getattr(self, name), lo=lo))
         object.__setattr__(self, "lr", check_float("lr", self.lr, lo=0.0, lo_open=True))
         if self.max_context < self.min_context or self.max_context > self.model.block_size:
-            raise ValueError(f"need min_context <= max_context <= block_size; got {self.min_context}, "
-                             f"{self.max_context}, {self.model.block_size}")
+            raise ValueError(
+                f"need min_context <= max_context <= block_size; got {self.min_context}, "
+                f"{self.max_context}, {self.model.block_size}"
+            )
         if self.model.vocab_size < 256:
             raise ValueError("the tasks need vocab_size >= 256")
 
@@ -113,8 +137,16 @@ class EvolveConfig:
         for g in self.generations:
             check_int("generations", g, lo=1)
         SCORERS.check(self.scorer)
-        for name, lo in (("popsize", 2), ("n_up", 16), ("context", 32), ("prompts_per_task", 1), ("dev_prompts", 1),
-                         ("dev_every", 1), ("batch_rows", 1), ("seed", 0)):
+        for name, lo in (
+            ("popsize", 2),
+            ("n_up", 16),
+            ("context", 32),
+            ("prompts_per_task", 1),
+            ("dev_prompts", 1),
+            ("dev_every", 1),
+            ("batch_rows", 1),
+            ("seed", 0),
+        ):
             check_int(name, getattr(self, name), lo=lo)
         if self.n_up % 16:
             raise ValueError(f"n_up must be a multiple of 16, got {self.n_up}")
@@ -138,8 +170,14 @@ class EvalConfig:
 
     policy: str = "namm"
     budgets: tuple = (None,)
-    tasks: tuple = ("kv_retrieval", "passage_retrieval", "variable_tracking", "icl_classification", "needle",
-                    "multi_hop")
+    tasks: tuple = (
+        "kv_retrieval",
+        "passage_retrieval",
+        "variable_tracking",
+        "icl_classification",
+        "needle",
+        "multi_hop",
+    )
     prompts: int = 64
     context: int = 1024
     n_up: int = 64
@@ -163,10 +201,13 @@ class EvalConfig:
         if None in self.budgets and self.policy not in ("full", "namm"):
             raise ValueError(f"policy {self.policy} needs --budget, --budget-fraction or --match")
         for b in self.budgets:
-            for v in (b if isinstance(b, (list, tuple)) else [b]):
+            for v in b if isinstance(b, (list, tuple)) else [b]:
                 if v is not None and check_int("budget", v) < 1:
                     raise ValueError(f"budgets must be >= 1 token, got {v}")
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "tasks": list(self.tasks),
-                "budgets": [list(b) if isinstance(b, tuple) else b for b in self.budgets]}
+        return {
+            **asdict(self),
+            "tasks": list(self.tasks),
+            "budgets": [list(b) if isinstance(b, tuple) else b for b in self.budgets],
+        }

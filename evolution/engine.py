@@ -120,8 +120,13 @@ class CMAEngine:
         """Per-generation log: sigma, axis ratio, and the spread of per-coordinate std devs."""
         stds = np.asarray(self.es.stds)
         D = np.atleast_1d(np.asarray(self.es.D, dtype=float))
-        return {"generation": self.generation, "sigma": self.sigma, "axis_ratio": float(D.max() / D.min()),
-                "std_min": float(stds.min()), "std_max": float(stds.max())}
+        return {
+            "generation": self.generation,
+            "sigma": self.sigma,
+            "axis_ratio": float(D.max() / D.min()),
+            "std_min": float(stds.min()),
+            "std_max": float(stds.max()),
+        }
 
     def to_bytes(self) -> bytes:
         """The complete engine state (pycma object, its generator, the pending population)."""

@@ -14,8 +14,7 @@ from evolution.spectrogram import NormStats
 from evolution.tasks import sample
 
 
-def parse_budgets(budget: list[int] | None, fraction: list[float] | None, match_dir: str | None,
-                  context: int) -> tuple:
+def parse_budgets(budget: list[int] | None, fraction: list[float] | None, match_dir: str | None, context: int) -> tuple:
     """Budgets to evaluate: token counts, fractions of the context, or a NAMM eval's per-layer cache."""
     given = [x for x in (budget, fraction, match_dir) if x]
     if len(given) > 1:
@@ -39,8 +38,13 @@ def load_namm(namm_dir: Path, n_up: int, budget):
     namm_dir = expect_run(namm_dir, "namm-evolve", "--namm")
     cfg = EvolveConfig(**read_json(namm_dir / "config.json")["evolve"])
     state = load_pickle(namm_dir / "evolution.pkl")
-    return POLICIES["namm"](cfg.make_scorer(), np.asarray(state["best"]["params"]), n_up=n_up, budget=budget,
-                            norm=NormStats.from_dict(state["norm"]))
+    return POLICIES["namm"](
+        cfg.make_scorer(),
+        np.asarray(state["best"]["params"]),
+        n_up=n_up,
+        budget=budget,
+        norm=NormStats.from_dict(state["norm"]),
+    )
 
 
 def make_policy(cfg: EvalConfig, budget, namm_dir: Path | None):
@@ -78,22 +82,39 @@ def evaluate_policy(base_dir: Path, cfg: EvalConfig, out: Path, namm_dir: Path |
                 if cfg.policy == "namm" and example is None and policy.example is not None:
                     example = policy.example.numpy()
             scores = np.concatenate(scores)
-            per_prompt += [{"budget": key, "task": task, "prompt": i, "score": float(a), "full_score": float(b)}
-                           for i, (a, b) in enumerate(zip(scores, full[task]))]
-            rows.append({"policy": cfg.policy, "budget": key, "task": task, "score": float(scores.mean()),
-                         "full_score": ref[task], "normalised": float(scores.mean() / ref[task]),
-                         "cache_fraction": float(np.concatenate(fracs).mean()), "prompts": cfg.prompts,
-                         "context": cfg.context})
+            per_prompt += [
+                {"budget": key, "task": task, "prompt": i, "score": float(a), "full_score": float(b)}
+                for i, (a, b) in enumerate(zip(scores, full[task]))
+            ]
+            rows.append(
+                {
+                    "policy": cfg.policy,
+                    "budget": key,
+                    "task": task,
+                    "score": float(scores.mean()),
+                    "full_score": ref[task],
+                    "normalised": float(scores.mean() / ref[task]),
+                    "cache_fraction": float(np.concatenate(fracs).mean()),
+                    "prompts": cfg.prompts,
+                    "context": cfg.context,
+                }
+            )
         layer_fraction[key] = np.mean(per_layer, axis=0).tolist()
         ages[key] = np.histogram(np.concatenate(kept), bins=32, range=(0, cfg.context))[0].tolist()
     write_csv(out / "eval.csv", rows)
     write_csv(out / "prompt_scores.csv", per_prompt)
-    write_json(out / "eval.json", {"layer_fraction": layer_fraction, "age_histogram": ages,
-                                   "age_range": [0, cfg.context]})
+    write_json(
+        out / "eval.json", {"layer_fraction": layer_fraction, "age_histogram": ages, "age_range": [0, cfg.context]}
+    )
     if example is not None:
         write_npz(out / "example_spectrogram.npz", spectrogram=example)
     eval_dict = {k: v for k, v in cfg.to_dict().items() if k != "batch_rows"}
-    write_json(out / "config.json", {"kind": "namm-eval", "eval": {**eval_dict, "base": str(base_dir),
-                                                                   "namm": str(namm_dir) if namm_dir else None},
-                                     **run_metadata()})
+    write_json(
+        out / "config.json",
+        {
+            "kind": "namm-eval",
+            "eval": {**eval_dict, "base": str(base_dir), "namm": str(namm_dir) if namm_dir else None},
+            **run_metadata(),
+        },
+    )
     return rows

@@ -32,15 +32,18 @@ class Evolution:
         self.config = config
         self.model = model
         self.scorer = config.make_scorer()
-        self.engine = CMAEngine(EngineConfig(self.scorer.n_params, config.popsize, 0, config.sigma0,
-                                             config.separable, config.seed))
+        self.engine = CMAEngine(
+            EngineConfig(self.scorer.n_params, config.popsize, 0, config.sigma0, config.separable, config.seed)
+        )
         self.rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(1,)))
         dev_rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(2,)))
         tasks = sorted({t for s in config.stages for t in s})
         self.dev = {t: sample(t, config.dev_prompts, config.context, dev_rng, config.filler_frac) for t in tasks}
         self.dev_ref = reference_scores(model, self.dev, config.metric, config.n_up, config.batch_rows)
         # first full-cache pass gathers the feature statistics, then they stay frozen
-        self.norm = gather_norm_stats(model, self.scorer, {tasks[0]: self.dev[tasks[0]]}, config.n_up, config.batch_rows)
+        self.norm = gather_norm_stats(
+            model, self.scorer, {tasks[0]: self.dev[tasks[0]]}, config.n_up, config.batch_rows
+        )
         self.stage, self.gen_in_stage = 0, 0
         self.history: list[dict] = []
         self.best = {"dev": -np.inf, "params": np.zeros(self.scorer.n_params), "generation": 0, "stage": 0}
@@ -55,12 +58,19 @@ class Evolution:
         prompts = {t: sample(t, c.prompts_per_task, c.context, self.rng, c.filler_frac) for t in tasks}
         ref = reference_scores(self.model, prompts, c.metric, c.n_up, c.batch_rows)
         X = self.engine.ask()
-        fit, per_task, frac = evaluate_population(self.model, self.scorer, X, prompts, ref, c.n_up, self.norm,
-                                                  c.metric, batch_rows=c.batch_rows)
+        fit, per_task, frac = evaluate_population(
+            self.model, self.scorer, X, prompts, ref, c.n_up, self.norm, c.metric, batch_rows=c.batch_rows
+        )
         self.engine.tell(X, fit)
-        row = {"generation": self.engine.generation, "stage": self.stage + 1, "fitness_mean": float(fit.mean()),
-               "fitness_best": float(fit.max()), "cache_fraction_mean": float(frac.mean()),
-               "cache_fraction_of_best": float(frac[int(fit.argmax())]), **self.engine.stats()}
+        row = {
+            "generation": self.engine.generation,
+            "stage": self.stage + 1,
+            "fitness_mean": float(fit.mean()),
+            "fitness_best": float(fit.max()),
+            "cache_fraction_mean": float(frac.mean()),
+            "cache_fraction_of_best": float(frac[int(fit.argmax())]),
+            **self.engine.stats(),
+        }
         if self.engine.generation % c.dev_every == 0:
             row.update(self.dev_eval())
         self.history.append(row)
@@ -74,12 +84,24 @@ class Evolution:
         c = self.config
         tasks = c.stages[self.stage]
         dev = {t: self.dev[t] for t in tasks}
-        fit, _, frac = evaluate_population(self.model, self.scorer, self.engine.mean[None], dev,
-                                           {t: self.dev_ref[t] for t in tasks}, c.n_up, self.norm, c.metric,
-                                           batch_rows=c.batch_rows)
+        fit, _, frac = evaluate_population(
+            self.model,
+            self.scorer,
+            self.engine.mean[None],
+            dev,
+            {t: self.dev_ref[t] for t in tasks},
+            c.n_up,
+            self.norm,
+            c.metric,
+            batch_rows=c.batch_rows,
+        )
         if fit[0] > self.best["dev"] or self.best.get("stage") != self.stage + 1:
-            self.best = {"dev": float(fit[0]), "params": self.engine.mean, "generation": self.engine.generation,
-                         "stage": self.stage + 1}
+            self.best = {
+                "dev": float(fit[0]),
+                "params": self.engine.mean,
+                "generation": self.engine.generation,
+                "stage": self.stage + 1,
+            }
         return {"dev_mean_fitness": float(fit[0]), "dev_mean_cache_fraction": float(frac[0])}
 
     def save(self, out: Path) -> None:
@@ -88,14 +110,28 @@ class Evolution:
         so a kill between them leaves the old checkpoint, which resume replays and rewrites them from."""
         out = Path(out)
         write_csv(out / "history.csv", self.history)
-        write_json(out / "config.json", {"kind": "namm-evolve", "evolve": self.config.to_dict(),
-                                         "best_generation": self.best["generation"],
-                                         "best_stage": self.best.get("stage"), "best_dev": self.best["dev"],
-                                         **run_metadata()})
+        write_json(
+            out / "config.json",
+            {
+                "kind": "namm-evolve",
+                "evolve": self.config.to_dict(),
+                "best_generation": self.best["generation"],
+                "best_stage": self.best.get("stage"),
+                "best_dev": self.best["dev"],
+                **run_metadata(),
+            },
+        )
         write_npy(out / "best_params.npy", self.best["params"])
-        state = {"config": self.config.to_dict(), "engine": self.engine.to_bytes(), "norm": self.norm.to_dict(),
-                 "rng": self.rng.bit_generator.state, "stage": self.stage, "gen_in_stage": self.gen_in_stage,
-                 "history": self.history, "best": self.best}
+        state = {
+            "config": self.config.to_dict(),
+            "engine": self.engine.to_bytes(),
+            "norm": self.norm.to_dict(),
+            "rng": self.rng.bit_generator.state,
+            "stage": self.stage,
+            "gen_in_stage": self.gen_in_stage,
+            "history": self.history,
+            "best": self.best,
+        }
         atomic_write_bytes(out / "evolution.pkl", pickle.dumps(state))
 
     def load(self, out: Path) -> None:
@@ -113,12 +149,21 @@ class Evolution:
     def run(self, out: Path | None = None, progress: bool | None = None) -> list[dict]:
         def step() -> dict:
             row = self.step()
-            return {"postfix": {"fit": f"{row['fitness_mean']:.3f}", "cache": f"{row['cache_fraction_mean']:.2f}"},
-                    "save": True}
+            return {
+                "postfix": {"fit": f"{row['fitness_mean']:.3f}", "cache": f"{row['cache_fraction_mean']:.2f}"},
+                "save": True,
+            }
 
         save = (lambda: self.save(out)) if out is not None else None
-        drive(step, lambda: self.done, total=sum(self.config.generations), initial=len(self.history), desc="evolve",
-              save=save, progress=progress)
+        drive(
+            step,
+            lambda: self.done,
+            total=sum(self.config.generations),
+            initial=len(self.history),
+            desc="evolve",
+            save=save,
+            progress=progress,
+        )
         if save is not None:
             save()  # also rewrites the derived files of a run resumed after its last generation
         return self.history

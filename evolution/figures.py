@@ -28,8 +28,11 @@ def plot_evolution(run: Path):
         axes[0].plot(g, [float(h[key]) for h in hist], label=label, lw=1)
     for key, label in (("cache_fraction_mean", "population mean"), ("cache_fraction_of_best", "best member")):
         axes[1].plot(g, [float(h[key]) for h in hist], label=label, lw=1)
-    dev = [(int(h["generation"]), float(h["dev_mean_fitness"]), float(h["dev_mean_cache_fraction"]))
-           for h in hist if h.get("dev_mean_fitness") not in (None, "")]
+    dev = [
+        (int(h["generation"]), float(h["dev_mean_fitness"]), float(h["dev_mean_cache_fraction"]))
+        for h in hist
+        if h.get("dev_mean_fitness") not in (None, "")
+    ]
     if dev:
         d = np.array(dev)
         axes[0].plot(d[:, 0], d[:, 1], "ko-", ms=3, label="CMA-ES mean on dev set")
@@ -67,7 +70,7 @@ def plot_score_vs_cache(evals: list[Path], trained: set[str], colour: dict):
         for pol, v in sorted(uniform.items()):  # one budget for every layer: a curve per policy
             v = np.array(sorted((x[2] for x in v), key=lambda x: x[0]))
             ax.plot(v[:, 0], v[:, 1], "o-", ms=4, color=colour[pol], label=f"{pol}, same budget per layer")
-        for pol, budget, (x, y) in sorted(other, key=lambda o: o[0]):
+        for pol, _budget, (x, y) in sorted(other, key=lambda o: o[0]):
             if pol == "namm":
                 ax.plot(x, y, "*", ms=13, color=colour[pol], label="NAMM (its own budget)")
             else:  # a baseline given NAMM's measured per-layer budget (--match)
@@ -81,14 +84,12 @@ def plot_score_vs_cache(evals: list[Path], trained: set[str], colour: dict):
     return fig
 
 
-
 def plot_layers_and_ages(evals: list[Path], colour: dict):
     """Per-layer cache kept and the age histogram of kept tokens: NAMM and its matched baselines."""
     import matplotlib.pyplot as plt
 
     infos = [(read_json(e / "config.json")["eval"]["policy"], read_json(e / "eval.json")) for e in evals]
-    focus = [(pol, b, info) for pol, info in infos for b in info["layer_fraction"]
-             if pol == "namm" or not b.isdigit()]
+    focus = [(pol, b, info) for pol, info in infos for b in info["layer_fraction"] if pol == "namm" or not b.isdigit()]
     focus = focus or [(pol, b, info) for pol, info in infos for b in info["layer_fraction"]]
     has_namm = any(pol == "namm" for pol, _, _ in focus)  # then the layer panel shows NAMM alone
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.3))
@@ -113,7 +114,6 @@ def plot_layers_and_ages(evals: list[Path], colour: dict):
     return fig
 
 
-
 def plot_spectrogram(evals: list[Path]):
     """The first saved example spectrogram among ``evals`` (None if there is none)."""
     import matplotlib.pyplot as plt
@@ -130,8 +130,10 @@ def plot_spectrogram(evals: list[Path]):
             ax.set_title(f"token {t}", fontsize=8)
             ax.set_xlabel("frame")
         axes[0].set_ylabel("frequency bin")
-        fig.suptitle("Attention spectrograms (layer 0, head 0, last update): |STFT| of the attention each "
-                     "token received", fontsize=9)
+        fig.suptitle(
+            "Attention spectrograms (layer 0, head 0, last update): |STFT| of the attention each token received",
+            fontsize=9,
+        )
         fig.tight_layout()
         return fig
     return None
@@ -152,9 +154,11 @@ def draw_namm(runs: list[Path], out: Path, formats=("png", "pdf")) -> list[Path]
     figs = [(f"evolution_{run.name}", plot_evolution(run)) for run in evolves]
     if evals:
         colour = _colours(evals)
-        figs += [("score_vs_cache", plot_score_vs_cache(evals, trained, colour)),
-                 ("layers_and_ages", plot_layers_and_ages(evals, colour)),
-                 ("example_spectrogram", plot_spectrogram(evals))]
+        figs += [
+            ("score_vs_cache", plot_score_vs_cache(evals, trained, colour)),
+            ("layers_and_ages", plot_layers_and_ages(evals, colour)),
+            ("example_spectrogram", plot_spectrogram(evals)),
+        ]
     written = []
     for name, fig in figs:
         if fig is not None:

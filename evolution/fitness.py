@@ -22,8 +22,6 @@ from evolution.tasks import Prompts
 from transformers_mini.model import GPT
 
 
-
-
 def prompt_scores(model: GPT, tokens: np.ndarray, answer: np.ndarray, policy, metric: str):
     """Per-row score (B,) and the rollout's statistics for prompts ``tokens`` (B, T) under ``policy``."""
     check_choice("metric", metric, METRICS)
@@ -38,10 +36,17 @@ def prompt_scores(model: GPT, tokens: np.ndarray, answer: np.ndarray, policy, me
 
 def full_cache_scores(model: GPT, prompts: dict[str, Prompts], metric: str, n_up: int, batch_rows: int = 64):
     """Per-prompt full-cache scores, task -> (n,)."""
-    return {task: np.concatenate([prompt_scores(model, p.tokens[i : i + batch_rows], p.answer[i : i + batch_rows],
-                                                FullCache(n_up), metric)[0]
-                                  for i in range(0, len(p.answer), batch_rows)])
-            for task, p in prompts.items()}
+    return {
+        task: np.concatenate(
+            [
+                prompt_scores(
+                    model, p.tokens[i : i + batch_rows], p.answer[i : i + batch_rows], FullCache(n_up), metric
+                )[0]
+                for i in range(0, len(p.answer), batch_rows)
+            ]
+        )
+        for task, p in prompts.items()
+    }
 
 
 def reference_scores(model: GPT, prompts: dict[str, Prompts], metric: str, n_up: int, batch_rows: int = 64):
@@ -54,14 +59,25 @@ def mean_scores(per_prompt: dict[str, np.ndarray]) -> dict[str, float]:
     for task, s in per_prompt.items():
         ref[task] = float(s.mean())
         if ref[task] <= 0:
-            raise ValueError(f"the full-cache model scores 0 on {task}: the normalised fitness is undefined "
-                             "(train the base model longer, or use metric='prob')")
+            raise ValueError(
+                f"the full-cache model scores 0 on {task}: the normalised fitness is undefined "
+                "(train the base model longer, or use metric='prob')"
+            )
     return ref
 
 
-def evaluate_population(model: GPT, scorer: Scorer, params: np.ndarray, prompts: dict[str, Prompts],
-                        reference: dict[str, float], n_up: int, norm: NormStats, metric: str = "accuracy",
-                        budget=None, batch_rows: int = 64):
+def evaluate_population(
+    model: GPT,
+    scorer: Scorer,
+    params: np.ndarray,
+    prompts: dict[str, Prompts],
+    reference: dict[str, float],
+    n_up: int,
+    norm: NormStats,
+    metric: str = "accuracy",
+    budget=None,
+    batch_rows: int = 64,
+):
     """Fitness (P,), normalised score per task (P, tasks) and mean final cache fraction (P,) of each
     parameter vector in ``params`` (P, n_params), all members on the same prompts."""
     params = np.atleast_2d(np.asarray(params, dtype=np.float32))
@@ -92,7 +108,12 @@ def gather_norm_stats(model: GPT, scorer: Scorer, prompts: dict[str, Prompts], n
     zero = np.zeros(scorer.n_params, dtype=np.float32)
     for p in prompts.values():
         for i in range(0, len(p.answer), batch_rows):
-            prompt_scores(model, p.tokens[i : i + batch_rows], p.answer[i : i + batch_rows],
-                          NAMM(scorer, zero, n_up=n_up, norm=norm), "prob")
+            prompt_scores(
+                model,
+                p.tokens[i : i + batch_rows],
+                p.answer[i : i + batch_rows],
+                NAMM(scorer, zero, n_up=n_up, norm=norm),
+                "prob",
+            )
     norm.freeze()
     return norm

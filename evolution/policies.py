@@ -157,8 +157,9 @@ class NAMM(MemoryPolicy):
         super().__init__(n_up, budget)
         params = torch.as_tensor(np.asarray(params), dtype=torch.float32)
         if params.dim() not in (1, 2) or params.shape[-1] != scorer.n_params:
-            raise ValueError(f"params must be ({scorer.n_params},) or (rows, {scorer.n_params}); "
-                             f"got {tuple(params.shape)}")
+            raise ValueError(
+                f"params must be ({scorer.n_params},) or (rows, {scorer.n_params}); got {tuple(params.shape)}"
+            )
         self.params = params.reshape(-1, scorer.n_params)
         self.scorer = scorer
         self.norm = norm or NormStats()

@@ -72,7 +72,9 @@ def rollout(model: GPT, prompt: torch.Tensor, answer_len: int, policy=None) -> t
         out.append(nxt)
         if i + 1 < answer_len:
             logits = _step(model, nxt, cache, policy, stats)
-    stats.row_fraction = (torch.stack([a.float().sum(-1).mean(-1) for a in cache.alive]).mean(0) / cache.n_seen).cpu().numpy()
+    stats.row_fraction = (
+        (torch.stack([a.float().sum(-1).mean(-1) for a in cache.alive]).mean(0) / cache.n_seen).cpu().numpy()
+    )
     for layer in range(model.config.n_layer):
         alive = cache.alive[layer]
         stats.layer_fraction.append(float(alive.float().sum(-1).mean() / cache.n_seen))

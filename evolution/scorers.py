@@ -47,8 +47,9 @@ class Scorer:
 class BAM(Scorer):
     """Backward-attention memory scorer; ``mask`` = backward (NAMM), none (bidirectional) or forward."""
 
-    def __init__(self, features: int = 25, d_h: int = 32, mask: str = "backward", mult: bool = True,
-                 reference: bool = False):
+    def __init__(
+        self, features: int = 25, d_h: int = 32, mask: str = "backward", mult: bool = True, reference: bool = False
+    ):
         self.reference = bool(reference)  # the plain masked-softmax attention instead of the fused kernel
         self.features = check_int("features", features, lo=1)
         self.d_h = check_int("d_h", d_h, lo=1)

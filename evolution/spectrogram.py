@@ -42,8 +42,9 @@ def attention_spectrogram(columns, n_fft: int = N_FFT, hop: int = HOP) -> torch.
     return torch.fft.rfft(frames * hann(n_fft, x.dtype, x.device), dim=-1).abs()
 
 
-def ema_frames(spec: torch.Tensor, first_frame: torch.Tensor, old: torch.Tensor | None,
-               gamma: float = GAMMA, hop: int = HOP) -> torch.Tensor:
+def ema_frames(
+    spec: torch.Tensor, first_frame: torch.Tensor, old: torch.Tensor | None, gamma: float = GAMMA, hop: int = HOP
+) -> torch.Tensor:
     """E <- a^F E_old + sum_f (1 - a) a^(F-1-f) m[f] X[f], a = gamma^hop (reference notes, sec. 2).
 
     spec: (..., T, F, bins) frames of every token; first_frame: (..., T) index of the first frame in

@@ -63,8 +63,10 @@ def bootstrap_rows(cells: dict, fraction: dict, trained: set[str], against: str,
             for group in ("trained", "held_out"):
                 if group in row and group in ref_row and key != ref_key:
                     d = boots[ref_key][group] - boots[key][group]
-                    row[f"{against}_minus_this_{group}"] = (ref_row[group][0] - row[group][0],
-                                                            *np.percentile(d, [2.5, 97.5]))
+                    row[f"{against}_minus_this_{group}"] = (
+                        ref_row[group][0] - row[group][0],
+                        *np.percentile(d, [2.5, 97.5]),
+                    )
     return rows, tasks
 
 
@@ -77,24 +79,35 @@ def _budget_words(b: str) -> str:
 
 
 def markdown(rows: list[dict], tasks: list[str], against: str) -> str:
-    margins = [c for c in (f"{against}_minus_this_trained", f"{against}_minus_this_held_out") if any(c in r for r in rows)]
+    margins = [
+        c for c in (f"{against}_minus_this_trained", f"{against}_minus_this_held_out") if any(c in r for r in rows)
+    ]
     cols = tasks + ["trained", "held_out"] + margins
-    md = ["| policy | budget | cache kept | " + " | ".join(c.replace("_", " ") for c in cols) + " |",
-          "|---" * (len(cols) + 3) + "|"]
-    md += [f"| {r['policy']} | {_budget_words(r['budget'])} | {r['cache_fraction']:.3f} | "
-           + " | ".join(_interval(r.get(c)) for c in cols) + " |"
-           for r in sorted(rows, key=lambda r: (r["policy"] != against, r["policy"], r["cache_fraction"]))]
+    md = [
+        "| policy | budget | cache kept | " + " | ".join(c.replace("_", " ") for c in cols) + " |",
+        "|---" * (len(cols) + 3) + "|",
+    ]
+    md += [
+        f"| {r['policy']} | {_budget_words(r['budget'])} | {r['cache_fraction']:.3f} | "
+        + " | ".join(_interval(r.get(c)) for c in cols)
+        + " |"
+        for r in sorted(rows, key=lambda r: (r["policy"] != against, r["policy"], r["cache_fraction"]))
+    ]
     return "\n".join(md) + "\n"
 
 
-def summary_table(eval_dirs: list[Path], trained: set[str], against: str = "namm", n_boot: int = 2000,
-                  seed: int = 0) -> tuple[list[dict], str]:
+def summary_table(
+    eval_dirs: list[Path], trained: set[str], against: str = "namm", n_boot: int = 2000, seed: int = 0
+) -> tuple[list[dict], str]:
     """Normalised score per task with percentile-bootstrap 95% intervals (prompts resampled, the
     policy's and the full cache's scores together), means over trained and held-out tasks, and where
     every eval ran on the same prompts, the paired difference of each mean from policy ``against``.
     Returns flat rows (for table.csv; intervals as "low,high") and the markdown table."""
     cells, fraction = read_cells(eval_dirs)
     rows, tasks = bootstrap_rows(cells, fraction, trained, against, n_boot, seed)
-    flat = [{k: (v[0] if isinstance(v, tuple) else v) for k, v in r.items()}
-            | {f"{k}_ci": f"{v[1]:.4f},{v[2]:.4f}" for k, v in r.items() if isinstance(v, tuple)} for r in rows]
+    flat = [
+        {k: (v[0] if isinstance(v, tuple) else v) for k, v in r.items()}
+        | {f"{k}_ci": f"{v[1]:.4f},{v[2]:.4f}" for k, v in r.items() if isinstance(v, tuple)}
+        for r in rows
+    ]
     return flat, markdown(rows, tasks, against)

@@ -53,8 +53,11 @@ def _place(rng, n: int, length: int, segments: list[np.ndarray], filler_frac: fl
         used = sum(len(s) for s in segs)
         if used > length:
             raise ValueError(f"context too short: {used} task tokens do not fit in {length}")
-        gaps = rng.multinomial(length - used, np.ones(len(segs) + 1) / (len(segs) + 1)) if filler_frac > 0 else \
-            np.r_[np.zeros(len(segs), int), length - used]
+        gaps = (
+            rng.multinomial(length - used, np.ones(len(segs) + 1) / (len(segs) + 1))
+            if filler_frac > 0
+            else np.r_[np.zeros(len(segs), int), length - used]
+        )
         pos = 0
         for gap, seg in zip(gaps, segs):
             pos += gap
@@ -75,8 +78,9 @@ def _wrap(body: np.ndarray, query: np.ndarray, answer: np.ndarray) -> Prompts:
     return Prompts(np.concatenate(parts, 1), answer)
 
 
-def sample(task: str, n: int, context: int, rng: np.random.Generator, filler_frac: float = 0.5,
-           queries: int = 1) -> Prompts:
+def sample(
+    task: str, n: int, context: int, rng: np.random.Generator, filler_frac: float = 0.5, queries: int = 1
+) -> Prompts:
     """``n`` prompts of exactly ``context`` tokens for ``task``; ``filler_frac`` of the body is filler;
     ``queries`` questions about the same body at the end (one for evaluation, more to train on)."""
     check_choice("task", task, TASKS)
@@ -85,8 +89,14 @@ def sample(task: str, n: int, context: int, rng: np.random.Generator, filler_fra
     queries = check_int("queries", queries, lo=1)
     if not 0 <= filler_frac < 1:
         raise ValueError(f"filler_frac must be in [0, 1), got {filler_frac}")
-    q_len = {"kv_retrieval": 2, "needle": 2, "variable_tracking": 1, "multi_hop": 1,
-             "passage_retrieval": 3, "icl_classification": 1}[task]
+    q_len = {
+        "kv_retrieval": 2,
+        "needle": 2,
+        "variable_tracking": 1,
+        "multi_hop": 1,
+        "passage_retrieval": 3,
+        "icl_classification": 1,
+    }[task]
     length = context - queries * (q_len + 3)  # BOS, per query QUERY q ANSWER a, the last a left out
     if length < 16:
         raise ValueError(f"context {context} is too short for {queries} queries")
@@ -174,8 +184,13 @@ def _multi_hop(rng, n, length, budget, ff, k):
     m = max(4, budget // 4)  # "a ARROW b SEP" edges of disjoint two-hop chains a -> b -> c
     chains = max(2, min(m // 2, (len(KEYS) + len(VALUES)) // 3))  # symbols are not reused
     sym = _distinct(rng, np.r_[KEYS, VALUES], n, 3 * chains).reshape(n, chains, 3)
-    edges = np.concatenate([np.stack([sym[:, :, 0], np.full((n, chains), ARROW), sym[:, :, 1], np.full((n, chains), SEP)], -1),
-                            np.stack([sym[:, :, 1], np.full((n, chains), ARROW), sym[:, :, 2], np.full((n, chains), SEP)], -1)], 1)
+    edges = np.concatenate(
+        [
+            np.stack([sym[:, :, 0], np.full((n, chains), ARROW), sym[:, :, 1], np.full((n, chains), SEP)], -1),
+            np.stack([sym[:, :, 1], np.full((n, chains), ARROW), sym[:, :, 2], np.full((n, chains), SEP)], -1),
+        ],
+        1,
+    )
     order = np.argsort(rng.random((n, 2 * chains)), axis=1)
     edges = np.take_along_axis(edges, order[..., None], axis=1)
     body = _place(rng, n, length, [edges[:, j] for j in range(2 * chains)], ff)
@@ -185,7 +200,12 @@ def _multi_hop(rng, n, length, budget, ff, k):
 
 # The task registry: name -> generator (rng, n, length, budget, filler_frac, queries) -> (body, query, answer).
 # The CLI's choices and the parametrised task tests read it; a task is added by registering it here.
-GENERATORS = {"kv_retrieval": _kv_retrieval, "passage_retrieval": _passage_retrieval,
-              "icl_classification": _icl_classification, "variable_tracking": _variable_tracking, "needle": _needle,
-              "multi_hop": _multi_hop}
+GENERATORS = {
+    "kv_retrieval": _kv_retrieval,
+    "passage_retrieval": _passage_retrieval,
+    "icl_classification": _icl_classification,
+    "variable_tracking": _variable_tracking,
+    "needle": _needle,
+    "multi_hop": _multi_hop,
+}
 TASKS = tuple(GENERATORS)

@@ -12,9 +12,11 @@ def run(*args):
 
 
 def test_help_imports_neither_torch_nor_numba():
-    code = ("import sys; from click.testing import CliRunner; from amicl.cli import amicl; "
-            "r = CliRunner().invoke(amicl, ['--help']); assert r.exit_code == 0, r.output; "
-            "print(sorted(m for m in ('torch', 'numba', 'scipy', 'matplotlib') if m in sys.modules))")
+    code = (
+        "import sys; from click.testing import CliRunner; from amicl.cli import amicl; "
+        "r = CliRunner().invoke(amicl, ['--help']); assert r.exit_code == 0, r.output; "
+        "print(sorted(m for m in ('torch', 'numba', 'scipy', 'matplotlib') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -68,12 +70,40 @@ def test_memory_run_and_sweep_then_figures(tmp_path):
     r = run("memory", "run", "--a", "2", "--K", "50", "--D", "30", "--trials", "200", "--out", str(tmp_path / "run"))
     assert r.exit_code == 0, r.output
     assert r.stdout.startswith("accuracy ") and float(r.stdout.split()[1]) > 0.9  # D=30: ~0.97
-    r = run("memory", "sweep", "--K", "50", "--D", "30", "--trials", "100", "--grid", "a=0:2:3",
-            "--grid", "similarity=dot,pearson", "--out", str(tmp_path / "sweep"))
+    r = run(
+        "memory",
+        "sweep",
+        "--K",
+        "50",
+        "--D",
+        "30",
+        "--trials",
+        "100",
+        "--grid",
+        "a=0:2:3",
+        "--grid",
+        "similarity=dot,pearson",
+        "--out",
+        str(tmp_path / "sweep"),
+    )
     assert r.exit_code == 0, r.output
     assert len(r.stdout.strip().splitlines()) == 6
-    r = run("memory", "sweep", "--task", "reddy", "--D", "40", "--trials", "100", "--grid", "B=1,2",
-            "--grid", "a=0:2:8", "--out", str(tmp_path / "phase"))
+    r = run(
+        "memory",
+        "sweep",
+        "--task",
+        "reddy",
+        "--D",
+        "40",
+        "--trials",
+        "100",
+        "--grid",
+        "B=1,2",
+        "--grid",
+        "a=0:2:8",
+        "--out",
+        str(tmp_path / "phase"),
+    )
     assert r.exit_code == 0, r.output
     r = run("memory", "matrices", "--T", "10", "--out", str(tmp_path / "mats"))
     assert r.exit_code == 0, r.output
@@ -93,3 +123,63 @@ def test_reproduce_small_resumes(tmp_path):
     stamp = (root / "a_K512" / "results.npz").stat().st_mtime_ns
     r = run(*args)  # complete folders are kept, not recomputed
     assert r.exit_code == 0 and (root / "a_K512" / "results.npz").stat().st_mtime_ns == stamp
+
+
+def _walk(group, path=()):
+    """Every (path, command) below ``group``, loading lazily registered commands as a user's call would."""
+    import click
+
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):
+        cmd = group.get_command(ctx, name)
+        yield (*path, name), cmd
+        if isinstance(cmd, click.Group):
+            yield from _walk(cmd, (*path, name))
+
+
+def test_every_command_lists_the_help_of_its_own_docstring():
+    """One source for help: a group's listing shows each subcommand's own short help, taken from its docstring."""
+    commands = list(_walk(amicl))
+    assert len(commands) >= 15
+    for path, cmd in commands:
+        assert cmd.help and cmd.help.strip(), f"amicl {' '.join(path)} has no docstring"
+        listing = run(*path[:-1], "--help").output
+        first_words = " ".join(cmd.get_short_help_str(limit=200).split()[:4])
+        assert first_words in " ".join(listing.split()), (path, first_words)
+
+
+TORCH_FREE = [
+    ["--help"],
+    ["figures", "--help"],
+    ["namm", "--help"],
+    ["transformer", "--help"],
+    ["namm", "evolve", "--help"],
+    ["transformer", "compare", "--help"],
+    ["namm", "table", "results/namm/eval16/namm", "results/namm/eval16/match_h2o"],
+    [
+        "figures",
+        "namm",
+        "results/namm/eval16/namm",
+        "results/namm/eval16/match_h2o",
+        "--out",
+        "{tmp}",
+        "--format",
+        "png",
+    ],
+]
+
+
+@pytest.mark.parametrize("args", TORCH_FREE, ids=" ".join)
+def test_help_tables_and_figures_never_import_torch(args, tmp_path):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    args = [a.format(tmp=tmp_path) for a in args]
+    code = (
+        "import sys; from click.testing import CliRunner; from amicl.cli import amicl; "
+        f"r = CliRunner().invoke(amicl, {args!r}); assert r.exit_code == 0, r.output; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"

@@ -11,8 +11,21 @@ from click.testing import CliRunner
 from amicl.cli import amicl
 
 TINY_TASK = ["--K", 8, "--L", 8, "--N", 2, "--Nmax", 2, "--D", 16, "--B", 0, "--p_B", 0, "--p_C", 0]
-TINY_TRAIN = [*TINY_TASK, "--steps", 2, "--eval-every", 1, "--checkpoint-every", 1, "--eval-size", 10,
-              "--batch", 4, "--threads", 1]
+TINY_TRAIN = [
+    *TINY_TASK,
+    "--steps",
+    2,
+    "--eval-every",
+    1,
+    "--checkpoint-every",
+    1,
+    "--eval-size",
+    10,
+    "--batch",
+    4,
+    "--threads",
+    1,
+]
 
 
 def run(*args):
@@ -95,18 +108,50 @@ CASES = [
     (["namm", "evolve", "--base", "{f}/namm-base", "--out", "{tmp}/e", "--scorer", "tcn"], "--scorer"),
     (["namm", "evolve", "--base", "{f}/namm-base", "--out", "{f}/streams"], "holds a streams run"),
     (["namm", "eval", "--base", "{f}/namm-base", "--out", "{tmp}/v", "--policy", "h2o"], "needs --budget"),
-    (["namm", "eval", "--base", "{f}/namm-base", "--out", "{tmp}/v", "--policy", "full", "--namm", "{f}/namm-evolve"],
-     "--namm RUN goes with --policy namm"),
+    (
+        [
+            "namm",
+            "eval",
+            "--base",
+            "{f}/namm-base",
+            "--out",
+            "{tmp}/v",
+            "--policy",
+            "full",
+            "--namm",
+            "{f}/namm-evolve",
+        ],
+        "--namm RUN goes with --policy namm",
+    ),
     (["namm", "eval", "--base", "{f}/namm-base", "--out", "{tmp}/v", "--policy", "namm"], "--namm RUN goes with"),
-    (["namm", "eval", "--base", "{f}/namm-base", "--out", "{tmp}/v", "--policy", "h2o", "--budget-fraction", "1.5"],
-     "--budget-fraction"),
-    (["namm", "eval", "--base", "{f}/namm-base", "--out", "{tmp}/v", "--policy", "h2o", "--budget", "10",
-      "--budget-fraction", "0.5"], "only one of"),
+    (
+        ["namm", "eval", "--base", "{f}/namm-base", "--out", "{tmp}/v", "--policy", "h2o", "--budget-fraction", "1.5"],
+        "--budget-fraction",
+    ),
+    (
+        [
+            "namm",
+            "eval",
+            "--base",
+            "{f}/namm-base",
+            "--out",
+            "{tmp}/v",
+            "--policy",
+            "h2o",
+            "--budget",
+            "10",
+            "--budget-fraction",
+            "0.5",
+        ],
+        "only one of",
+    ),
     (["namm", "eval", "--base", "{f}/namm-base", "--out", "{tmp}/v", "--policy", "h2o", "--budget", "0"], "budget"),
     (["namm", "eval", "--base", "{f}/namm-base", "--out", "{tmp}/v", "--policy", "full", "--prompts", "0"], "prompts"),
     (["namm", "eval", "--base", "{f}/sweep", "--out", "{tmp}/v", "--policy", "full"], "expected a namm-base"),
-    (["namm", "eval", "--base", "{f}/namm-base", "--out", "{tmp}/v", "--policy", "h2o", "--match", "{f}/streams"],
-     "expected a namm-eval"),
+    (
+        ["namm", "eval", "--base", "{f}/namm-base", "--out", "{tmp}/v", "--policy", "h2o", "--match", "{f}/streams"],
+        "expected a namm-eval",
+    ),
     (["namm", "table", "{f}/sweep"], "expected a namm-eval"),
     (["namm", "table", "{f}/namm-eval", "{f}/namm-eval"], "given twice"),
     (["figures", "namm", "{f}/streams", "--out", "{tmp}/fig"], "expected a namm-evolve or namm-eval"),
@@ -119,8 +164,9 @@ def test_bad_input_gives_one_line_exit_2_and_writes_nothing(args, needle, folder
     before = sorted(p.relative_to(folders) for p in folders.rglob("*"))
     r = run(*[a.format(f=folders, tmp=tmp_path) for a in args])
     one_line_error(r, needle)
-    assert sorted(p.relative_to(folders) for p in folders.rglob("*") if p.name != ".lock") == \
-        [p for p in before if p.name != ".lock"]
+    assert sorted(p.relative_to(folders) for p in folders.rglob("*") if p.name != ".lock") == [
+        p for p in before if p.name != ".lock"
+    ]
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
 
 
@@ -138,8 +184,10 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_not(tmp_path):
         one_line_error(run("memory", "sweep", "--grid", "a=1", "--trials", 5, "--out", out), "being written by process")
     assert writer_pid(out) is None
     # a writer killed with SIGKILL leaves its lock file behind, but not its lock
-    code = ("import os, time; from amicl.common.runs import claim_run_folder; "
-            f"claim_run_folder({str(out / 'k')!r}, 'memory-sweep'); print('held', flush=True); time.sleep(60)")
+    code = (
+        "import os, time; from amicl.common.runs import claim_run_folder; "
+        f"claim_run_folder({str(out / 'k')!r}, 'memory-sweep'); print('held', flush=True); time.sleep(60)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     assert writer_pid(out / "k") == proc.pid
@@ -155,9 +203,11 @@ def test_a_reader_refuses_a_folder_being_written(folders):
     import subprocess
     import sys
 
-    code = ("import time; from amicl.common.runs import claim_run_folder; "
-            f"claim_run_folder({str(folders / 'streams')!r}, 'streams', resume=True, marker='config.json'); "
-            "print('held', flush=True); time.sleep(60)")
+    code = (
+        "import time; from amicl.common.runs import claim_run_folder; "
+        f"claim_run_folder({str(folders / 'streams')!r}, 'streams', resume=True, marker='config.json'); "
+        "print('held', flush=True); time.sleep(60)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "held"
@@ -171,8 +221,11 @@ def damage(path, how: str) -> None:
     import numpy as np
 
     data = path.read_bytes()
-    path.write_bytes({"empty": b"", "random bytes": np.random.default_rng(0).bytes(len(data)),
-                      "truncated": data[: len(data) // 2]}[how])
+    path.write_bytes(
+        {"empty": b"", "random bytes": np.random.default_rng(0).bytes(len(data)), "truncated": data[: len(data) // 2]}[
+            how
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -181,16 +234,58 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     r = run("transformer", "train", *TINY_TRAIN, "--out", root / "streams")
     assert r.exit_code == 0, r.output
-    r = run("namm", "train-base", "--layers", 1, "--d-model", 16, "--heads", 2, "--kv-heads", 1, "--steps", 1,
-            "--batch", 2, "--min-context", 64, "--max-context", 64, "--threads", 1, "--out", root / "base")
+    r = run(
+        "namm",
+        "train-base",
+        "--layers",
+        1,
+        "--d-model",
+        16,
+        "--heads",
+        2,
+        "--kv-heads",
+        1,
+        "--steps",
+        1,
+        "--batch",
+        2,
+        "--min-context",
+        64,
+        "--max-context",
+        64,
+        "--threads",
+        1,
+        "--out",
+        root / "base",
+    )
     assert r.exit_code == 0, r.output
     r = run("namm", "evolve", "--base", root / "base", *EVOLVE, "--out", root / "evolve")
     assert r.exit_code == 0, r.output
     return root
 
 
-EVOLVE = ["--stages", "kv_retrieval", "--generations", 2, "--popsize", 4, "--prompts", 1, "--dev-prompts", 1,
-          "--dev-every", 1, "--context", 64, "--n-up", 16, "--metric", "prob", "--threads", 1]
+EVOLVE = [
+    "--stages",
+    "kv_retrieval",
+    "--generations",
+    2,
+    "--popsize",
+    4,
+    "--prompts",
+    1,
+    "--dev-prompts",
+    1,
+    "--dev-every",
+    1,
+    "--context",
+    64,
+    "--n-up",
+    16,
+    "--metric",
+    "prob",
+    "--threads",
+    1,
+]
 
 
 @pytest.mark.parametrize("how", ["empty", "random bytes", "truncated"])

@@ -31,9 +31,12 @@ def run(engine, f, gens):
 
 # -- engine -----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("separable", [True, False])
 def test_engine_minimises_a_sphere(separable):
-    e = run(CMAEngine(EngineConfig(dim=10, popsize=16, sigma0=0.5, separable=separable, seed=1), np.ones(10)), sphere, 200)
+    e = run(
+        CMAEngine(EngineConfig(dim=10, popsize=16, sigma0=0.5, separable=separable, seed=1), np.ones(10)), sphere, 200
+    )
     assert e.best_fitness > -1e-8 and np.abs(e.mean).max() < 1e-4
 
 
@@ -74,17 +77,25 @@ def test_engine_input_errors():
 
 # -- features ---------------------------------------------------------------------------------------
 
+
 def test_spectrogram_matches_scipy_and_torch_stft():
     import scipy.signal as ss
 
     x = np.random.default_rng(0).random((3, 2, 16 + 64))
     ours = attention_spectrogram(torch.tensor(x)).numpy()
     assert ours.shape == (3, 2, 4, 17)
-    _, _, Z = ss.stft(x, window="hann", nperseg=32, noverlap=16, boundary=None, padded=False, detrend=False,
-                      scaling="spectrum")
+    _, _, Z = ss.stft(
+        x, window="hann", nperseg=32, noverlap=16, boundary=None, padded=False, detrend=False, scaling="spectrum"
+    )
     np.testing.assert_allclose(ours, np.moveaxis(np.abs(Z), -1, -2) * ss.get_window("hann", 32).sum(), atol=1e-12)
-    ref = torch.stft(torch.tensor(x).flatten(0, 1), 32, 16, window=torch.hann_window(32, periodic=True, dtype=torch.float64),
-                     center=False, return_complex=True).abs()
+    ref = torch.stft(
+        torch.tensor(x).flatten(0, 1),
+        32,
+        16,
+        window=torch.hann_window(32, periodic=True, dtype=torch.float64),
+        center=False,
+        return_complex=True,
+    ).abs()
     np.testing.assert_allclose(ours.reshape(6, 4, 17), ref.transpose(-1, -2).numpy(), atol=1e-12)
     with pytest.raises(ValueError, match="n_fft"):
         attention_spectrogram(torch.zeros(5, 20))
@@ -118,6 +129,7 @@ def test_age_embedding_and_norm_stats():
 
 
 # -- scorers ----------------------------------------------------------------------------------------
+
 
 def test_bam_has_the_papers_parameter_count_and_zero_keeps_all():
     bam = BAM()
@@ -168,6 +180,7 @@ def test_backward_mask_looks_only_at_newer_tokens():
 
 # -- policies on hand-built caches ------------------------------------------------------------------
 
+
 def hand_cache(T=12, H=2, norms=None):
     cache = KVCache(1)
     k = torch.ones(1, H, T, 4) if norms is None else norms.view(1, 1, T, 1).expand(1, H, T, 4).clone()
@@ -214,11 +227,17 @@ def test_threshold_selector_evicts_negative_scores():
     assert kept(FullCache(16), hand_cache(6)) == list(range(6))
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: FullCache(n_up=40), "multiple of 16"), (lambda: FullCache(n_up=8), "n_up"),
-    (lambda: H2O(16), "budget"), (lambda: Recency(16, budget=0), "budget"), (lambda: L2Norm(16), "budget"),
-    (lambda: NAMM(BAM(), np.zeros(10)), "4172"),
-])
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: FullCache(n_up=40), "multiple of 16"),
+        (lambda: FullCache(n_up=8), "n_up"),
+        (lambda: H2O(16), "budget"),
+        (lambda: Recency(16, budget=0), "budget"),
+        (lambda: L2Norm(16), "budget"),
+        (lambda: NAMM(BAM(), np.zeros(10)), "4172"),
+    ],
+)
 def test_invalid_policies(make, match):
     with pytest.raises(ValueError, match=match):
         make()
@@ -226,10 +245,13 @@ def test_invalid_policies(make, match):
 
 # -- rollouts ---------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=32, block_size=512, n_layer=2, n_head=4, n_kv_head=2, d_model=32, pos="rotary")).eval()
+    return GPT(
+        GPTConfig(vocab_size=32, block_size=512, n_layer=2, n_head=4, n_kv_head=2, d_model=32, pos="rotary")
+    ).eval()
 
 
 def test_keep_all_policies_equal_no_policy_bit_exactly(model):

@@ -73,18 +73,31 @@ def test_kernel_matches_reference(notebook_episodes, reddy_episodes, sim, sep, m
 
 @settings(max_examples=40, deadline=None)
 @given(
-    E=st.integers(1, 6), T=st.integers(2, 9), D=st.integers(1, 7), seed=st.integers(0, 2**31),
-    a=st.floats(0, 4), beta=st.floats(0.01, 50), n=st.floats(1, 6), max_iter=st.integers(0, 6),
-    combo=st.sampled_from(COMBOS), bank=st.booleans(),
+    E=st.integers(1, 6),
+    T=st.integers(2, 9),
+    D=st.integers(1, 7),
+    seed=st.integers(0, 2**31),
+    a=st.floats(0, 4),
+    beta=st.floats(0.01, 50),
+    n=st.floats(1, 6),
+    max_iter=st.integers(0, 6),
+    combo=st.sampled_from(COMBOS),
+    bank=st.booleans(),
 )
 def test_kernel_matches_reference_on_random_arrays(E, T, D, seed, a, beta, n, max_iter, combo, bank):
     r = np.random.default_rng(seed)
     labels = np.where(r.random((E, T)) < 0.5, r.integers(0, 5, (E, T)), -1)
-    ep = Episodes(r.standard_normal((E, T, D)), labels, r.integers(0, 5, E), r.standard_normal((E, D)),
-                  r.standard_normal((5, D)) if bank else None)
+    ep = Episodes(
+        r.standard_normal((E, T, D)),
+        labels,
+        r.integers(0, 5, E),
+        r.standard_normal((E, D)),
+        r.standard_normal((5, D)) if bank else None,
+    )
     sim, sep = combo
-    assert_same(ep, MemoryConfig(a=a, similarity=sim, separation=sep, beta=beta, n=n, max_iter=max_iter, tol=1e-6),
-                drawn=True)
+    assert_same(
+        ep, MemoryConfig(a=a, similarity=sim, separation=sep, beta=beta, n=n, max_iter=max_iter, tol=1e-6), drawn=True
+    )
 
 
 def test_reference_pieces_by_hand():
@@ -99,7 +112,7 @@ def test_reference_pieces_by_hand():
     s = np.array([[1.0, 3.0, 3.0, -1.0]])
     np.testing.assert_array_equal(reference.separation(s, "argmax"), [[0, 1, 0, 0]])  # first maximum
     np.testing.assert_allclose(reference.separation(s, "power", n=2), [[1 / 19, 9 / 19, 9 / 19, 0]])
-    np.testing.assert_array_equal(reference.separation(-s ** 2, "power"), [[0, 0, 0, 0]])
+    np.testing.assert_array_equal(reference.separation(-(s**2), "power"), [[0, 0, 0, 0]])
 
 
 def test_notebook_style_loop_agrees_with_kernel(notebook_episodes):

@@ -9,9 +9,28 @@ import numpy as np
 import pytest
 
 CLI = [sys.executable, "-c", "from amicl.cli import main; main()"]
-EVOLVE = ["--stages", "kv_retrieval;kv_retrieval,needle", "--generations", "3,3", "--popsize", "4", "--prompts", "1",
-          "--dev-prompts", "2", "--dev-every", "2", "--context", "64", "--n-up", "16", "--metric", "prob",
-          "--threads", "1"]
+EVOLVE = [
+    "--stages",
+    "kv_retrieval;kv_retrieval,needle",
+    "--generations",
+    "3,3",
+    "--popsize",
+    "4",
+    "--prompts",
+    "1",
+    "--dev-prompts",
+    "2",
+    "--dev-every",
+    "2",
+    "--context",
+    "64",
+    "--n-up",
+    "16",
+    "--metric",
+    "prob",
+    "--threads",
+    "1",
+]
 
 
 def cli(*args, **kw):
@@ -21,8 +40,30 @@ def cli(*args, **kw):
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     out = tmp_path_factory.mktemp("killbase") / "base"
-    r = cli("namm", "train-base", "--layers", 1, "--d-model", 16, "--heads", 2, "--kv-heads", 1, "--steps", 2,
-            "--batch", 2, "--min-context", 64, "--max-context", 64, "--threads", 1, "--out", out)
+    r = cli(
+        "namm",
+        "train-base",
+        "--layers",
+        1,
+        "--d-model",
+        16,
+        "--heads",
+        2,
+        "--kv-heads",
+        1,
+        "--steps",
+        2,
+        "--batch",
+        2,
+        "--min-context",
+        64,
+        "--max-context",
+        64,
+        "--threads",
+        1,
+        "--out",
+        out,
+    )
     assert r.returncode == 0, r.stderr
     return out
 
@@ -35,8 +76,12 @@ def test_kill_9_at_random_moments_resumes_exactly_and_leaves_no_stray_files(base
     out, rng, kills = tmp_path / "killed", np.random.default_rng(0), 0
     while True:
         resume = ["--resume"] if (out / "evolution.pkl").exists() else []
-        proc = subprocess.Popen([*CLI, "namm", "evolve", "--base", str(base), *EVOLVE, *resume, "--out", str(out)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [*CLI, "namm", "evolve", "--base", str(base), *EVOLVE, *resume, "--out", str(out)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             proc.wait(timeout=rng.uniform(0.3, 1.0) * duration if kills < 3 else None)
         except subprocess.TimeoutExpired:

@@ -121,9 +121,14 @@ def test_score_matrix():
 @pytest.mark.parametrize(
     "kwargs, name",
     [
-        ({"a": -0.1}, "a"), ({"beta": 0.0}, "beta"), ({"similarity": "cosine"}, "similarity"),
-        ({"separation": "max"}, "separation"), ({"n": 0.5}, "n"), ({"max_iter": -1}, "max_iter"),
-        ({"max_iter": 1.5}, "max_iter"), ({"tol": -1.0}, "tol"),
+        ({"a": -0.1}, "a"),
+        ({"beta": 0.0}, "beta"),
+        ({"similarity": "cosine"}, "similarity"),
+        ({"separation": "max"}, "separation"),
+        ({"n": 0.5}, "n"),
+        ({"max_iter": -1}, "max_iter"),
+        ({"max_iter": 1.5}, "max_iter"),
+        ({"tol": -1.0}, "tol"),
         ({"separation": "power", "similarity": "euclidean"}, "power"),
     ],
 )

@@ -18,8 +18,29 @@ def run(*args):
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     out = tmp_path_factory.mktemp("base")
-    r = run("namm", "train-base", "--layers", 2, "--d-model", 32, "--heads", 4, "--kv-heads", 2, "--steps", 2,
-            "--batch", 2, "--min-context", 64, "--max-context", 128, *SMALL, "--out", out)
+    r = run(
+        "namm",
+        "train-base",
+        "--layers",
+        2,
+        "--d-model",
+        32,
+        "--heads",
+        4,
+        "--kv-heads",
+        2,
+        "--steps",
+        2,
+        "--batch",
+        2,
+        "--min-context",
+        64,
+        "--max-context",
+        128,
+        *SMALL,
+        "--out",
+        out,
+    )
     assert r.exit_code == 0, r.output
     return out
 
@@ -27,66 +48,206 @@ def base(tmp_path_factory):
 def test_evolve_eval_and_figures(base, tmp_path):
     evo = tmp_path / "evo"
     common = ["--context", 96, "--n-up", 32, "--metric", "prob"]
-    r = run("namm", "evolve", "--base", base, "--stages", "kv_retrieval;kv_retrieval,needle", "--generations", "1,1",
-            "--popsize", 3, "--prompts", 2, "--dev-prompts", 2, "--dev-every", 1, *common, *SMALL, "--out", evo)
+    r = run(
+        "namm",
+        "evolve",
+        "--base",
+        base,
+        "--stages",
+        "kv_retrieval;kv_retrieval,needle",
+        "--generations",
+        "1,1",
+        "--popsize",
+        3,
+        "--prompts",
+        2,
+        "--dev-prompts",
+        2,
+        "--dev-every",
+        1,
+        *common,
+        *SMALL,
+        "--out",
+        evo,
+    )
     assert r.exit_code == 0, r.output
     assert "best dev mean fitness" in r.stdout
-    r = run("namm", "evolve", "--base", base, "--stages", "kv_retrieval;kv_retrieval,needle", "--generations", "1,2",
-            "--popsize", 3, "--prompts", 2, "--dev-prompts", 2, "--dev-every", 1, *common, *SMALL, "--out", evo)
+    r = run(
+        "namm",
+        "evolve",
+        "--base",
+        base,
+        "--stages",
+        "kv_retrieval;kv_retrieval,needle",
+        "--generations",
+        "1,2",
+        "--popsize",
+        3,
+        "--prompts",
+        2,
+        "--dev-prompts",
+        2,
+        "--dev-every",
+        1,
+        *common,
+        *SMALL,
+        "--out",
+        evo,
+    )
     assert r.exit_code == 2 and "--resume" in r.output
     ev = tmp_path / "eval_namm"
-    r = run("namm", "eval", "--base", base, "--policy", "namm", "--namm", evo, "--tasks", "kv_retrieval,needle",
-            "--prompts", 2, *common, *SMALL, "--out", ev)
+    r = run(
+        "namm",
+        "eval",
+        "--base",
+        base,
+        "--policy",
+        "namm",
+        "--namm",
+        evo,
+        "--tasks",
+        "kv_retrieval,needle",
+        "--prompts",
+        2,
+        *common,
+        *SMALL,
+        "--out",
+        ev,
+    )
     assert r.exit_code == 0, r.output
     layers = json.loads((ev / "eval.json").read_text())["layer_fraction"]["None"]
     assert len(layers) == 2
     for policy in ("full", "recency", "h2o", "l2", "random"):
         budget = [] if policy == "full" else ["--match", ev]
-        r = run("namm", "eval", "--base", base, "--policy", policy, *budget, "--tasks", "kv_retrieval,needle",
-                "--prompts", 2, *common, *SMALL, "--out", tmp_path / f"eval_{policy}")
+        r = run(
+            "namm",
+            "eval",
+            "--base",
+            base,
+            "--policy",
+            policy,
+            *budget,
+            "--tasks",
+            "kv_retrieval,needle",
+            "--prompts",
+            2,
+            *common,
+            *SMALL,
+            "--out",
+            tmp_path / f"eval_{policy}",
+        )
         assert r.exit_code == 0, r.output
-    r = run("namm", "eval", "--base", base, "--policy", "h2o", "--budget-fraction", "0.25,0.5", "--tasks", "needle",
-            "--prompts", 2, *common, *SMALL, "--out", tmp_path / "eval_sweep")
+    r = run(
+        "namm",
+        "eval",
+        "--base",
+        base,
+        "--policy",
+        "h2o",
+        "--budget-fraction",
+        "0.25,0.5",
+        "--tasks",
+        "needle",
+        "--prompts",
+        2,
+        *common,
+        *SMALL,
+        "--out",
+        tmp_path / "eval_sweep",
+    )
     assert r.exit_code == 0 and r.stdout.count("needle") == 2, r.output
-    r = run("namm", "table", *[tmp_path / f"eval_{p}" for p in ("namm", "recency", "h2o", "l2", "random")],
-            "--out", tmp_path / "table")
+    r = run(
+        "namm",
+        "table",
+        *[tmp_path / f"eval_{p}" for p in ("namm", "recency", "h2o", "l2", "random")],
+        "--out",
+        tmp_path / "table",
+    )
     assert r.exit_code == 0, r.output
     rows = {x["policy"]: x for x in csv.DictReader(open(tmp_path / "table" / "table.csv"))}
     namm_eval = {x["task"]: x for x in csv.DictReader(open(ev / "eval.csv"))}
     assert float(rows["namm"]["needle"]) == pytest.approx(float(namm_eval["needle"]["normalised"]))
     assert rows["namm"]["namm_minus_this_trained"] == "" and rows["h2o"]["namm_minus_this_trained"] != ""
     assert "| namm | own (score < 0) |" in r.output
-    r = run("namm", "eval", "--base", base, "--policy", "recency", "--budget-fraction", "0.5", "--tasks", "needle",
-            "--prompts", 3, *common, *SMALL, "--out", tmp_path / "eval_3")
+    r = run(
+        "namm",
+        "eval",
+        "--base",
+        base,
+        "--policy",
+        "recency",
+        "--budget-fraction",
+        "0.5",
+        "--tasks",
+        "needle",
+        "--prompts",
+        3,
+        *common,
+        *SMALL,
+        "--out",
+        tmp_path / "eval_3",
+    )
     assert r.exit_code == 0, r.output
     r = run("namm", "table", ev, tmp_path / "eval_3", "--out", tmp_path / "table_unpaired")
     assert r.exit_code == 0, r.output  # different prompt counts: CIs per eval, no paired differences
     assert "| recency |" in r.output and "minus" not in r.output
-    r = run("figures", "namm", evo, *[tmp_path / f"eval_{p}" for p in ("namm", "full", "h2o", "l2", "sweep")],
-            "--out", tmp_path / "fig", "--format", "png")
+    r = run(
+        "figures",
+        "namm",
+        evo,
+        *[tmp_path / f"eval_{p}" for p in ("namm", "full", "h2o", "l2", "sweep")],
+        "--out",
+        tmp_path / "fig",
+        "--format",
+        "png",
+    )
     assert r.exit_code == 0, r.output
     names = sorted(p.name for p in (tmp_path / "fig").iterdir())
     assert names == ["evolution_evo.png", "example_spectrogram.png", "layers_and_ages.png", "score_vs_cache.png"]
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--policy", "h2o"], "needs --budget"),
-    (["--policy", "namm"], "--namm"),
-    (["--policy", "l2", "--budget-fraction", "1.5"], "budget-fraction"),
-    (["--policy", "l2", "--budget", "8", "--budget-fraction", "0.5"], "only one"),
-    (["--policy", "lru", "--budget", "8"], "--policy"),
-    (["--policy", "recency", "--budget", "8", "--n-up", "40"], "multiple of 16"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--policy", "h2o"], "needs --budget"),
+        (["--policy", "namm"], "--namm"),
+        (["--policy", "l2", "--budget-fraction", "1.5"], "budget-fraction"),
+        (["--policy", "l2", "--budget", "8", "--budget-fraction", "0.5"], "only one"),
+        (["--policy", "lru", "--budget", "8"], "--policy"),
+        (["--policy", "recency", "--budget", "8", "--n-up", "40"], "multiple of 16"),
+    ],
+)
 def test_eval_bad_input(base, tmp_path, args, needle):
-    r = run("namm", "eval", "--base", base, *args, "--tasks", "needle", "--prompts", 1, "--context", 64, *SMALL,
-            "--out", tmp_path)
+    r = run(
+        "namm",
+        "eval",
+        "--base",
+        base,
+        *args,
+        "--tasks",
+        "needle",
+        "--prompts",
+        1,
+        "--context",
+        64,
+        *SMALL,
+        "--out",
+        tmp_path,
+    )
     assert r.exit_code == 2, r.output
     assert needle in r.output and len(r.output.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("args, needle", [(["--generations", "1,x"], "--generations"), (["--n-up", "24"], "multiple of 16"),
-                                          (["--popsize", "1"], "popsize"), (["--stages", "copy", "--generations", "5"], "task"),
-                                          (["--stages", "needle"], "one generation count per stage")])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--generations", "1,x"], "--generations"),
+        (["--n-up", "24"], "multiple of 16"),
+        (["--popsize", "1"], "popsize"),
+        (["--stages", "copy", "--generations", "5"], "task"),
+        (["--stages", "needle"], "one generation count per stage"),
+    ],
+)
 def test_evolve_bad_input(base, tmp_path, args, needle):
     r = run("namm", "evolve", "--base", base, *args, *SMALL, "--out", tmp_path)
     assert r.exit_code == 2, r.output
@@ -94,9 +255,34 @@ def test_evolve_bad_input(base, tmp_path, args, needle):
 
 
 def test_train_base_task_subset_and_plain_inputs(tmp_path):
-    r = run("namm", "train-base", "--layers", 1, "--d-model", 16, "--heads", 2, "--kv-heads", 1, "--steps", 1,
-            "--batch", 2, "--min-context", 64, "--max-context", 64, "--tasks", "kv_retrieval, needle",
-            "--no-token-shift", "--eval-every", 1, *SMALL, "--out", tmp_path)
+    r = run(
+        "namm",
+        "train-base",
+        "--layers",
+        1,
+        "--d-model",
+        16,
+        "--heads",
+        2,
+        "--kv-heads",
+        1,
+        "--steps",
+        1,
+        "--batch",
+        2,
+        "--min-context",
+        64,
+        "--max-context",
+        64,
+        "--tasks",
+        "kv_retrieval, needle",
+        "--no-token-shift",
+        "--eval-every",
+        1,
+        *SMALL,
+        "--out",
+        tmp_path,
+    )
     assert r.exit_code == 0, r.output
     base = json.loads((tmp_path / "config.json").read_text())["base"]
     assert base["tasks"] == ["kv_retrieval", "needle"] and base["model"]["token_shift"] is False

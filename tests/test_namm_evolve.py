@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from evolution.base import BaseConfig, BaseTrainer, load_base
-from evolution.evolve import EvolveConfig, Evolution
+from evolution.evolve import Evolution, EvolveConfig
 from evolution.fitness import evaluate_population, gather_norm_stats, reference_scores
 from evolution.scorers import BAM
 from evolution.tasks import sample
@@ -43,8 +43,18 @@ def test_reference_refuses_an_undefined_normaliser(model):
         reference_scores(model, {"needle": sample("needle", 1, 64, np.random.default_rng(5))}, "accuracy", 32)
 
 
-CFG = EvolveConfig(stages=(("kv_retrieval",), ("kv_retrieval", "needle")), generations=(2, 2), popsize=4, n_up=32,
-                   context=96, prompts_per_task=2, dev_prompts=3, dev_every=2, metric="prob", sigma0=0.3)
+CFG = EvolveConfig(
+    stages=(("kv_retrieval",), ("kv_retrieval", "needle")),
+    generations=(2, 2),
+    popsize=4,
+    n_up=32,
+    context=96,
+    prompts_per_task=2,
+    dev_prompts=3,
+    dev_every=2,
+    metric="prob",
+    sigma0=0.3,
+)
 
 
 def test_killed_evolution_resumes_exactly(model, tmp_path):
@@ -63,7 +73,11 @@ def test_killed_evolution_resumes_exactly(model, tmp_path):
     assert [r["stage"] for r in straight.history] == [1, 1, 2, 2]
     assert "dev_mean_fitness" in straight.history[1] and (tmp_path / "a" / "best_params.npy").exists()
     # the released mean comes from the last stage (its only dev score, generation 4), whatever stage 1 scored
-    assert (straight.best["stage"], straight.best["generation"]) == (2, 4) == (resumed.best["stage"], resumed.best["generation"])
+    assert (
+        (straight.best["stage"], straight.best["generation"])
+        == (2, 4)
+        == (resumed.best["stage"], resumed.best["generation"])
+    )
     np.testing.assert_array_equal(np.load(tmp_path / "a" / "best_params.npy"), straight.best["params"])
     other = Evolution(EvolveConfig(**{**CFG.to_dict(), "popsize": 6}), model)
     with pytest.raises(ValueError, match="different configuration"):
@@ -71,8 +85,17 @@ def test_killed_evolution_resumes_exactly(model, tmp_path):
 
 
 def test_base_training_resumes_exactly(tmp_path):
-    cfg = BaseConfig(model=TINY_GPT, tasks=("kv_retrieval", "needle"), min_context=64, max_context=128, steps=4,
-                     batch=4, eval_every=2, eval_size=4, curriculum=2)  # the resume crosses the curriculum's step
+    cfg = BaseConfig(
+        model=TINY_GPT,
+        tasks=("kv_retrieval", "needle"),
+        min_context=64,
+        max_context=128,
+        steps=4,
+        batch=4,
+        eval_every=2,
+        eval_size=4,
+        curriculum=2,
+    )  # the resume crosses the curriculum's step
     straight = BaseTrainer(cfg)
     straight.fit(tmp_path / "a", progress=False)
     BaseTrainer(BaseConfig(**{**cfg.to_dict(), "steps": 2})).fit(tmp_path / "b", progress=False)
@@ -98,9 +121,16 @@ def test_context_curriculum_admits_one_doubling_per_stage():
     assert {trainer.draw_context() for _ in range(80)} == {64, 128, 256, 512}
 
 
-@pytest.mark.parametrize("kwargs, match", [({"generations": (1,)}, "one generation count"), ({"n_up": 40}, "multiple of 16"),
-                                           ({"popsize": 1}, "popsize"), ({"scorer": "tcn"}, "scorer"),
-                                           ({"stages": (("copy",), ("needle",)), "generations": (1, 1)}, "task")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"generations": (1,)}, "one generation count"),
+        ({"n_up": 40}, "multiple of 16"),
+        ({"popsize": 1}, "popsize"),
+        ({"scorer": "tcn"}, "scorer"),
+        ({"stages": (("copy",), ("needle",)), "generations": (1, 1)}, "task"),
+    ],
+)
 def test_invalid_evolve_configs(kwargs, match):
     with pytest.raises(ValueError, match=match):
         EvolveConfig(**kwargs)

@@ -56,9 +56,17 @@ def test_filler_fraction_and_determinism():
     assert 0.65 < np.isin(a.tokens, FILLER).mean() < 0.75
 
 
-@pytest.mark.parametrize("kwargs, match", [({"task": "copy"}, "task"), ({"n": 0}, "n must"),
-                                           ({"context": 8}, "context"), ({"filler_frac": 1.0}, "filler_frac"),
-                                           ({"queries": 0}, "queries"), ({"queries": 40}, "too short")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"task": "copy"}, "task"),
+        ({"n": 0}, "n must"),
+        ({"context": 8}, "context"),
+        ({"filler_frac": 1.0}, "filler_frac"),
+        ({"queries": 0}, "queries"),
+        ({"queries": 40}, "too short"),
+    ],
+)
 def test_invalid_arguments(kwargs, match):
     args = {"task": "kv_retrieval", "n": 2, "context": 128, **kwargs}
     with pytest.raises(ValueError, match=match):

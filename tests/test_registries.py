@@ -107,7 +107,7 @@ def _choices(command, option: str) -> tuple:
 def test_cli_choices_are_the_registries():
     from amicl.cli import memory
     from amicl.reference import SEP_CODES, SIM_CODES
-    from evolution.cli import evolve, eval_cmd
+    from evolution.cli import eval_cmd, evolve
     from transformers_mini.cli import train_cmd
 
     assert _choices(eval_cmd, "policy") == POLICIES.names

@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from amicl.memory import MemoryConfig
 from amicl.common.parallel import InProcessExecutor, make_executor, run_tasks
 from amicl.common.stats import binomial_ci
+from amicl.memory import MemoryConfig
 from amicl.sweep import RunSpec, SweepResult, parse_grid, sweep
 from amicl.task import EpisodeConfig, TaskConfig
 
@@ -63,8 +63,17 @@ def test_parse_grid(text, name, values):
     assert parse_grid("episodes", text) == (name, values)
 
 
-@pytest.mark.parametrize("text, match", [("a", "name=values"), ("zeta=1", "cannot sweep"), ("D=1.5", "bad values"),
-                                         ("a=x:y:z", "bad values"), ("a=", "no values"), ("B=2", "cannot sweep")])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("a", "name=values"),
+        ("zeta=1", "cannot sweep"),
+        ("D=1.5", "bad values"),
+        ("a=x:y:z", "bad values"),
+        ("a=", "no values"),
+        ("B=2", "cannot sweep"),
+    ],
+)
 def test_parse_grid_errors(text, match):
     with pytest.raises(ValueError, match=match):
         parse_grid("episodes", text)

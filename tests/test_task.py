@@ -33,9 +33,18 @@ def task_configs(draw):
         no_repeats, B, N = False, 0, max(N, 1)
     p = st.floats(0, 1) if B else st.just(0.0)
     return TaskConfig(
-        K=K, L=L, N=N, Nmax=N + draw(st.integers(0, 3)), D=draw(st.integers(1, 12)),
-        epsilon=draw(st.floats(0, 2)), alpha=draw(st.floats(0, 2)), B=B, p_B=draw(p), p_C=draw(p),
-        no_repeats=no_repeats, n_novel=max(m, draw(st.integers(1, 40))) if B else 8,
+        K=K,
+        L=L,
+        N=N,
+        Nmax=N + draw(st.integers(0, 3)),
+        D=draw(st.integers(1, 12)),
+        epsilon=draw(st.floats(0, 2)),
+        alpha=draw(st.floats(0, 2)),
+        B=B,
+        p_B=draw(p),
+        p_C=draw(p),
+        no_repeats=no_repeats,
+        n_novel=max(m, draw(st.integers(1, 40))) if B else 8,
     )
 
 

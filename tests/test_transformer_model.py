@@ -106,8 +106,9 @@ def test_learned_stream_weight_gets_gradients(batch):
 @pytest.mark.parametrize("stream", ["none", "V", "K"])
 def test_kv_cached_decoding_equals_full_recompute(pos, shift, stream):
     torch.manual_seed(0)
-    cfg = GPTConfig(n_layer=3, n_head=4, n_kv_head=2, d_model=32, pos=pos, token_shift=shift,
-                    stream=StreamConfig(kind=stream))
+    cfg = GPTConfig(
+        n_layer=3, n_head=4, n_kv_head=2, d_model=32, pos=pos, token_shift=shift, stream=StreamConfig(kind=stream)
+    )
     model = GPT(cfg).eval()
     idx = torch.randint(0, cfg.vocab_size, (2, 20))
     with torch.no_grad():

@@ -19,16 +19,26 @@ TINY = TaskConfig(K=16, L=8, N=2, Nmax=3, D=12)
 
 def tiny_run(steps=6, arms=("none", "V"), seeds=(0, 1), task=TINY, **train):
     cfg = {"steps": steps, "batch": 16, "eval_every": 2, "eval_size": 40, "checkpoint_every": 2, **train}
-    return Run({a: ToyConfig(d_in=task.input_dim, n_labels=task.L, init_D=task.D,
-                             stream=StreamConfig(kind=a) if a != "none" else StreamConfig()) for a in arms},
-               list(seeds), task, TrainConfig(**cfg))
+    return Run(
+        {
+            a: ToyConfig(
+                d_in=task.input_dim,
+                n_labels=task.L,
+                init_D=task.D,
+                stream=StreamConfig(kind=a) if a != "none" else StreamConfig(),
+            )
+            for a in arms
+        },
+        list(seeds),
+        task,
+        TrainConfig(**cfg),
+    )
 
 
 def test_easy_setting_learns_far_above_chance():
     # In-weights only: 8 classes with their own labels, i.i.d. contexts; chance is 1/8.
     task = TaskConfig(K=8, L=8, N=2, Nmax=2, D=16, B=0, p_B=0.0, p_C=0.0)
-    run = tiny_run(300, ("none",), (0,), task, batch=64, lr=0.1, eval_every=100, eval_size=1000,
-                   checkpoint_every=100)
+    run = tiny_run(300, ("none",), (0,), task, batch=64, lr=0.1, eval_every=100, eval_size=1000, checkpoint_every=100)
     trainer = Trainer(run, "cpu")
     trainer.fit(progress=False)
     acc = trainer.history[-1]["iw"]
@@ -70,8 +80,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_steps_to_threshold_and_summary():
-    hist = [{"step": s, "arm": "V", "seed": 0, "ic": a, "ic2": b, "test": 0, "iw": 0}
-            for s, a, b in [(0, 0.1, 0.1), (500, 0.96, 0.5), (1000, 0.97, 0.95)]]
+    hist = [
+        {"step": s, "arm": "V", "seed": 0, "ic": a, "ic2": b, "test": 0, "iw": 0}
+        for s, a, b in [(0, 0.1, 0.1), (500, 0.96, 0.5), (1000, 0.97, 0.95)]
+    ]
     assert steps_to_threshold(hist, "V", 0, "ic", 0.95) == 500
     assert steps_to_threshold(hist, "V", 0, "ic2", 0.99) is None
     row = summarise_members(hist, 0.95)[0]
@@ -109,38 +121,72 @@ def test_runs_must_fit_the_task():
         Trainer(tiny_run(), "tpu")
 
 
-CLI = ["--K", "16", "--L", "8", "--N", "2", "--Nmax", "3", "--D", "12", "--batch", "16", "--eval-every", "2",
-       "--checkpoint-every", "2", "--eval-size", "40", "--seeds", "2", "--threads", "1", "--device", "cpu"]
+CLI = [
+    "--K",
+    "16",
+    "--L",
+    "8",
+    "--N",
+    "2",
+    "--Nmax",
+    "3",
+    "--D",
+    "12",
+    "--batch",
+    "16",
+    "--eval-every",
+    "2",
+    "--checkpoint-every",
+    "2",
+    "--eval-size",
+    "40",
+    "--seeds",
+    "2",
+    "--threads",
+    "1",
+    "--device",
+    "cpu",
+]
 
 
 def test_cli_compare_resume_and_figures(tmp_path):
     out = str(tmp_path / "cmp")
-    r = CliRunner().invoke(amicl, ["transformer", "compare", "--streams", "none,V,K,Q", "--steps", "4", *CLI, "--out", out])
+    r = CliRunner().invoke(
+        amicl, ["transformer", "compare", "--streams", "none,V,K,Q", "--steps", "4", *CLI, "--out", out]
+    )
     assert r.exit_code == 0, r.output
     assert "| ic | V |" in r.stdout and "amicl-memory (a=2)" in r.stdout
     for name in ("config.json", "history.csv", "members.csv", "compare.csv", "compare.md", "checkpoint.pt"):
         assert (tmp_path / "cmp" / name).exists()
-    r = CliRunner().invoke(amicl, ["transformer", "compare", "--streams", "none,V,K,Q", "--steps", "4", *CLI, "--out", out])
+    r = CliRunner().invoke(
+        amicl, ["transformer", "compare", "--streams", "none,V,K,Q", "--steps", "4", *CLI, "--out", out]
+    )
     assert r.exit_code == 2 and "--resume" in r.output
-    r = CliRunner().invoke(amicl, ["transformer", "compare", "--streams", "none,V,K,Q", "--steps", "6", *CLI, "--out", out,
-                                   "--resume"])
+    r = CliRunner().invoke(
+        amicl, ["transformer", "compare", "--streams", "none,V,K,Q", "--steps", "6", *CLI, "--out", out, "--resume"]
+    )
     assert r.exit_code == 0, r.output
     assert "resuming at step 4" in r.stderr
     r = CliRunner().invoke(amicl, ["figures", "streams", out, "--format", "png"])
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in (tmp_path / "cmp" / "figures").iterdir()) == ["learning_curves.png",
-                                                                               "steps_to_threshold.png"]
+    assert sorted(p.name for p in (tmp_path / "cmp" / "figures").iterdir()) == [
+        "learning_curves.png",
+        "steps_to_threshold.png",
+    ]
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--streams", "none,W"], "unknown stream"),
-    (["--streams", "V,V"], "twice"),
-    (["--lr", "0"], "lr must be"),
-    (["--threshold", "1.5"], "threshold"),
-    (["--B", "3"], "B must divide N"),
-    (["--resume"], "no checkpoint"),
-    (["--device", "cuda"], "cuda"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--streams", "none,W"], "unknown stream"),
+        (["--streams", "V,V"], "twice"),
+        (["--lr", "0"], "lr must be"),
+        (["--threshold", "1.5"], "threshold"),
+        (["--B", "3"], "B must divide N"),
+        (["--resume"], "no checkpoint"),
+        (["--device", "cuda"], "cuda"),
+    ],
+)
 def test_cli_bad_input(tmp_path, args, needle):
     if args == ["--device", "cuda"] and torch.cuda.is_available():
         pytest.skip("a GPU is present")
@@ -151,12 +197,14 @@ def test_cli_bad_input(tmp_path, args, needle):
 
 def test_join_pairs_separate_runs_like_one_run(tmp_path):
     """A member depends on its seed only, so none,V and K,Q trained apart and joined equal one none,V,K,Q run."""
-    run = lambda streams, name: CliRunner().invoke(amicl, ["transformer", "compare", "--streams", streams, "--steps",
-                                                          "4", *CLI, "--out", str(tmp_path / name)])
+    run = lambda streams, name: CliRunner().invoke(
+        amicl, ["transformer", "compare", "--streams", streams, "--steps", "4", *CLI, "--out", str(tmp_path / name)]
+    )
     for streams, name in (("none,V", "nv"), ("K,Q", "kq"), ("none,V,K,Q", "all")):
         assert run(streams, name).exit_code == 0
-    r = CliRunner().invoke(amicl, ["transformer", "join", str(tmp_path / "nv"), str(tmp_path / "kq"),
-                                   "--out", str(tmp_path / "joined")])
+    r = CliRunner().invoke(
+        amicl, ["transformer", "join", str(tmp_path / "nv"), str(tmp_path / "kq"), "--out", str(tmp_path / "joined")]
+    )
     assert r.exit_code == 0, r.output
     assert "| ic | Q |" in r.stdout
     key = lambda rows: sorted((r["arm"], r["seed"], r["step"]) for r in rows)
@@ -167,9 +215,24 @@ def test_join_pairs_separate_runs_like_one_run(tmp_path):
         for k in ("test", "ic", "ic2", "iw", "train_loss"):
             if r.get(k):  # step 0 has no training loss
                 assert float(r[k]) == pytest.approx(float(by[(r["arm"], r["seed"], r["step"])][k]), abs=1e-5)
-    r = CliRunner().invoke(amicl, ["transformer", "compare", "--streams", "K", "--steps", "4", *CLI, "--seeds", "3",
-                                   "--out", str(tmp_path / "k3")])  # the later --seeds wins
+    r = CliRunner().invoke(
+        amicl,
+        [
+            "transformer",
+            "compare",
+            "--streams",
+            "K",
+            "--steps",
+            "4",
+            *CLI,
+            "--seeds",
+            "3",
+            "--out",
+            str(tmp_path / "k3"),
+        ],
+    )  # the later --seeds wins
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(amicl, ["transformer", "join", str(tmp_path / "nv"), str(tmp_path / "k3"),
-                                   "--out", str(tmp_path / "bad")])
+    r = CliRunner().invoke(
+        amicl, ["transformer", "join", str(tmp_path / "nv"), str(tmp_path / "k3"), "--out", str(tmp_path / "bad")]
+    )
     assert r.exit_code != 0 and "seeds" in r.output

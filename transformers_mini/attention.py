@@ -53,8 +53,9 @@ def attend_causal_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale
     B, H, G, T, dh = q.shape
     k = k.unsqueeze(2).expand(B, H, G, T, dh).reshape(B, H * G, T, dh)  # 4-D: the fused CPU kernel needs it
     v = v.unsqueeze(2).expand(B, H, G, T, dh).reshape(B, H * G, T, dh)
-    out = torch.nn.functional.scaled_dot_product_attention(q.reshape(B, H * G, T, dh), k, v, is_causal=True,
-                                                           scale=scale)
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q.reshape(B, H * G, T, dh), k, v, is_causal=True, scale=scale
+    )
     return out.view(B, H, G, T, dh)
 
 

@@ -11,9 +11,13 @@ from amicl.common.cli import CONTEXT, config_option, device_option, given, threa
 from transformers_mini.config import STREAM_MIXES, STREAM_SOURCES, STREAMS, StreamConfig, TrainConfig
 
 TASK_FIELDS = ("K", "L", "N", "Nmax", "D", "epsilon", "alpha", "B", "p_B", "p_C", "n_novel")
-TRAIN_HELP = {"steps": "Training steps (SGD updates).", "weight_decay": "theta <- (1 - wd) theta - lr grad.",
-              "eval_size": "Sequences per test set.", "threshold": "Accuracy that defines 'ICL reached'.",
-              "stop_when_reached": "Stop once every run reached the threshold on ic and ic2."}
+TRAIN_HELP = {
+    "steps": "Training steps (SGD updates).",
+    "weight_decay": "theta <- (1 - wd) theta - lr grad.",
+    "eval_size": "Sequences per test set.",
+    "threshold": "Accuracy that defines 'ICL reached'.",
+    "stop_when_reached": "Stop once every run reached the threshold on ic and ic2.",
+}
 STREAM_OPTIONS = {  # option name -> StreamConfig field
     "stream_source": ("source", click.Choice(STREAM_SOURCES), "Which earlier layer's projection is added."),
     "stream_mix": ("mix", click.Choice(STREAM_MIXES), "add: v_l + lam v_src; convex: (1-lam) v_l + lam v_src."),
@@ -23,18 +27,31 @@ STREAM_OPTIONS = {  # option name -> StreamConfig field
 
 def train_options(f):
     opts = []
-    for name, typ in (("steps", int), ("batch", int), ("lr", float), ("weight_decay", float), ("eval_every", int),
-                      ("eval_size", int), ("threshold", float), ("checkpoint_every", int)):
+    for name, typ in (
+        ("steps", int),
+        ("batch", int),
+        ("lr", float),
+        ("weight_decay", float),
+        ("eval_every", int),
+        ("eval_size", int),
+        ("threshold", float),
+        ("checkpoint_every", int),
+    ):
         opts.append(config_option(TrainConfig, name, type=typ, help=TRAIN_HELP.get(name, "")))
     opts.append(click.option("--stop-when-reached", is_flag=True, help=TRAIN_HELP["stop_when_reached"]))
-    opts += [click.option("--seeds", type=click.IntRange(min=1), default=1, help="Number of paired seeds."),
-             click.option("--first-seed", type=click.IntRange(min=0), default=0)]
+    opts += [
+        click.option("--seeds", type=click.IntRange(min=1), default=1, help="Number of paired seeds."),
+        click.option("--first-seed", type=click.IntRange(min=0), default=0),
+    ]
     for opt, (field, typ, text) in STREAM_OPTIONS.items():
         opts.append(config_option(StreamConfig, field, f"--{opt.replace('_', '-')}", dest=opt, type=typ, help=text))
-    opts += [click.option("--stream-learn", is_flag=True, help="Learn the stream weight per layer (ResFormer style)."),
-             device_option, threads_option,
-             click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder."),
-             click.option("--resume", is_flag=True, help="Continue the run checkpointed in --out.")]
+    opts += [
+        click.option("--stream-learn", is_flag=True, help="Learn the stream weight per layer (ResFormer style)."),
+        device_option,
+        threads_option,
+        click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder."),
+        click.option("--resume", is_flag=True, help="Continue the run checkpointed in --out."),
+    ]
     for opt in reversed(opts):
         f = opt(f)
     for name in reversed(TASK_FIELDS):
@@ -84,11 +101,19 @@ def _compare(streams, kw):
     stream_kw = {field: kw.pop(opt) for opt, (field, _, _) in STREAM_OPTIONS.items()}
     stream_kw = {**given(stream_kw), **({"learn": True} if kw.pop("stream_learn") else {})}
     if stream_kw and streams == ["none"]:
-        raise click.UsageError(f"--stream-{next(iter(stream_kw)).replace('lam', 'lambda')} applies to stream arms "
-                               "(V, K, Q) only, and none was asked for")
-    arms = {s: ToyConfig(d_in=task.input_dim, n_labels=task.L, init_D=task.D,
-                         stream=StreamConfig(kind=s, **stream_kw) if s != "none" else StreamConfig())
-            for s in streams}
+        raise click.UsageError(
+            f"--stream-{next(iter(stream_kw)).replace('lam', 'lambda')} applies to stream arms "
+            "(V, K, Q) only, and none was asked for"
+        )
+    arms = {
+        s: ToyConfig(
+            d_in=task.input_dim,
+            n_labels=task.L,
+            init_D=task.D,
+            stream=StreamConfig(kind=s, **stream_kw) if s != "none" else StreamConfig(),
+        )
+        for s in streams
+    }
     out, resume, device, threads = Path(kw.pop("out")), kw.pop("resume"), kw.pop("device"), kw.pop("threads")
     train = TrainConfig(**given(kw, TrainConfig.__dataclass_fields__))
     from transformers_mini.run import Run
@@ -103,8 +128,9 @@ def _compare(streams, kw):
         if resume:
             trainer.load(out / "checkpoint.pt")
             click.echo(f"resuming at step {trainer.step}", err=True)
-        click.echo(f"{len(run.members)} member(s) x {trainer.model.n_params():,} parameters each on {trainer.device}",
-                   err=True)
+        click.echo(
+            f"{len(run.members)} member(s) x {trainer.model.n_params():,} parameters each on {trainer.device}", err=True
+        )
         trainer.fit(out)
         click.echo(analyse(out))
 

@@ -36,15 +36,26 @@ def bootstrap_arms(steps: dict[str, np.ndarray], base: str = "none", seed: int =
     rows = []
     for arm, x in steps.items():
         boot = _median(x[idx])
-        row = {"arm": arm, "n_seeds": S, "n_reached": int(np.isfinite(x).sum()), "median_steps": float(_median(x)),
-               "median_ci_low": _pct(boot, 2.5), "median_ci_high": _pct(boot, 97.5)}
+        row = {
+            "arm": arm,
+            "n_seeds": S,
+            "n_reached": int(np.isfinite(x).sum()),
+            "median_steps": float(_median(x)),
+            "median_ci_low": _pct(boot, 2.5),
+            "median_ci_high": _pct(boot, 97.5),
+        }
         if base in steps and arm != base:
             b = _median(steps[base][idx])
             with np.errstate(invalid="ignore", divide="ignore"):
                 saved = 1.0 - boot / b
                 point = 1.0 - _median(x) / _median(steps[base])
-            row.update({"fewer_steps_vs_" + base: float(point),
-                        "fewer_ci_low": _pct(saved, 2.5), "fewer_ci_high": _pct(saved, 97.5)})
+            row.update(
+                {
+                    "fewer_steps_vs_" + base: float(point),
+                    "fewer_ci_low": _pct(saved, 2.5),
+                    "fewer_ci_high": _pct(saved, 97.5),
+                }
+            )
         rows.append(row)
     return rows
 
@@ -93,8 +104,10 @@ def join_runs(out: Path, parts: list[Path]) -> Run:
         mine = pairing(run)
         for key in ("task", "train"):
             if mine[key] != first[key]:
-                raise ValueError(f"{p} differs from {parts[0]} in its {key}; only runs on the same task and "
-                                 "training settings pair up")
+                raise ValueError(
+                    f"{p} differs from {parts[0]} in its {key}; only runs on the same task and "
+                    "training settings pair up"
+                )
     arms, seeds, history, taken = {}, [], [], set()
     for run, hist in loaded:
         for a, cfg in run.arms.items():
@@ -106,15 +119,30 @@ def join_runs(out: Path, parts: list[Path]) -> Run:
         history += [r for r in hist if (r["arm"], int(r["seed"])) in new]
     missing = [(a, s) for a in arms for s in seeds if (a, s) not in taken]
     if missing:
-        raise ValueError(f"the runs do not cover every arm on every seed (missing arm {missing[0][0]} on seed "
-                         f"{missing[0][1]}, {len(missing)} in all); only a full arms x seeds grid pairs up")
+        raise ValueError(
+            f"the runs do not cover every arm on every seed (missing arm {missing[0][0]} on seed "
+            f"{missing[0][1]}, {len(missing)} in all); only a full arms x seeds grid pairs up"
+        )
     base = loaded[0][0]
     joined = Run(arms, sorted(seeds), base.task, base.train)
     with claim_run_folder(out, "streams-join"):
         write_csv(Path(out) / "history.csv", history)
-        write_json(Path(out) / "config.json", {"kind": "streams-join", "run": joined.to_dict(), "joined_from": [
-            {"path": str(p), "arms": list(run.arms), "seeds": run.seeds,
-             "step": read_json(Path(p) / "config.json").get("step")} for p, (run, _) in zip(parts, loaded)]})
+        write_json(
+            Path(out) / "config.json",
+            {
+                "kind": "streams-join",
+                "run": joined.to_dict(),
+                "joined_from": [
+                    {
+                        "path": str(p),
+                        "arms": list(run.arms),
+                        "seeds": run.seeds,
+                        "step": read_json(Path(p) / "config.json").get("step"),
+                    }
+                    for p, (run, _) in zip(parts, loaded)
+                ],
+            },
+        )
     return joined
 
 
@@ -128,8 +156,10 @@ def _fewer(row: dict) -> str:
         return "-"
     if not np.isfinite(row["fewer_steps_vs_none"]):
         return "undefined (a median run never reached the threshold)"
-    return (f"{row['fewer_steps_vs_none']:+.1%} [{_pct_or_undefined(row['fewer_ci_low'])}, "
-            f"{_pct_or_undefined(row['fewer_ci_high'])}]")
+    return (
+        f"{row['fewer_steps_vs_none']:+.1%} [{_pct_or_undefined(row['fewer_ci_low'])}, "
+        f"{_pct_or_undefined(row['fewer_ci_high'])}]"
+    )
 
 
 def analyse(out: Path, paper_claim: float = 0.24) -> str:
@@ -139,13 +169,25 @@ def analyse(out: Path, paper_claim: float = 0.24) -> str:
     members = summarise_members(history, run.train.threshold) + memory_on_test_sets(run)
     write_csv(out / "members.csv", members)
     arms = list(run.arms)
-    lines = [f"Steps until accuracy first reaches {run.train.threshold} (evaluated every {run.train.eval_every} steps; "
-             f"{len(run.seeds)} paired seeds; runs that never reach it count as infinite). "
-             f"Paper claim for V vs none: {paper_claim:.0%} fewer steps.", ""]
+    lines = [
+        f"Steps until accuracy first reaches {run.train.threshold} (evaluated every {run.train.eval_every} steps; "
+        f"{len(run.seeds)} paired seeds; runs that never reach it count as infinite). "
+        f"Paper claim for V vs none: {paper_claim:.0%} fewer steps.",
+        "",
+    ]
     table = []
     for test_set in ("ic", "ic2"):
-        steps = {a: np.array([np.inf if r[f"steps_{test_set}"] is None else r[f"steps_{test_set}"]
-                              for r in members if r["arm"] == a], dtype=float) for a in arms}
+        steps = {
+            a: np.array(
+                [
+                    np.inf if r[f"steps_{test_set}"] is None else r[f"steps_{test_set}"]
+                    for r in members
+                    if r["arm"] == a
+                ],
+                dtype=float,
+            )
+            for a in arms
+        }
         for row in bootstrap_arms(steps):
             table.append({"test_set": test_set, **row})
     acc = {}
@@ -155,8 +197,10 @@ def analyse(out: Path, paper_claim: float = 0.24) -> str:
     lines.append("|---|---|---|---|---|")
     for r in table:
         fewer = _fewer(r)
-        lines.append(f"| {r['test_set']} | {r['arm']} | {r['n_reached']}/{r['n_seeds']} | {r['median_steps']:.0f} "
-                     f"[{r['median_ci_low']:.0f}, {r['median_ci_high']:.0f}] | {fewer} |")
+        lines.append(
+            f"| {r['test_set']} | {r['arm']} | {r['n_reached']}/{r['n_seeds']} | {r['median_steps']:.0f} "
+            f"[{r['median_ci_low']:.0f}, {r['median_ci_high']:.0f}] | {fewer} |"
+        )
     sets = [k for k in ("test", "ic", "ic2", "iw") if all(f"final_{k}" in r for r in members)]
     lines += ["", "| arm | " + " | ".join(f"final {k}" for k in sets) + " |", "|---" * (len(sets) + 1) + "|"]
     for arm, rows in acc.items():

@@ -101,8 +101,15 @@ class GPTConfig:
     stream: StreamConfig = field(default_factory=StreamConfig)
 
     def __post_init__(self):
-        for name, lo in (("vocab_size", 2), ("block_size", 1), ("n_layer", 1), ("n_head", 1), ("n_kv_head", 0),
-                         ("d_model", 1), ("mlp_ratio", 1)):
+        for name, lo in (
+            ("vocab_size", 2),
+            ("block_size", 1),
+            ("n_layer", 1),
+            ("n_head", 1),
+            ("n_kv_head", 0),
+            ("d_model", 1),
+            ("mlp_ratio", 1),
+        ):
             object.__setattr__(self, name, check_int(name, getattr(self, name), lo=lo))
         check_choice("pos", self.pos, POSITIONS)
         if isinstance(self.stream, dict):
@@ -153,8 +160,9 @@ class TrainConfig:
         object.__setattr__(self, "weight_decay", check_float("weight_decay", self.weight_decay, 0.0, 1.0, hi_open=True))
         object.__setattr__(self, "threshold", check_float("threshold", self.threshold, 0.0, 1.0, lo_open=True))
         if self.checkpoint_every % self.eval_every:
-            raise ValueError(f"checkpoint_every ({self.checkpoint_every}) must be a multiple of eval_every "
-                             f"({self.eval_every})")
+            raise ValueError(
+                f"checkpoint_every ({self.checkpoint_every}) must be a multiple of eval_every ({self.eval_every})"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

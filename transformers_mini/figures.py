@@ -8,8 +8,12 @@ import numpy as np
 
 from amicl.common.io import read_csv, save_figure
 
-SET_TITLES = {"test": "test (training mixture)", "ic": "ic: novel classes (ICL)",
-              "ic2": "ic2: swapped labels (ICL)", "iw": "iw: in-weights"}
+SET_TITLES = {
+    "test": "test (training mixture)",
+    "ic": "ic: novel classes (ICL)",
+    "ic2": "ic2: swapped labels (ICL)",
+    "iw": "iw: in-weights",
+}
 
 
 def draw_streams(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]:
@@ -66,8 +70,9 @@ def draw_streams(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]
                     ax.hlines(np.median(reached), i - 0.25, i + 0.25, color="k", lw=1.5)
                 missing = len(vals) - len(reached)
                 if missing:
-                    ax.annotate(f"{missing} never", (i, 0), textcoords="offset points", xytext=(0, -28),
-                                ha="center", fontsize=7)
+                    ax.annotate(
+                        f"{missing} never", (i, 0), textcoords="offset points", xytext=(0, -28), ha="center", fontsize=7
+                    )
             ax.set_xticks(range(len(arms)), arms)
             ax.set_title(f"steps to {run.train.threshold:g} on {name}", fontsize=9)
             ax.grid(alpha=0.3, axis="y")

@@ -52,9 +52,13 @@ class ToyTransformer(nn.Module):
         ref = configs[0]
         for c in configs:
             same = {k: v for k, v in c.to_dict().items() if k != "stream"} == {
-                k: v for k, v in ref.to_dict().items() if k != "stream"}
+                k: v for k, v in ref.to_dict().items() if k != "stream"
+            }
             if not same or (c.stream.source, c.stream.mix, c.stream.learn) != (
-                    ref.stream.source, ref.stream.mix, ref.stream.learn):
+                ref.stream.source,
+                ref.stream.mix,
+                ref.stream.learn,
+            ):
                 raise ValueError("ensemble members must share shapes and stream source/mix/learn")
         self.configs = list(configs)
         self.config = ref
@@ -101,25 +105,25 @@ class ToyTransformer(nn.Module):
         h = x
         raw, attn = [], []
         L = self.config.n_layer
-        for l in range(L):
+        for layer in range(L):
             # q, k, v = h W_q, h W_k, h W_v for all members in one batched GEMM
-            w = self.qkv[:, l].permute(0, 2, 1, 3).reshape(E, d, 3 * d)
+            w = self.qkv[:, layer].permute(0, 2, 1, 3).reshape(E, d, 3 * d)
             # Only the query token is read out, so the last layer needs its query there alone (exact).
-            last_only = l == L - 1 and not return_attn
+            last_only = layer == L - 1 and not return_attn
             if last_only:
                 k, v = torch.bmm(h.reshape(E, B * T, d), w[:, :, d:]).reshape(E, B, T, 2, d).unbind(3)
                 q = torch.bmm(h[:, :, -1], w[:, :, :d]).unsqueeze(2)  # (E, B, 1, d)
             else:
                 q, k, v = torch.bmm(h.reshape(E, B * T, d), w).reshape(E, B, T, 3, d).unbind(3)
             raw.append((q, k, v))
-            if l > 0 and bool(lam[:, l].any()):
-                src = raw[l - 1] if self.config.stream.source == "previous" else raw[0]
-                wl = lam[:, l].reshape(E, 1, 1, 1, 3)
-                q = mix_stream(q, src[0][:, :, -q.shape[2]:], wl[..., 0], self.config.stream.mix)
+            if layer > 0 and bool(lam[:, layer].any()):
+                src = raw[layer - 1] if self.config.stream.source == "previous" else raw[0]
+                wl = lam[:, layer].reshape(E, 1, 1, 1, 3)
+                q = mix_stream(q, src[0][:, :, -q.shape[2] :], wl[..., 0], self.config.stream.mix)
                 k = mix_stream(k, src[1], wl[..., 1], self.config.stream.mix)
                 v = mix_stream(v, src[2], wl[..., 2], self.config.stream.mix)
             # logit(i -> j) = (K x_i).(Q x_j), no 1/sqrt(d), causal; h <- h + sum_i A_ij V x_i
-            q_pos = pos[-q.shape[2]:]
+            q_pos = pos[-q.shape[2] :]
             out, p = attend(q.unsqueeze(2), k, v, q_pos, pos, 1.0, None, return_attn)
             h = h[:, :, -1:] + out.squeeze(2) if last_only else h + out.squeeze(2)
             if return_attn:
@@ -157,8 +161,18 @@ class Block(nn.Module):
         v = self.v(h).view(B, T, c.kv_heads, c.d_head).transpose(1, 2)
         return q, k, v
 
-    def forward(self, x, raw, *, pos, src=None, layer: int = 0, cache: KVCache | None = None, rotary=None,
-                return_attn: bool = False):
+    def forward(
+        self,
+        x,
+        raw,
+        *,
+        pos,
+        src=None,
+        layer: int = 0,
+        cache: KVCache | None = None,
+        rotary=None,
+        return_attn: bool = False,
+    ):
         """x (B, T, d) with its raw projections ``raw`` (from ``project``); ``src``: the stream source's raw
         projections, or None. Returns (x, attention probabilities or None)."""
         c = self.c
@@ -167,7 +181,9 @@ class Block(nn.Module):
         if src is not None:  # residual attention stream from an earlier block's raw projection
             lam = self.lam if self.lam is not None else c.stream.lam
             i = _PROJ[c.stream.kind]
-            q, k, v = [mix_stream(p, s, lam, c.stream.mix) if j == i else p for j, (p, s) in enumerate(zip((q, k, v), src))]
+            q, k, v = [
+                mix_stream(p, s, lam, c.stream.mix) if j == i else p for j, (p, s) in enumerate(zip((q, k, v), src))
+            ]
         if rotary is not None:
             q, k = rotary(q, pos), rotary(k, pos)
         if cache is not None:
@@ -249,8 +265,9 @@ class GPT(nn.Module):
             src = None
             if c.stream.kind != "none" and layer > 0:
                 src = raws[layer - 1] if c.stream.source == "previous" else raws[0]
-            x, probs = block(x, raw, pos=pos, src=src, layer=layer, cache=cache, rotary=self.rotary,
-                             return_attn=return_attn)
+            x, probs = block(
+                x, raw, pos=pos, src=src, layer=layer, cache=cache, rotary=self.rotary, return_attn=return_attn
+            )
             attn.append(probs)
         if cache is not None:
             cache.n_seen += T

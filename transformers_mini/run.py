@@ -39,8 +39,10 @@ class Run:
             raise ValueError(f"seeds must be distinct non-negative integers, got {self.seeds}")
         for name, cfg in self.arms.items():
             if cfg.d_in != self.task.input_dim or cfg.n_labels != self.task.L:
-                raise ValueError(f"arm {name}: model d_in={cfg.d_in}, n_labels={cfg.n_labels} do not fit the task "
-                                 f"(input_dim={self.task.input_dim}, L={self.task.L})")
+                raise ValueError(
+                    f"arm {name}: model d_in={cfg.d_in}, n_labels={cfg.n_labels} do not fit the task "
+                    f"(input_dim={self.task.input_dim}, L={self.task.L})"
+                )
 
     @property
     def members(self) -> list[tuple[str, int]]:
@@ -48,13 +50,21 @@ class Run:
         return [(a, s) for s in self.seeds for a in self.arms]
 
     def to_dict(self) -> dict:
-        return {"arms": {k: v.to_dict() for k, v in self.arms.items()}, "seeds": self.seeds,
-                "task": self.task.to_dict(), "train": self.train.to_dict()}
+        return {
+            "arms": {k: v.to_dict() for k, v in self.arms.items()},
+            "seeds": self.seeds,
+            "task": self.task.to_dict(),
+            "train": self.train.to_dict(),
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> "Run":
-        return cls({k: ToyConfig.from_dict(v) for k, v in d["arms"].items()}, list(d["seeds"]),
-                   TaskConfig.from_dict(d["task"]), TrainConfig.from_dict(d["train"]))
+        return cls(
+            {k: ToyConfig.from_dict(v) for k, v in d["arms"].items()},
+            list(d["seeds"]),
+            TaskConfig.from_dict(d["task"]),
+            TrainConfig.from_dict(d["train"]),
+        )
 
 
 def resumable_part(run: dict) -> dict:
@@ -80,11 +90,16 @@ def summarise_members(history: list[dict], threshold: float) -> list[dict]:
     rows = []
     for arm, seed in members:
         last = [r for r in history if r["arm"] == arm and int(r["seed"]) == seed][-1]
-        rows.append({"arm": arm, "seed": seed,
-                     "steps_ic": steps_to_threshold(history, arm, seed, "ic", threshold) if "ic" in last else None,
-                     "steps_ic2": steps_to_threshold(history, arm, seed, "ic2", threshold) if "ic2" in last else None,
-                     "last_step": int(last["step"]),
-                     **{f"final_{k}": float(last[k]) for k in ("test", "ic", "ic2", "iw") if k in last}})
+        rows.append(
+            {
+                "arm": arm,
+                "seed": seed,
+                "steps_ic": steps_to_threshold(history, arm, seed, "ic", threshold) if "ic" in last else None,
+                "steps_ic2": steps_to_threshold(history, arm, seed, "ic2", threshold) if "ic2" in last else None,
+                "last_step": int(last["step"]),
+                **{f"final_{k}": float(last[k]) for k in ("test", "ic", "ic2", "iw") if k in last},
+            }
+        )
     return rows
 
 

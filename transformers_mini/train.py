@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from amicl.common.validate import RunStopped
 from amicl.common.io import load_torch, run_metadata, save_torch, write_csv, write_json
 from amicl.common.runs import drive
+from amicl.common.validate import RunStopped
 from amicl.task import ICLTask
 from transformers_mini.model import ToyTransformer
 from transformers_mini.run import Run, resumable_part, seed_streams, summarise_members
@@ -52,8 +52,10 @@ class Trainer:
         self.model = ToyTransformer([run.arms[a] for a, _ in run.members], [s for _, s in run.members]).to(self.device)
         self.tasks = [ICLTask.from_seed(run.task, seed_streams(s)[0]) for s in seeds]
         self.rngs = [np.random.default_rng(seed_streams(s)[1]) for s in seeds]
-        self.test_sets = [t.test_sets(run.train.eval_size, np.random.default_rng(seed_streams(s)[2]))
-                          for t, s in zip(self.tasks, seeds)]
+        self.test_sets = [
+            t.test_sets(run.train.eval_size, np.random.default_rng(seed_streams(s)[2]))
+            for t, s in zip(self.tasks, seeds)
+        ]
         self.member_seed = torch.tensor([seeds.index(s) for _, s in run.members], device=self.device)
         self.step = 0
         self.saved_step: int | None = None  # step of the last checkpoint written or loaded
@@ -78,8 +80,11 @@ class Trainer:
         loss = loss.view(y.shape).mean(dim=1)  # (E,)
         if not torch.isfinite(loss).all():
             bad = [self.run.members[i] for i in torch.nonzero(~torch.isfinite(loss)).flatten().tolist()]
-            kept = ("no checkpoint was written" if self.saved_step is None
-                    else f"the checkpoint of step {self.saved_step} is kept")
+            kept = (
+                "no checkpoint was written"
+                if self.saved_step is None
+                else f"the checkpoint of step {self.saved_step} is kept"
+            )
             raise TrainingDiverged(f"non-finite loss at step {self.step + 1} for (arm, seed) {bad}; {kept}")
         self.model.zero_grad(set_to_none=True)
         loss.sum().backward()  # members are independent: each gets the gradient of its own mean loss
@@ -100,8 +105,12 @@ class Trainer:
             correct = torch.zeros(len(self.run.members), device=self.device)
             n = self.test_sets[0][name].x.shape[0]
             for lo in range(0, n, EVAL_CHUNK):
-                x = torch.from_numpy(np.stack([ts[name].x[lo:lo + EVAL_CHUNK] for ts in self.test_sets])).to(self.device)
-                y = torch.from_numpy(np.stack([ts[name].y[lo:lo + EVAL_CHUNK] for ts in self.test_sets])).to(self.device)
+                x = torch.from_numpy(np.stack([ts[name].x[lo : lo + EVAL_CHUNK] for ts in self.test_sets])).to(
+                    self.device
+                )
+                y = torch.from_numpy(np.stack([ts[name].y[lo : lo + EVAL_CHUNK] for ts in self.test_sets])).to(
+                    self.device
+                )
                 pred = self.model(x[self.member_seed]).argmax(-1)
                 correct += (pred == y[self.member_seed]).float().sum(1)
             out[name] = correct.cpu().numpy().astype(np.float64) / n  # exact counts; 1900/2000 is 0.95, not 0.9499
@@ -120,8 +129,13 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------------
     def state(self) -> dict:
-        return {"run": self.run.to_dict(), "step": self.step, "model": self.model.state_dict(),
-                "rngs": [r.bit_generator.state for r in self.rngs], "history": self.history}
+        return {
+            "run": self.run.to_dict(),
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "rngs": [r.bit_generator.state for r in self.rngs],
+            "history": self.history,
+        }
 
     def save(self, path: Path) -> None:
         save_torch(path, self.state())
@@ -154,11 +168,21 @@ class Trainer:
             acc = self.record()
             stopped = c.stop_when_reached and self._all_reached()
             shown = {a: f"{acc['ic'][i]:.2f}" for i, a in enumerate(self.arm_names)} if "ic" in acc else None
-            return {"postfix": shown,
-                    "save": self.step % c.checkpoint_every == 0 or self.step == c.steps, "stop": stopped}
+            return {
+                "postfix": shown,
+                "save": self.step % c.checkpoint_every == 0 or self.step == c.steps,
+                "stop": stopped,
+            }
 
-        drive(step, lambda: self.step >= c.steps or stopped, total=c.steps, initial=self.step, desc="train",
-              save=(lambda: self.save_outputs(out)) if out is not None else None, progress=progress)
+        drive(
+            step,
+            lambda: self.step >= c.steps or stopped,
+            total=c.steps,
+            initial=self.step,
+            desc="train",
+            save=(lambda: self.save_outputs(out)) if out is not None else None,
+            progress=progress,
+        )
         if out is not None:
             self.save_outputs(out)
         return self.history
@@ -171,7 +195,14 @@ class Trainer:
         out = Path(out)
         self.save(out / "checkpoint.pt")
         write_csv(out / "history.csv", self.history)
-        write_json(out / "config.json", {"kind": "streams", "run": self.run.to_dict(), "step": self.step, "device": str(self.device),
-                                         "n_params_per_member": self.model.n_params(), **run_metadata()})
-
-
+        write_json(
+            out / "config.json",
+            {
+                "kind": "streams",
+                "run": self.run.to_dict(),
+                "step": self.step,
+                "device": str(self.device),
+                "n_params_per_member": self.model.n_params(),
+                **run_metadata(),
+            },
+        )

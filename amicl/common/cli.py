@@ -101,18 +101,21 @@ def comma_list(text: str | None, option: str, cast=str) -> list | None:
     try:
         return [cast(s) for s in items]
     except ValueError:
-        raise click.BadParameter(f"{text!r} is not a comma-separated list of {cast.__name__}s",
-                                 param_hint=option) from None
+        raise click.BadParameter(
+            f"{text!r} is not a comma-separated list of {cast.__name__}s", param_hint=option
+        ) from None
 
 
 def threads_option(f):
-    return click.option("--threads", type=click.IntRange(min=1), default=None,
-                        help="torch CPU threads [default: all cores].")(f)
+    return click.option(
+        "--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads [default: all cores]."
+    )(f)
 
 
 def device_option(f):
-    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
-                        help="auto: CUDA when present.")(f)
+    return click.option(
+        "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="auto: CUDA when present."
+    )(f)
 
 
 def set_torch_threads(n: int | None) -> None:

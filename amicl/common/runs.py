@@ -42,8 +42,14 @@ def _legacy_kind(cfg: dict) -> str | None:
     """The kind of a config.json written before folders named it (committed results)."""
     if "joined_from" in cfg:
         return "streams-join"
-    for key, kind in (("run", "streams"), ("base", "namm-base"), ("evolve", "namm-evolve"), ("eval", "namm-eval"),
-                      ("spec", "memory-sweep"), ("matrices", "memory-matrices")):
+    for key, kind in (
+        ("run", "streams"),
+        ("base", "namm-base"),
+        ("evolve", "namm-evolve"),
+        ("eval", "namm-eval"),
+        ("spec", "memory-sweep"),
+        ("matrices", "memory-matrices"),
+    ):
         if key in cfg:
             return kind
     return None
@@ -134,7 +140,9 @@ def claim_run_folder(out, kind: str, resume: bool = False, marker: str = "config
     except BlockingIOError:
         os.close(fd)
         pid = (out / LOCK).read_text().strip() or "?"
-        raise RunFolderError(f"--out {out} is being written by process {pid}; wait for it or choose another --out")
+        raise RunFolderError(
+            f"--out {out} is being written by process {pid}; wait for it or choose another --out"
+        ) from None
     folder = RunFolder(out, fd)
     try:
         os.ftruncate(fd, 0)
@@ -156,15 +164,26 @@ def _check_contents(out: Path, kind: str, resume: bool, marker: str) -> None:
     if resume and not has_marker:
         raise RunFolderError(f"--resume: no {marker} in {out}")
     if not resume and (existing is not None or has_marker):
-        hint = "pass --resume to continue it or choose another --out" if marker != "config.json" else \
-            "choose another --out (or delete it)"
+        hint = (
+            "pass --resume to continue it or choose another --out"
+            if marker != "config.json"
+            else "choose another --out (or delete it)"
+        )
         raise RunFolderError(f"--out {out} already holds a {existing or kind} run; {hint}")
     if existing is None and not has_marker and any(not p.name.startswith(".") for p in out.iterdir()):
         raise RunFolderError(f"--out {out} is not empty and holds no run; choose a new or empty folder")
 
 
-def drive(step: Callable[[], dict | None], done: Callable[[], bool], *, total: int, initial: int = 0, desc: str = "",
-          save: Callable[[], None] | None = None, progress: bool | None = None) -> None:
+def drive(
+    step: Callable[[], dict | None],
+    done: Callable[[], bool],
+    *,
+    total: int,
+    initial: int = 0,
+    desc: str = "",
+    save: Callable[[], None] | None = None,
+    progress: bool | None = None,
+) -> None:
     """The loop every long run shares: ``step()`` until ``done()``, with a progress bar on stderr.
 
     ``step`` returns None or a dict with optional keys ``postfix`` (shown on the bar), ``save`` (call
