@@ -109,3 +109,22 @@ def test_binomial_interval_matches_scipy_exact():
         assert np.isclose(lo, ref.low) and np.isclose(hi, ref.high)
     with pytest.raises(ValueError):
         binomial_ci(5, 3)
+
+
+def test_kaplan_meier_and_log_rank_by_hand():
+    from amicl.common.stats import kaplan_meier, km_median, logrank, paired_sign_test
+
+    # 5 runs: reached at 10, 20, 20, 40; one censored at 30 (never reached by its last step)
+    steps, surv = kaplan_meier([10, 20, 20, 30, 40], [True, True, True, False, True])
+    np.testing.assert_allclose(steps, [0, 10, 20, 40])
+    np.testing.assert_allclose(surv, [1, 4 / 5, 4 / 5 * 2 / 4, 0.0])  # at 40 one run is at risk, and it reaches
+    assert km_median([10, 20, 20, 30, 40], [True, True, True, False, True]) == 20
+    assert km_median([10, 30, 30], [True, False, False]) == float("inf")  # censoring keeps S above one half
+    # identical groups: no evidence; disjoint groups: the statistic grows with the sample
+    assert logrank([1, 2, 3], [True] * 3, [1, 2, 3], [True] * 3)[0] == 0
+    stat, p = logrank([1, 2, 3, 4, 5, 6], [True] * 6, [7, 8, 9, 10, 11, 12], [True] * 6)
+    assert stat > 8 and p < 0.01
+    # by hand: a = {1}, b = {2}: at t=1, n=2, n_a=1, d=1 -> O-E = 1/2, V = 1/4; chi2 = 1
+    assert logrank([1], [True], [2], [True])[0] == pytest.approx(1.0)
+    assert paired_sign_test(np.array([1, 1, 1, 1, 1, 1, 1, 1])) == (8, 0, pytest.approx(2 / 2**8))
+    assert paired_sign_test(np.array([1, -1, 0]))[:2] == (1, 1)

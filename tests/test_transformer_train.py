@@ -10,6 +10,7 @@ from amicl.common.io import read_csv
 from amicl.task import TaskConfig
 from transformers_mini.compare import bootstrap_arms
 from transformers_mini.config import StreamConfig, ToyConfig, TrainConfig
+from transformers_mini.model import ToyTransformer
 from transformers_mini.run import Run, steps_to_threshold, summarise_members
 from transformers_mini.train import Trainer, TrainingDiverged
 
@@ -170,8 +171,10 @@ def test_cli_compare_resume_and_figures(tmp_path):
     r = CliRunner().invoke(amicl, ["figures", "streams", out, "--format", "png"])
     assert r.exit_code == 0, r.output
     assert sorted(p.name for p in (tmp_path / "cmp" / "figures").iterdir()) == [
+        "covariates.png",
         "learning_curves.png",
         "steps_to_threshold.png",
+        "survival.png",
     ]
 
 
@@ -236,3 +239,45 @@ def test_join_pairs_separate_runs_like_one_run(tmp_path):
         amicl, ["transformer", "join", str(tmp_path / "nv"), str(tmp_path / "k3"), "--out", str(tmp_path / "bad")]
     )
     assert r.exit_code != 0 and "seeds" in r.output
+
+
+def test_censored_runs_count_against_their_arm_not_dropped():
+    """Seed 2's V run never reached the threshold: it is censored, so none is first on that seed and V's
+    Kaplan-Meier median is not the median of the runs that did reach it."""
+    from transformers_mini.compare import paired_seed_table, survival_section
+
+    def member(arm, seed, steps):
+        return {"arm": arm, "seed": seed, "steps_ic": steps, "steps_ic2": steps, "last_step": 5000}
+
+    members = [
+        member("none", 0, 3000),
+        member("V", 0, 2000),
+        member("none", 1, 3500),
+        member("V", 1, 2500),
+        member("none", 2, 4000),
+        member("V", 2, None),
+        member("none", 3, 4500),
+        member("V", 3, None),
+    ]
+    lines, rows = survival_section(members, ["none", "V"])
+    v = next(r for r in rows if r["arm"] == "V" and r["test_set"] == "ic")
+    assert (v["n_reached"], v["first_arm"], v["first_base"], v["ties"]) == (2, 2, 2, 0)
+    assert v["km_median"] == 2500  # two of four reached by 2,500: survival 0.5; dropping censored runs says 2,250
+    none = next(r for r in rows if r["arm"] == "none" and r["test_set"] == "ic")
+    assert none["km_median"] == 3500
+    table = "\n".join(paired_seed_table(members, ["none", "V"]))
+    assert "| 2 | 4000 | >5000 | censored |" in table and "| 0 | 3000 | 2000 | +33.3% |" in table
+
+
+def test_initial_covariates_read_the_seeds_init():
+    from transformers_mini.initial_state import initial_covariates
+
+    task = TaskConfig(K=8, L=8, N=2, Nmax=2, D=16, B=0, p_B=0.0, p_C=0.0)
+    run = tiny_run(1, ("none", "V"), (0, 1), task)
+    cov = [initial_covariates(run, s, batch=16) for s in (0, 1)]
+    model = ToyTransformer([ToyConfig(d_in=task.input_dim, n_labels=task.L, init_D=task.D)] * 2, [0, 1])
+    for s in (0, 1):
+        assert [cov[s][f"init_b{i}"] for i in (1, 2, 3)] == pytest.approx(model.mlp_b[s].tolist())
+        assert 0 <= cov[s]["init_z3_active"] <= 1 and cov[s]["init_z3_norm"] > 0
+        assert 0 < cov[s]["init_attn_entropy_l1"] <= np.log(2 * task.N + 1) + 1e-6
+    assert cov[0] != cov[1]

@@ -162,11 +162,105 @@ def _fewer(row: dict) -> str:
     )
 
 
+def censored_times(members: list[dict], arm: str, test_set: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(times, reached, seeds) of ``arm`` on ``test_set``: the step that reached the threshold, or the
+    last evaluated step for a run that never did (right-censored)."""
+    rows = [r for r in members if r["arm"] == arm]
+    steps = [r[f"steps_{test_set}"] for r in rows]
+    times = np.array([r["last_step"] if s is None else s for r, s in zip(rows, steps)], dtype=float)
+    return times, np.array([s is not None for s in steps]), [int(r["seed"]) for r in rows]
+
+
+def _p(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def survival_section(members: list[dict], arms: list[str], base: str = "none") -> tuple[list[str], list[dict]]:
+    """Markdown lines and survival.csv rows: Kaplan-Meier medians, log-rank tests, and per seed which arm
+    reached the threshold first (a paired sign test that needs no model of censoring)."""
+    from amicl.common.stats import km_median, logrank, paired_sign_test
+
+    lines, rows = (
+        [
+            "",
+            "Censored view (Kaplan-Meier; a run that never reached the threshold is censored at its "
+            "last evaluated step, not dropped):",
+            "",
+            "| test set | arm | reached | KM median | vs none: log-rank p | seeds first: arm / none / tie |",
+            "|---|---|---|---|---|---|",
+        ],
+        [],
+    )
+    for test_set in ("ic", "ic2"):
+        t0, e0, seeds0 = censored_times(members, base, test_set) if base in arms else (None, None, None)
+        for arm in arms:
+            t, e, seeds = censored_times(members, arm, test_set)
+            row = {
+                "test_set": test_set,
+                "arm": arm,
+                "n_seeds": len(t),
+                "n_reached": int(e.sum()),
+                "km_median": km_median(t, e),
+            }
+            cmp = "- | -"
+            if t0 is not None and arm != base:
+                if seeds != seeds0:
+                    raise ValueError(f"arm {arm} and {base} are not on the same seeds")
+                row["logrank_chi2"], row["logrank_p"] = logrank(t, e, t0, e0)
+                # +1 where this arm was first: it reached earlier, or reached while the other never did
+                mine, theirs = np.where(e, t, np.inf), np.where(e0, t0, np.inf)
+                first = (mine < theirs).astype(int) - (mine > theirs)  # both never reached: a tie (0)
+                row["first_arm"], row["first_base"], row["sign_p"] = paired_sign_test(first)
+                row["ties"] = len(first) - row["first_arm"] - row["first_base"]
+                cmp = (
+                    f"{_p(row['logrank_p'])} | {row['first_arm']} / {row['first_base']} / {row['ties']} "
+                    f"(sign test p {_p(row['sign_p'])})"
+                )
+            median = f"{row['km_median']:.0f}" if np.isfinite(row["km_median"]) else "not reached"
+            lines.append(f"| {test_set} | {arm} | {row['n_reached']}/{row['n_seeds']} | {median} | {cmp} |")
+            rows.append(row)
+    return lines, rows
+
+
+def paired_seed_table(members: list[dict], arms: list[str], test_set: str = "ic", base: str = "none") -> list[str]:
+    """Per seed: steps to the threshold of every arm ('>N': not reached by step N) and each arm's saving."""
+    if base not in arms or len(arms) < 2:
+        return []
+    data = {a: censored_times(members, a, test_set) for a in arms}
+    times = {a: dict(zip(seeds, t)) for a, (t, _, seeds) in data.items()}
+    cols = {a: dict(zip(seeds, e)) for a, (_, e, seeds) in data.items()}
+    others = [a for a in arms if a != base]
+    lines = [
+        "",
+        f"Per seed, steps to the threshold on {test_set} ('>N': not reached by step N):",
+        "",
+        "| seed | " + " | ".join(arms) + " | " + " | ".join(f"{a} saved" for a in others) + " |",
+        "|---" * (1 + len(arms) + len(others)) + "|",
+    ]
+    for seed in sorted(times[base]):
+        cell = {a: (f"{times[a][seed]:.0f}" if cols[a][seed] else f">{times[a][seed]:.0f}") for a in arms}
+        saved = [
+            f"{1 - times[a][seed] / times[base][seed]:+.1%}" if cols[a][seed] and cols[base][seed] else "censored"
+            for a in others
+        ]
+        lines.append(f"| {seed} | " + " | ".join(cell[a] for a in arms) + " | " + " | ".join(saved) + " |")
+    return lines
+
+
+def with_covariates(run: Run, members: list[dict]) -> list[dict]:
+    """members with every seed's initial-state covariates (``initial_state``) added to its rows."""
+    from transformers_mini.initial_state import initial_covariates
+
+    cov = {seed: initial_covariates(run, seed) for seed in run.seeds}
+    return [{**r, **cov[int(r["seed"])]} if r["arm"] in run.arms else r for r in members]
+
+
 def analyse(out: Path, paper_claim: float = 0.24) -> str:
-    """Write members.csv and compare.csv/.md into ``out``; returns the markdown table."""
+    """Write members.csv, compare.csv, survival.csv and compare.md into ``out``; returns the markdown."""
     out = Path(out)
     run, history = load_history(out)
-    members = summarise_members(history, run.train.threshold) + memory_on_test_sets(run)
+    members = summarise_members(history, run.train.threshold)
+    members = with_covariates(run, members) + memory_on_test_sets(run)
     write_csv(out / "members.csv", members)
     arms = list(run.arms)
     lines = [
@@ -206,7 +300,10 @@ def analyse(out: Path, paper_claim: float = 0.24) -> str:
     for arm, rows in acc.items():
         cells = [f"{np.mean([r[f'final_{k}'] for r in rows]):.3f}" for k in sets]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    survival, survival_rows = survival_section(members, arms)
+    lines += survival + paired_seed_table(members, arms)
     md = "\n".join(lines) + "\n"
+    write_csv(out / "survival.csv", survival_rows)
     write_csv(out / "compare.csv", table)
     atomic_write_bytes(out / "compare.md", md.encode())
     return md

@@ -39,8 +39,10 @@ def draw_streams(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]
         for arm in arms:
             rows = [r for r in history if r["arm"] == arm]
             steps = sorted({int(r["step"]) for r in rows})
-            acc = np.array([[float(r[name]) for r in rows if int(r["seed"]) == s] for s in run.seeds])
-            steps = np.array(steps[: acc.shape[1]])
+            per_seed = [[float(r[name]) for r in rows if int(r["seed"]) == s] for s in run.seeds]
+            n = min(len(a) for a in per_seed)  # seeds of joined runs may have stopped at different steps
+            acc = np.array([a[:n] for a in per_seed])
+            steps = np.array(steps[:n])
             (line,) = ax.plot(steps, np.median(acc, 0), lw=1.4, label=arm)
             ax.fill_between(steps, acc.min(0), acc.max(0), color=line.get_color(), alpha=0.2, lw=0)
         mem = [float(r[f"final_{name}"]) for r in members if r["arm"].startswith("amicl-memory")]
@@ -80,4 +82,70 @@ def draw_streams(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]
         fig.tight_layout()
         written += save_figure(fig, Path(out), "steps_to_threshold", formats)
         plt.close(fig)
+        for name, fig in (
+            ("survival", plot_survival(members, arms, run.train.threshold)),
+            ("covariates", plot_covariates(members, arms, run.train.threshold)),
+        ):
+            if fig is not None:
+                written += save_figure(fig, Path(out), name, formats)
+                plt.close(fig)
     return written
+
+
+def _censored(members: list[dict], arm: str, test_set: str):
+    rows = [r for r in members if r["arm"] == arm]
+    reached = np.array([r[f"steps_{test_set}"] not in ("", "None", None) for r in rows])
+    times = np.array([float(r[f"steps_{test_set}"]) if ok else float(r["last_step"]) for r, ok in zip(rows, reached)])
+    return times, reached, rows
+
+
+def plot_survival(members: list[dict], arms: list[str], threshold: float):
+    """Kaplan-Meier curves of 'not yet at the threshold' per arm; + marks censored runs."""
+    import matplotlib.pyplot as plt
+
+    from amicl.common.stats import kaplan_meier
+
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
+    for ax, name in zip(axes, ("ic", "ic2")):
+        for arm in arms:
+            t, e, _ = _censored(members, arm, name)
+            steps, surv = kaplan_meier(t, e)
+            end = max(t.max(), steps[-1])
+            (line,) = ax.step(np.r_[steps, end], np.r_[surv, surv[-1]], where="post", label=f"{arm} (n={len(t)})")
+            for c in t[~e]:
+                ax.plot(c, surv[np.searchsorted(steps, c, side="right") - 1], "+", color=line.get_color(), ms=8)
+        ax.set_title(f"{name}: share of seeds not yet at {threshold:g}", fontsize=9)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("Kaplan-Meier survival")
+    axes[0].legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+COVARIATES = {
+    "init_b3": "third MLP bias b3 at init",
+    "init_z3_norm": "third MLP output norm at init",
+    "init_z3_active": "active share of third MLP units at init",
+}
+
+
+def plot_covariates(members: list[dict], arms: list[str], threshold: float):
+    """Steps to the threshold on ic against each initial-state covariate, per arm (open marks: censored)."""
+    import matplotlib.pyplot as plt
+
+    if not members or not all(k in members[0] for k in COVARIATES):
+        return None
+    fig, axes = plt.subplots(1, len(COVARIATES), figsize=(3.4 * len(COVARIATES), 3.2), sharey=True)
+    for ax, (key, label) in zip(axes, COVARIATES.items()):
+        for i, arm in enumerate(arms):
+            t, e, rows = _censored(members, arm, "ic")
+            x = np.array([float(r[key]) for r in rows])
+            ax.scatter(x[e], t[e], s=16, color=f"C{i}", label=arm)
+            ax.scatter(x[~e], t[~e], s=16, facecolors="none", edgecolors=f"C{i}")
+        ax.set_xlabel(label, fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"steps to {threshold:g} on ic")
+    axes[0].legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -94,6 +94,16 @@ class ToyTransformer(nn.Module):
         With ``return_attn`` also returns one (E, B, T, T) attention-probability tensor per layer
         (query rows, key columns).
         """
+        logits, attn, _ = self._run(x, return_attn)
+        return (logits, attn) if return_attn else logits
+
+    @torch.no_grad()
+    def mlp_activations(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The query token's input to the MLP and every MLP layer's output: (E, B, d) each."""
+        return self._run(x, False)[2]
+
+    def _run(self, x: torch.Tensor, return_attn: bool):
+        """(logits, attention list, MLP activations) of ``forward``."""
         E = self.members
         if x.dim() == 3:
             x = x.expand(E, *x.shape)
@@ -129,10 +139,12 @@ class ToyTransformer(nn.Module):
             if return_attn:
                 attn.append(p.squeeze(2))
         z = h[:, :, -1]  # (E, B, d): only the query token is read out
+        acts = [z]
         for i in range(self.config.mlp_layers):
             z = torch.relu(torch.bmm(z, self.mlp_w[:, i]) + self.mlp_b[:, i, None, None])
+            acts.append(z)
         logits = torch.bmm(z, self.readout)
-        return (logits, attn) if return_attn else logits
+        return logits, attn, acts
 
 
 class Block(nn.Module):
