@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -5,7 +7,7 @@ import torch
 from amicl.task import ICLTask, TaskConfig
 from transformers_mini.attention import KVCache, attend, attend_causal_fused
 from transformers_mini.config import GPTConfig, StreamConfig, ToyConfig, TrainConfig
-from transformers_mini.model import GPT, ToyTransformer
+from transformers_mini.model import GPT, ToyTransformer, toy_init
 
 torch.set_num_threads(1)
 
@@ -188,3 +190,38 @@ def test_gpt_counts_and_limits():
 def test_invalid_configs(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_official_init_couples_b2_b3_and_ties_the_readout_to_layer_3():
+    """Hand-built from the independent draws of the same seed: only b3 and the readout change."""
+    cfg = toy()
+    official = ToyConfig(stream=cfg.stream, init="official")
+    a = toy_init(cfg, torch.Generator().manual_seed(5))
+    b = toy_init(official, torch.Generator().manual_seed(5))
+    for name in ("qkv", "mlp_w"):
+        assert torch.equal(a[name], b[name])
+    assert b["mlp_b"][2] == b["mlp_b"][1] == a["mlp_b"][1] and b["mlp_b"][0] == a["mlp_b"][0]
+    w3 = a["mlp_w"][2]  # (150, 150): its first 150 * 32 entries, row-major, are the first 32 rows
+    assert torch.equal(b["readout"][0], w3[0, :32] / math.sqrt(2))  # readout row 0 = W3 entries 0..31
+    assert torch.equal(b["readout"][4, 22], w3[1, 0] / math.sqrt(2))  # entry 4*32+22 = 150 -> W3[1, 0]
+    assert torch.equal(b["readout"].reshape(-1), w3[:32].reshape(-1) / math.sqrt(2))
+    with pytest.raises(ValueError, match="init"):
+        ToyConfig(init="jax")
+
+
+def test_detached_stream_keeps_the_forward_and_cuts_only_the_streamed_gradient(batch):
+    """V:detach computes exactly what V computes; its gradients differ from V's only in layer 1's value
+    weights, the one thing the added V1 x0 term depends on."""
+    x, y = batch
+    model = ToyTransformer([toy("V"), toy("V", detach=True)], [3, 3])
+    logits = model(x)
+    assert torch.equal(logits[0], logits[1])
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.expand(2, -1).flatten(), reduction="sum").backward()
+    for name, p in model.named_parameters():
+        g = p.grad
+        if name == "qkv":
+            assert torch.equal(g[0, 1:], g[1, 1:])  # layer 2
+            assert torch.equal(g[0, 0, :2], g[1, 0, :2])  # layer 1 queries and keys
+            assert not torch.allclose(g[0, 0, 2], g[1, 0, 2])  # layer 1 values: the cut path
+        else:
+            assert torch.equal(g[0], g[1]), name

@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -181,7 +182,7 @@ def test_cli_compare_resume_and_figures(tmp_path):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--streams", "none,W"], "unknown stream"),
+        (["--streams", "none,W"], "stream must be one of none, V, K, Q"),
         (["--streams", "V,V"], "twice"),
         (["--lr", "0"], "lr must be"),
         (["--threshold", "1.5"], "threshold"),
@@ -281,3 +282,16 @@ def test_initial_covariates_read_the_seeds_init():
         assert 0 <= cov[s]["init_z3_active"] <= 1 and cov[s]["init_z3_norm"] > 0
         assert 0 < cov[s]["init_attn_entropy_l1"] <= np.log(2 * task.N + 1) + 1e-6
     assert cov[0] != cov[1]
+
+
+def test_ablation_arms_train_side_by_side_and_pair_with_the_baseline(tmp_path):
+    """Arms named KIND:options (stop-gradient, another weight) train in one ensemble with none and V."""
+    out = tmp_path / "abl"
+    r = CliRunner().invoke(
+        amicl,
+        ["transformer", "compare", "--streams", "none,V,V:detach,V:lam=0.5", "--steps", "2", *CLI, "--out", str(out)],
+    )
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((out / "config.json").read_text())["run"]["arms"]
+    assert cfg["V:detach"]["stream"]["detach"] is True and cfg["V:lam=0.5"]["stream"]["lam"] == 0.5
+    assert "| ic | V:detach |" in r.stdout and "| ic | V:lam=0.5 |" in r.stdout

@@ -8,7 +8,16 @@ import click
 
 from amicl.cli import data_option
 from amicl.common.cli import CONTEXT, config_option, device_option, given, threads_option
-from transformers_mini.config import STREAM_MIXES, STREAM_SOURCES, STREAMS, StreamConfig, TrainConfig
+from transformers_mini.config import (
+    INITS,
+    STREAM_MIXES,
+    STREAM_SOURCES,
+    STREAMS,
+    StreamConfig,
+    ToyConfig,
+    TrainConfig,
+    parse_arm,
+)
 
 TASK_FIELDS = ("K", "L", "N", "Nmax", "D", "epsilon", "alpha", "B", "p_B", "p_C", "n_novel")
 TRAIN_HELP = {
@@ -47,6 +56,12 @@ def train_options(f):
         opts.append(config_option(StreamConfig, field, f"--{opt.replace('_', '-')}", dest=opt, type=typ, help=text))
     opts += [
         click.option("--stream-learn", is_flag=True, help="Learn the stream weight per layer (ResFormer style)."),
+        config_option(
+            ToyConfig,
+            "init",
+            type=click.Choice(INITS),
+            help="Parameter draws: independent, or coupled as the official code's key reuse.",
+        ),
         device_option,
         threads_option,
         click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder."),
@@ -73,7 +88,12 @@ def train_cmd(stream, **kw):
 
 
 @transformer.command("compare")
-@click.option("--streams", default=",".join(STREAMS), help="Comma-separated arms; 'none' is the baseline.")
+@click.option(
+    "--streams",
+    default=",".join(STREAMS),
+    help="Comma-separated arms: none (the baseline), V, K, Q, or "
+    "KIND:option:... with options lam=F, detach, learn, source=..., mix=... (e.g. V:lam=0.5,V:detach).",
+)
 @train_options
 def compare_cmd(streams, **kw):
     """Train every stream arm on paired seeds (same init, same data) as one batched ensemble; report
@@ -89,11 +109,7 @@ def _compare(streams, kw):
     from amicl.common.cli import set_torch_threads
     from amicl.common.runs import claim_run_folder
     from amicl.task import TaskConfig
-    from transformers_mini.config import ToyConfig
 
-    bad = [s for s in streams if s not in STREAMS]
-    if bad:
-        raise click.BadParameter(f"unknown stream {bad[0]!r}; choose from {', '.join(STREAMS)}", param_hint="--streams")
     if len(set(streams)) != len(streams):
         raise click.BadParameter(f"lists an arm twice: {','.join(streams)}", param_hint="--streams")
     first, n = kw.pop("first_seed"), kw.pop("seeds")
@@ -105,15 +121,14 @@ def _compare(streams, kw):
             f"--stream-{next(iter(stream_kw)).replace('lam', 'lambda')} applies to stream arms "
             "(V, K, Q) only, and none was asked for"
         )
-    arms = {
-        s: ToyConfig(
-            d_in=task.input_dim,
-            n_labels=task.L,
-            init_D=task.D,
-            stream=StreamConfig(kind=s, **stream_kw) if s != "none" else StreamConfig(),
-        )
-        for s in streams
-    }
+    init = kw.pop("init") or "independent"
+    try:
+        arms = {
+            s: ToyConfig(d_in=task.input_dim, n_labels=task.L, init_D=task.D, stream=parse_arm(s, stream_kw), init=init)
+            for s in streams
+        }
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--streams") from None
     out, resume, device, threads = Path(kw.pop("out")), kw.pop("resume"), kw.pop("device"), kw.pop("threads")
     train = TrainConfig(**given(kw, TrainConfig.__dataclass_fields__))
     from transformers_mini.run import Run

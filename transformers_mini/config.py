@@ -9,6 +9,7 @@ from amicl.common.validate import check_choice, check_float, check_int, config_f
 STREAMS = ("none", "V", "K", "Q")
 STREAM_SOURCES = ("previous", "first")
 STREAM_MIXES = ("add", "convex")
+INITS = ("independent", "official")
 POSITIONS = ("learned", "rotary")
 
 
@@ -21,6 +22,8 @@ class StreamConfig:
       V2 x1 + V1 x0 in the toy, the l-1 -> l chain in its language model.
     - ``source="first", mix="convex", lam=0.5`` is ResFormer / the nanoGPT speedrun: (1-lam) v_l + lam v_1;
       ``learn=True`` makes lam a learnable parameter per layer (initialised at ``lam``).
+    - ``detach=True`` keeps the stream's forward value but lets no gradient flow through the added
+      term (is the benefit the extra information or the extra gradient path? AMICL paper, open question).
     """
 
     kind: str = "none"
@@ -28,14 +31,16 @@ class StreamConfig:
     mix: str = "add"
     lam: float = 1.0
     learn: bool = False
+    detach: bool = False
 
     def __post_init__(self):
         check_choice("stream", self.kind, STREAMS)
         check_choice("stream source", self.source, STREAM_SOURCES)
         check_choice("stream mix", self.mix, STREAM_MIXES)
         object.__setattr__(self, "lam", check_float("stream lambda", self.lam))
-        if not isinstance(self.learn, bool):
-            raise ValueError(f"stream learn must be a bool, got {self.learn!r}")
+        for name in ("learn", "detach"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"stream {name} must be a bool, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,6 +50,34 @@ class StreamConfig:
         return config_from_dict(cls, d)
 
 
+def parse_arm(spec: str, defaults: dict | None = None) -> StreamConfig:
+    """An arm of a stream comparison from its name: ``KIND`` or ``KIND:option:...`` with options
+    ``lam=F``, ``detach``, ``learn``, ``source=previous|first``, ``mix=add|convex``; e.g. ``V:lam=0.5``,
+    ``V:detach``. ``defaults`` (StreamConfig fields) apply to every stream arm unless the name overrides
+    them; ``none`` is the baseline and takes no options."""
+    kind, *opts = spec.strip().split(":")
+    check_choice("stream", kind, STREAMS)
+    if kind == "none":
+        if opts:
+            raise ValueError(f"arm {spec!r}: the baseline 'none' takes no options")
+        return StreamConfig()
+    fields = {**(defaults or {}), "kind": kind}
+    for opt in opts:
+        name, _, value = opt.partition("=")
+        if name in ("detach", "learn") and not value:
+            fields[name] = True
+        elif name == "lam" and value:
+            try:
+                fields["lam"] = float(value)
+            except ValueError:
+                raise ValueError(f"arm {spec!r}: lam must be a number, got {value!r}") from None
+        elif name in ("source", "mix") and value:
+            fields[name] = value
+        else:
+            raise ValueError(f"arm {spec!r}: unknown option {opt!r} (lam=F, detach, learn, source=..., mix=...)")
+    return StreamConfig(**fields)
+
+
 @dataclass(frozen=True)
 class ToyConfig:
     """The AMICL / Reddy two-layer ICL model (AMICL code, ``transformer_v2_v_residuals_*.py``).
@@ -52,6 +85,7 @@ class ToyConfig:
     One head per layer with d_in x d_in Q, K, V, no 1/sqrt(d) scaling, no LayerNorm, no output
     projection, causal softmax; then ``mlp_layers`` ReLU layers with scalar biases on the last token
     and a bias-free readout to ``n_labels`` logits. Attention weights are drawn from N(0, 1/init_D).
+    ``init="official"`` couples the draws as the official code's key reuse does (``model.toy_init``).
     """
 
     d_in: int = 150
@@ -60,6 +94,7 @@ class ToyConfig:
     mlp_layers: int = 3
     init_D: int = 85
     stream: StreamConfig = field(default_factory=StreamConfig)
+    init: str = "independent"
 
     def __post_init__(self):
         for name, lo in (("d_in", 1), ("n_labels", 2), ("n_layer", 1), ("mlp_layers", 1), ("init_D", 1)):
@@ -68,6 +103,11 @@ class ToyConfig:
             object.__setattr__(self, "stream", StreamConfig.from_dict(self.stream))
         if self.stream.kind != "none" and self.n_layer < 2:
             raise ValueError("a residual stream needs n_layer >= 2")
+        check_choice("init", self.init, INITS)
+        if self.init == "official" and (self.mlp_layers < 3 or self.d_in < self.n_labels):
+            raise ValueError(
+                "init 'official' ties the readout to the third MLP layer: needs mlp_layers >= 3 and d_in >= n_labels"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

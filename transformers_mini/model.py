@@ -30,12 +30,27 @@ def toy_init(config: ToyConfig, generator: torch.Generator) -> dict[str, torch.T
     def normal(shape, var):
         return torch.randn(shape, generator=generator) * math.sqrt(var)
 
-    return {
+    params = {
         "qkv": normal((c.n_layer, 3, d, d), 1.0 / c.init_D),
         "mlp_w": normal((c.mlp_layers, d, d), 2.0 / d),
         "mlp_b": normal((c.mlp_layers,), 1.0 / d),
         "readout": normal((d, c.n_labels), 1.0 / d),
     }
+    if c.init == "official":
+        # The official JAX init splits 4 keys and reads keys[4] and keys[5], which clamp to keys[3]
+        # (shared/reference/lm-ioi-probes-scale.md sec. 6): the second and third scalar biases are one
+        # draw, b2 = b3, and on jax >= 0.5 (partitionable threefry: element i of any shape drawn from a
+        # key is the i-th normal of that key) the readout is the third layer's first d x n_labels
+        # entries in row-major order, rescaled from variance 2/d to 1/d. The marginals are unchanged.
+        params["mlp_b"][2] = params["mlp_b"][1]
+        params["readout"] = params["mlp_w"][2].reshape(-1)[: d * c.n_labels].reshape(d, c.n_labels) / math.sqrt(2)
+    return params
+
+
+def _grad_only_where(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """x with its forward value unchanged; gradient flows only into members e with keep[e] = 1."""
+    fixed = x.detach()
+    return fixed + (x - fixed) * keep.view(-1, *([1] * (x.dim() - 1)))
 
 
 class ToyTransformer(nn.Module):
@@ -70,6 +85,9 @@ class ToyTransformer(nn.Module):
         for e, c in enumerate(configs):
             if c.stream.kind != "none":
                 lam[e, 1:, _PROJ[c.stream.kind]] = c.stream.lam
+        # 1 where a member's stream term carries gradient, 0 where it is forward-only (detach)
+        grad = torch.tensor([0.0 if c.stream.detach else 1.0 for c in configs])
+        self.register_buffer("stream_grad", grad, persistent=False)  # not in checkpoints: derived from configs
         if ref.stream.learn:
             self.stream_lam = nn.Parameter(lam)
             self.register_buffer("stream_on", (lam != 0).float())
@@ -128,6 +146,8 @@ class ToyTransformer(nn.Module):
             raw.append((q, k, v))
             if layer > 0 and bool(lam[:, layer].any()):
                 src = raw[layer - 1] if self.config.stream.source == "previous" else raw[0]
+                if not bool(self.stream_grad.all()):
+                    src = [_grad_only_where(p, self.stream_grad) for p in src]
                 wl = lam[:, layer].reshape(E, 1, 1, 1, 3)
                 q = mix_stream(q, src[0][:, :, -q.shape[2] :], wl[..., 0], self.config.stream.mix)
                 k = mix_stream(k, src[1], wl[..., 1], self.config.stream.mix)
@@ -191,6 +211,8 @@ class Block(nn.Module):
         B, T, _ = x.shape
         q, k, v = raw
         if src is not None:  # residual attention stream from an earlier block's raw projection
+            if c.stream.detach:
+                src = tuple(p.detach() for p in src)
             lam = self.lam if self.lam is not None else c.stream.lam
             i = _PROJ[c.stream.kind]
             q, k, v = [

@@ -143,7 +143,8 @@ class Trainer:
 
     def load(self, path: Path) -> None:
         state = load_torch(path, map_location=self.device)
-        if resumable_part(state["run"]) != resumable_part(self.run.to_dict()):
+        saved = Run.from_dict(state["run"]).to_dict()  # fills fields added since the checkpoint was written
+        if resumable_part(saved) != resumable_part(self.run.to_dict()):
             raise ValueError(f"checkpoint {path} belongs to a different run configuration; use a new --out")
         self.model.load_state_dict(state["model"])
         for r, s in zip(self.rngs, state["rngs"]):
