@@ -85,6 +85,13 @@ def data_options(f):
         default="episodes",
         help="AMICL notebook episodes, or Reddy's generator (the Transformer's data).",
     )(f)
+    f = click.option(
+        "--engine",
+        type=click.Choice(["stream", "materialise"]),
+        default=None,
+        help="[episodes] stream: draw, score and forget each episode (constant memory); materialise: "
+        "NumPy arrays of every episode's tokens. [default: stream for episodes, materialise for reddy]",
+    )(f)
     return f
 
 
@@ -111,7 +118,7 @@ def trials_option(f):
     return config_option(RunSpec, "trials", type=click.IntRange(min=1), help="Trials (episodes) per setting.")(f)
 
 
-def build_spec(task_kind, test_set, trials, kwargs: dict, swept=()):
+def build_spec(task_kind, test_set, trials, kwargs: dict, swept=(), engine=None):
     """RunSpec from CLI values: an option that does not apply to ``task_kind``, or that is also swept
     by --grid, is an error (it would be ignored or overridden)."""
     from amicl.sweep import DATA_KINDS, RunSpec
@@ -128,7 +135,7 @@ def build_spec(task_kind, test_set, trials, kwargs: dict, swept=()):
     if wrong:
         raise click.UsageError(f"--{wrong[0]} does not apply to --task {task_kind}")
     mem = config_from_dict(MemoryConfig, {k: v for k, v in given_opts.items() if k in MEMORY_FIELDS})
-    top = given({"test_set": test_set, "trials": trials})
+    top = given({"test_set": test_set, "trials": trials, "engine": engine})
     return RunSpec(mem, cls(**data), **top)
 
 
@@ -167,9 +174,9 @@ def memory():
 @trials_option
 @common_run_options
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Save results here.")
-def memory_run(task_kind, test_set, trials, seed, workers, out, **kwargs):
+def memory_run(task_kind, test_set, engine, trials, seed, workers, out, **kwargs):
     """Score one setting of the memory; prints accuracy with its 95% binomial interval."""
-    spec = build_spec(task_kind, test_set, trials, kwargs)
+    spec = build_spec(task_kind, test_set, trials, kwargs, engine=engine)
     row = _sweep_and_save(spec, {}, seed, workers, out, "memory-run").rows()[0]
     click.echo(
         f"accuracy {row['accuracy']:.4f}  95% CI [{row['ci_low']:.4f}, {row['ci_high']:.4f}]  "
@@ -190,7 +197,7 @@ def memory_run(task_kind, test_set, trials, seed, workers, out, **kwargs):
 @trials_option
 @common_run_options
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Results folder.")
-def memory_sweep(task_kind, test_set, grids, trials, seed, workers, out, **kwargs):
+def memory_sweep(task_kind, test_set, engine, grids, trials, seed, workers, out, **kwargs):
     """Sweep any parameter(s) (a, beta, D, T, K, epsilon, B, similarity, ...); writes config.json,
     summary.csv and results.npz to --out and prints the summary."""
     from amicl.sweep import parse_grid
@@ -201,7 +208,7 @@ def memory_sweep(task_kind, test_set, grids, trials, seed, workers, out, **kwarg
         if name in grid:
             raise click.UsageError(f"--grid names {name} twice; give all its values in one --grid")
         grid[name] = values
-    spec = build_spec(task_kind, test_set, trials, kwargs, swept=grid)
+    spec = build_spec(task_kind, test_set, trials, kwargs, swept=grid, engine=engine)
     res = _sweep_and_save(spec, grid, seed, workers, out, "memory-sweep")
     echo_rows(res.rows(), list(grid))
 

@@ -114,6 +114,38 @@ def _combine(x, decoy, a, inv, w, out):
                 out[d] += c * x[t, d]
 
 
+@njit(cache=True, fastmath=FAST, inline="always")
+def _retrieve_one(x, labels, dec, bank, use_bank, a, inv, sim, sep, beta, n, max_iter, tol, w, y, xi, xi_new, s):
+    """One episode: bind -> similarity -> separation -> (iterate) -> output y -> readout. Fills w and y
+    (and uses xi, xi_new, s as scratch); returns (predicted label, Hopfield updates run)."""
+    T, D = x.shape
+    for d in range(D):  # query = the incomplete pattern m_T = (a x_{T-1} + x_T)/(a+1)
+        xi[d] = (a * x[T - 2, d] + x[T - 1, d]) * inv
+    _similarity(x, dec, a, inv, xi, sim, s)
+    _separation(s, sep, beta, n, w)
+    it = 0
+    while it < max_iter:  # xi <- K^T sep(sim(K, xi)) (Ramsauer et al. 2020, Eq. 3)
+        _combine(x, dec, a, inv, w, xi_new)
+        it += 1
+        change = 0.0
+        for d in range(D):
+            change = max(change, abs(xi_new[d] - xi[d]))
+            xi[d] = xi_new[d]
+        _similarity(x, dec, a, inv, xi, sim, s)
+        _separation(s, sep, beta, n, w)
+        if change <= tol:
+            break
+    wsum = 0.0  # y = V^T w with the raw tokens as values
+    for d in range(D):
+        y[d] = 0.0
+    for t in range(T):
+        wsum += w[t]
+        if w[t] != 0.0:
+            for d in range(D):
+                y[d] += w[t] * x[t, d]
+    return _readout(w, y, x, labels, bank, use_bank, sep, wsum), it
+
+
 @njit(cache=True, parallel=True, fastmath=FAST)
 def retrieve_kernel(tokens, token_labels, decoy, bank, use_bank, a, sim, sep, beta, n, max_iter, tol):
     """Fused bind -> similarity -> separation -> (iterate) -> output -> readout for every episode.
@@ -128,39 +160,27 @@ def retrieve_kernel(tokens, token_labels, decoy, bank, use_bank, a, sim, sep, be
     output = np.empty((E, D))
     n_iter = np.zeros(E, dtype=np.int64)
     for e in prange(E):
-        x = tokens[e]
-        dec = decoy[e]
-        w = weights[e]
-        xi = np.empty(D)
-        for d in range(D):  # query = the incomplete pattern m_T = (a x_{T-1} + x_T)/(a+1)
-            xi[d] = (a * x[T - 2, d] + x[T - 1, d]) * inv
-        s = np.empty(T)
-        _similarity(x, dec, a, inv, xi, sim, s)
-        _separation(s, sep, beta, n, w)
-        it = 0
-        xi_new = np.empty(D)
-        while it < max_iter:  # xi <- K^T sep(sim(K, xi)) (Ramsauer et al. 2020, Eq. 3)
-            _combine(x, dec, a, inv, w, xi_new)
-            it += 1
-            change = 0.0
-            for d in range(D):
-                change = max(change, abs(xi_new[d] - xi[d]))
-                xi[d] = xi_new[d]
-            _similarity(x, dec, a, inv, xi, sim, s)
-            _separation(s, sep, beta, n, w)
-            if change <= tol:
-                break
-        n_iter[e] = it
-        y = output[e]  # y = V^T w with the raw tokens as values
-        wsum = 0.0
-        for d in range(D):
-            y[d] = 0.0
-        for t in range(T):
-            wsum += w[t]
-            if w[t] != 0.0:
-                for d in range(D):
-                    y[d] += w[t] * x[t, d]
-        pred[e] = _readout(w, y, x, token_labels[e], bank, use_bank, sep, wsum)
+        xi, xi_new, s = np.empty(D), np.empty(D), np.empty(T)
+        pred[e], n_iter[e] = _retrieve_one(
+            tokens[e],
+            token_labels[e],
+            decoy[e],
+            bank,
+            use_bank,
+            a,
+            inv,
+            sim,
+            sep,
+            beta,
+            n,
+            max_iter,
+            tol,
+            weights[e],
+            output[e],
+            xi,
+            xi_new,
+            s,
+        )
     return pred, weights, output, n_iter
 
 
@@ -188,3 +208,136 @@ def _readout(w, y, x, labels, bank, use_bank, sep, wsum):
             best_score = acc
             found = r if use_bank else labels[r]
     return found
+
+
+# ------------------------------------------------------------------------------------------------
+# Streaming: each episode is drawn from its own counter-derived stream, scored, and forgotten, so memory
+# does not grow with the number of trials and results do not depend on the thread count. The draws
+# follow ``reference.SplitMix64`` / ``reference.stream_episode`` exactly; they are compiled without
+# fastmath so that no contraction can change a rejection decision of the ziggurat.
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@njit(cache=True, inline="always")
+def _mix64(z):
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, inline="always")
+def _next(st):
+    st[0] += _GOLDEN
+    return _mix64(st[0])
+
+
+@njit(cache=True, inline="always")
+def _uniform(st):
+    return np.float64(_next(st) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@njit(cache=True, inline="always")
+def _below(st, n):
+    return np.int64(((_next(st) >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32))
+
+
+@njit(cache=True)
+def _normal(st, ki, wi, fi):
+    while True:
+        r = _next(st)
+        idx = np.int64(r & np.uint64(0xFF))
+        r = r >> np.uint64(8)
+        sign = r & np.uint64(1)
+        rabs = (r >> np.uint64(1)) & np.uint64(0x000FFFFFFFFFFFFF)
+        x = np.float64(rabs) * wi[idx]
+        if sign:
+            x = -x
+        if rabs < ki[idx]:
+            return x
+        if idx == 0:
+            while True:
+                xx = -math.log1p(-_uniform(st)) / 3.6541528853610088
+                yy = -math.log1p(-_uniform(st))
+                if yy + yy > xx * xx:
+                    return (
+                        -(3.6541528853610088 + xx) if (rabs >> np.uint64(8)) & np.uint64(1) else 3.6541528853610088 + xx
+                    )
+        elif (fi[idx - 1] - fi[idx]) * _uniform(st) + fi[idx] < math.exp(-0.5 * x * x):
+            return x
+
+
+@njit(cache=True)
+def _draw_episode(key, e, K, epsilon, noise_std, ki, wi, fi, x, labels, decoy, cls, means):
+    """Fill x (T, D), labels (T,), decoy (D,) with episode e of stream ``key``; returns the target.
+    cls (P,) and means (P + 1, 2, D) are scratch. Order of draws: ``reference.stream_episode``."""
+    T, D = x.shape
+    P = T // 2 - 1
+    st = np.empty(1, dtype=np.uint64)
+    st[0] = _mix64(key + _mix64(np.uint64(e) * _GOLDEN))
+    for p in range(P):
+        cls[p] = 1 + _below(st, K - 1)
+    q = _below(st, P)
+    scale, norm = 1.0 / math.sqrt(D), 1.0 / math.sqrt(1.0 + epsilon * epsilon)
+    x[:] = 0.0
+    labels[:] = -1
+    for p in range(P + 1):
+        c = cls[p] if p < P else cls[q]
+        m = -1
+        for j in range(p if p < P else P):  # a repeated class shares its mean and label
+            if cls[j] == c:
+                m = j
+                break
+        if m < 0:
+            m = p
+            for d in range(D):
+                means[m, 0, d] = _normal(st, ki, wi, fi) * scale
+            for d in range(D):
+                means[m, 1, d] = _normal(st, ki, wi, fi) * scale
+        for d in range(D):
+            x[2 * p, d] = (means[m, 0, d] + epsilon * noise_std * _normal(st, ki, wi, fi)) * norm
+        if p < P:
+            for d in range(D):
+                x[2 * p + 1, d] = means[m, 1, d]
+            labels[2 * p + 1] = c
+    for d in range(D):
+        decoy[d] = _normal(st, ki, wi, fi) * scale
+    return cls[q]
+
+
+@njit(cache=True, parallel=True)
+def stream_episodes_kernel(key, first, n, K, D, T, epsilon, noise_std, ki, wi, fi):
+    """Episodes first .. first+n-1 of stream ``key``, materialised: tokens, labels, target, decoy."""
+    P = T // 2 - 1
+    tokens, labels = np.empty((n, T, D)), np.empty((n, T), dtype=np.int64)
+    target, decoy = np.empty(n, dtype=np.int64), np.empty((n, D))
+    for i in prange(n):
+        cls, means = np.empty(P, dtype=np.int64), np.empty((P + 1, 2, D))
+        target[i] = _draw_episode(
+            key, first + i, K, epsilon, noise_std, ki, wi, fi, tokens[i], labels[i], decoy[i], cls, means
+        )
+    return tokens, labels, target, decoy
+
+
+@njit(cache=True, parallel=True, fastmath=FAST)
+def stream_score_kernel(
+    key, first, n, K, D, T, epsilon, noise_std, ki, wi, fi, a, sim, sep, beta, nn, max_iter, tol, blocks
+):
+    """correct (n,) bool for episodes first .. first+n-1, each drawn, scored and forgotten. Work is split
+    in ``blocks`` contiguous blocks (one buffer set each, so memory is blocks x T x D); the result does
+    not depend on the split, since every episode seeds its own stream."""
+    P = T // 2 - 1
+    inv = 1.0 / (a + 1.0)
+    correct = np.zeros(n, dtype=np.bool_)
+    bank = np.zeros((1, D))
+    for b in prange(blocks):
+        x, labels, decoy = np.empty((T, D)), np.empty(T, dtype=np.int64), np.empty(D)
+        cls, means = np.empty(P, dtype=np.int64), np.empty((P + 1, 2, D))
+        w, y, xi, xi_new, s = np.empty(T), np.empty(D), np.empty(D), np.empty(D), np.empty(T)
+        for i in range(b * n // blocks, (b + 1) * n // blocks):
+            target = _draw_episode(key, first + i, K, epsilon, noise_std, ki, wi, fi, x, labels, decoy, cls, means)
+            pred, _ = _retrieve_one(
+                x, labels, decoy, bank, False, a, inv, sim, sep, beta, nn, max_iter, tol, w, y, xi, xi_new, s
+            )
+            correct[i] = pred == target
+    return correct

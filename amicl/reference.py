@@ -137,3 +137,111 @@ def retrieve_single_loop(tokens, token_labels, decoy, a: float) -> int:
     memories[T - 1] = decoy
     scores = [np.dot(m, query) for m in memories]
     return int(token_labels[int(np.argmax(scores))])
+
+
+# ------------------------------------------------------------------------------------------------
+# The streaming generator's random numbers, in plain Python: the specification ``amicl.kernels``'
+# streaming kernels must reproduce draw for draw (tests/test_streaming.py).
+
+MASK64 = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15
+ZIG_R = 3.6541528853610088  # Marsaglia & Tsang (2000): 256-layer ziggurat, rightmost layer edge
+ZIG_V = 0.00492867323399  # and the common area of every layer
+
+
+def mix64(z: int) -> int:
+    """SplitMix64's finaliser (Steele, Lea & Flood 2014): a bijection of 64-bit words."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def episode_state(key: int, e: int) -> int:
+    """The starting state of episode ``e``'s stream under the root ``key``."""
+    return mix64((key + mix64((e * GOLDEN) & MASK64)) & MASK64)
+
+
+class SplitMix64:
+    """SplitMix64: state += golden gamma, output mix64(state)."""
+
+    def __init__(self, state: int):
+        self.state = state
+
+    def next(self) -> int:
+        self.state = (self.state + GOLDEN) & MASK64
+        return mix64(self.state)
+
+    def uniform(self) -> float:
+        """In [0, 1): the top 53 bits."""
+        return (self.next() >> 11) * 2.0**-53
+
+    def below(self, n: int) -> int:
+        """Uniform in [0, n) from the top 32 bits (Lemire's multiply-shift; bias < n / 2**32)."""
+        return ((self.next() >> 32) * n) >> 32
+
+    def normal(self, ki, wi, fi) -> float:
+        """Standard normal by the 256-layer ziggurat (the layout of NumPy's legacy 64-bit sampler)."""
+        while True:
+            r = self.next()
+            idx = r & 0xFF
+            r >>= 8
+            sign = r & 1
+            rabs = (r >> 1) & 0x000FFFFFFFFFFFFF
+            x = rabs * wi[idx]
+            if sign:
+                x = -x
+            if rabs < ki[idx]:
+                return x
+            if idx == 0:  # the tail beyond ZIG_R, by Marsaglia's exponential rejection
+                while True:
+                    xx = -np.log1p(-self.uniform()) / ZIG_R
+                    yy = -np.log1p(-self.uniform())
+                    if yy + yy > xx * xx:
+                        return -(ZIG_R + xx) if (rabs >> 8) & 1 else ZIG_R + xx
+            elif (fi[idx - 1] - fi[idx]) * self.uniform() + fi[idx] < np.exp(-0.5 * x * x):
+                return x
+
+
+def ziggurat_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ki uint64, wi, fi) for 256 layers over 52-bit integers (Marsaglia & Tsang 2000, as NumPy lays them)."""
+    m = 2.0**52
+    ki, wi, fi = np.zeros(256, dtype=np.uint64), np.zeros(256), np.zeros(256)
+    dn = tn = ZIG_R
+    q = ZIG_V / np.exp(-0.5 * dn * dn)
+    ki[0], ki[1] = np.uint64(dn / q * m), np.uint64(0)
+    wi[0], wi[255] = q / m, dn / m
+    fi[0], fi[255] = 1.0, np.exp(-0.5 * dn * dn)
+    for i in range(254, 0, -1):
+        dn = np.sqrt(-2.0 * np.log(ZIG_V / dn + np.exp(-0.5 * dn * dn)))
+        ki[i + 1] = np.uint64(tn / dn * m)
+        tn = dn
+        fi[i] = np.exp(-0.5 * dn * dn)
+        wi[i] = dn / m
+    return ki, wi, fi
+
+
+def stream_episode(key: int, e: int, K: int, D: int, T: int, epsilon: float, noise_std: float):
+    """Episode ``e`` of the stream ``key``, drawn as the streaming kernel draws it: the classes of the
+    T/2 - 1 context pairs uniform on {1..K-1}, the query's pair, then for each new class its mean and
+    label ~ N(0, I/D), each item's noise, and the decoy. Returns tokens (T, D), labels (T,), target, decoy (D,)."""
+    ki, wi, fi = ziggurat_tables()
+    g = SplitMix64(episode_state(key, e))
+    P = T // 2 - 1
+    cls = [1 + g.below(K - 1) for _ in range(P)]
+    q = g.below(P)
+    scale, norm = 1.0 / np.sqrt(D), 1.0 / np.sqrt(1.0 + epsilon**2)
+    tokens, labels = np.zeros((T, D)), np.full(T, -1, dtype=np.int64)
+    mean = {}
+    for p in range(P + 1):
+        c = cls[p] if p < P else cls[q]
+        if c not in mean:  # a repeated class shares its mean and label
+            mean[c] = (
+                np.array([g.normal(ki, wi, fi) * scale for _ in range(D)]),
+                np.array([g.normal(ki, wi, fi) * scale for _ in range(D)]),
+            )
+        mu, lam = mean[c]
+        tokens[2 * p] = (mu + epsilon * noise_std * np.array([g.normal(ki, wi, fi) for _ in range(D)])) * norm
+        if p < P:
+            tokens[2 * p + 1], labels[2 * p + 1] = lam, c
+    decoy = np.array([g.normal(ki, wi, fi) * scale for _ in range(D)])
+    return tokens, labels, cls[q], decoy

@@ -24,6 +24,10 @@ from amicl.task import TEST_SETS, EpisodeConfig, ICLTask, TaskConfig, episodes_f
 
 DATA_KINDS = {"episodes": EpisodeConfig, "reddy": TaskConfig}
 CHUNK = 250  # trials per task: fixed so that results never depend on the executor
+ENGINES = ("stream", "materialise")
+# Trials per task of the stream engine: large, since each task is one parallel kernel launch; any
+# value gives the same results (episode e is drawn from its own stream).
+STREAM_CHUNK = 20_000
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class RunSpec:
     data: EpisodeConfig | TaskConfig = EpisodeConfig()
     test_set: str = "ic"
     trials: int = 1000
+    engine: str | None = None  # "stream" (episodes only; the default there) or "materialise"
 
     def __post_init__(self):
         if not isinstance(self.memory, MemoryConfig):
@@ -45,6 +50,11 @@ class RunSpec:
         object.__setattr__(self, "trials", check_int("trials", self.trials, lo=1))
         if self.kind == "reddy":
             check_choice("test_set", self.test_set, self.data.test_sets)
+        if self.engine is None:
+            object.__setattr__(self, "engine", "stream" if self.kind == "episodes" else "materialise")
+        check_choice("engine", self.engine, ENGINES)
+        if self.engine == "stream" and self.kind != "episodes":
+            raise ValueError("the stream engine draws notebook episodes only; use engine 'materialise' for reddy")
 
     @property
     def kind(self) -> str:
@@ -60,7 +70,7 @@ class RunSpec:
                 mem[k] = v
             elif k in dat_names:
                 dat[k] = v
-            elif k in ("test_set", "trials"):
+            elif k in ("test_set", "trials", "engine"):
                 top[k] = v
             else:
                 raise ValueError(f"unknown parameter {k!r} for {self.kind} runs; known: {sorted(sweepable(self.kind))}")
@@ -73,6 +83,7 @@ class RunSpec:
             "data": self.data.to_dict(),
             "test_set": self.test_set,
             "trials": self.trials,
+            "engine": self.engine,
         }
 
     @classmethod
@@ -83,6 +94,7 @@ class RunSpec:
             DATA_KINDS[kind].from_dict(d["data"]),
             d.get("test_set", "ic"),
             d.get("trials", 1000),
+            d.get("engine", "materialise"),  # results saved before the stream engine existed
         )
 
 
@@ -142,6 +154,10 @@ def _cast(typ: type, v):
 def run_chunk(spec_dict: dict, seed: int, chunk: int, size: int) -> np.ndarray:
     """Score ``size`` trials of chunk number ``chunk``; returns (size,) bool correct (worker task)."""
     spec = RunSpec.from_dict(spec_dict)
+    if spec.engine == "stream":  # episodes chunk * STREAM_CHUNK onward of the seed's stream
+        from amicl.streaming import score_stream
+
+        return score_stream(spec.data, spec.memory, size, seed, first=chunk * STREAM_CHUNK)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, chunk)))
     if spec.kind == "episodes":
         episodes = sample_episodes(spec.data, size, rng)
@@ -237,7 +253,10 @@ def check_memory(spec: RunSpec, grid: dict, workers: int = 1) -> int:
     for name in ("T", "D", "N"):
         if name in grid:
             worst = worst.with_values(**{name: max(grid[name])})
-    chunks = CHUNK_COPIES * min(CHUNK, spec.trials) * episode_bytes(worst) * max(workers, 1)
+    if spec.engine == "stream":  # one episode (tokens, means, scratch) per block, 4 blocks per thread
+        chunks = 3 * episode_bytes(worst) * 4 * (os.cpu_count() or 1) * max(workers, 1)
+    else:
+        chunks = CHUNK_COPIES * min(CHUNK, spec.trials) * episode_bytes(worst) * max(workers, 1)
     points = int(np.prod([len(v) for v in grid.values()])) if grid else 1
     # one bool per trial and point, and about 300 bytes of bookkeeping per chunk task
     results = points * spec.trials + points * -(-spec.trials // CHUNK) * 300
@@ -266,7 +285,8 @@ def sweep(spec: RunSpec, grid: dict[str, list], seed: int = 0, executor=None, pr
             raise ValueError(f"cannot sweep {name!r} for {spec.kind} runs")
     names = list(grid)
     specs = [spec.with_values(**dict(zip(names, vals))) for vals in itertools.product(*grid.values())]
-    sizes = [min(CHUNK, spec.trials - s) for s in range(0, spec.trials, CHUNK)]
+    step = STREAM_CHUNK if spec.engine == "stream" else CHUNK  # stream results do not depend on it
+    sizes = [min(step, spec.trials - s) for s in range(0, spec.trials, step)]
     tasks = [(sp.to_dict(), seed, c, size) for sp in specs for c, size in enumerate(sizes)]
     parts = run_tasks(run_chunk, tasks, executor, desc="amicl sweep", progress=progress)
     correct = np.concatenate(parts).reshape(len(specs), spec.trials)

@@ -17,15 +17,32 @@ import torch
 
 from amicl.common.io import run_metadata, write_json
 from amicl.task import TaskConfig
-from transformers_mini.config import ToyConfig, TrainConfig
+from transformers_mini.config import ToyConfig, TrainConfig, parse_arm
 from transformers_mini.run import Run
 from transformers_mini.train import Trainer
 
 
-def trainer(seeds: list[int]) -> Trainer:
+def trainer(seeds: list[int], arm: str = "none") -> Trainer:
     task = TaskConfig()
-    run = Run({"none": ToyConfig()}, seeds, task, TrainConfig(eval_size=10, eval_every=10, checkpoint_every=10))
+    cfg = ToyConfig(stream=parse_arm(arm))
+    run = Run({arm: cfg}, seeds, task, TrainConfig(eval_size=10, eval_every=10, checkpoint_every=10))
     return Trainer(run, "cpu")
+
+
+def arm_costs(arms: list[str], steps: int, repeats: int) -> dict[str, float]:
+    """Seconds per training step of one seed's model in each arm, measured round-robin in one run so that
+    a change of machine load affects every arm alike."""
+    trainers = {a: trainer([0], a) for a in arms}
+    best = {a: float("inf") for a in arms}
+    for t in trainers.values():
+        t.train_step()  # warm-up
+    for _ in range(repeats):
+        for a, t in trainers.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                t.train_step()
+            best[a] = min(best[a], (time.perf_counter() - start) / steps)
+    return best
 
 
 def best_rate(step_fn, steps: int, repeats: int, per_call: int) -> float:
@@ -46,6 +63,7 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--arms", default="none,V,K,Q,V:detach,V:lam=0.5", help="Arms whose step cost is compared.")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     S = a.seeds
@@ -64,8 +82,11 @@ def main():
     # data generation alone, as train_step does it (numpy generation + tensor conversion)
     r_data_one = best_rate(one._batch, a.steps, a.repeats, 1)
     r_data_batched = best_rate(batched._batch, a.steps, a.repeats, 1)
+    costs = arm_costs(a.arms.split(","), a.steps, a.repeats)
     result = {
         "benchmark": "ICL toy training throughput, seed-steps/s (higher is better)",
+        "arm_seconds_per_step": costs,
+        "arm_cost_vs_none": {arm: c / costs["none"] for arm, c in costs.items()} if "none" in costs else {},
         "threads": a.threads,
         "cpu_count": os.cpu_count(),
         "seeds": S,
@@ -86,6 +107,7 @@ def main():
         f"data share {result['data_share_of_step_one_seed']:.1%}"
         f" (one seed), {result['data_share_of_step_batched']:.1%} (batched)"
     )
+    print("step cost vs none: " + ", ".join(f"{k} {v:.2f}x" for k, v in result["arm_cost_vs_none"].items()))
 
 
 if __name__ == "__main__":
