@@ -227,44 +227,47 @@ def _mix64(z):
 
 
 @njit(cache=True, inline="always")
-def _next(st):
-    st[0] += _GOLDEN
-    return _mix64(st[0])
-
-
-@njit(cache=True, inline="always")
 def _uniform(st):
-    return np.float64(_next(st) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+    """(state, u): u in [0, 1) from the top 53 bits of the next SplitMix64 output."""
+    st = st + _GOLDEN
+    return st, np.float64(_mix64(st) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
 
 
 @njit(cache=True, inline="always")
 def _below(st, n):
-    return np.int64(((_next(st) >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32))
+    """(state, k): k uniform in [0, n) from the top 32 bits (Lemire's multiply-shift)."""
+    st = st + _GOLDEN
+    return st, np.int64(((_mix64(st) >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def _normal(st, ki, wi, fi):
+    """(state, x): x standard normal by the 256-layer ziggurat of ``reference.SplitMix64.normal``. The
+    state is threaded through locals (not an array) so that it stays in a register."""
     while True:
-        r = _next(st)
+        st = st + _GOLDEN
+        r = _mix64(st)
         idx = np.int64(r & np.uint64(0xFF))
         r = r >> np.uint64(8)
-        sign = r & np.uint64(1)
         rabs = (r >> np.uint64(1)) & np.uint64(0x000FFFFFFFFFFFFF)
         x = np.float64(rabs) * wi[idx]
-        if sign:
+        if r & np.uint64(1):
             x = -x
         if rabs < ki[idx]:
-            return x
-        if idx == 0:
+            return st, x
+        if idx == 0:  # the tail beyond r = 3.654..., by Marsaglia's exponential rejection
             while True:
-                xx = -math.log1p(-_uniform(st)) / 3.6541528853610088
-                yy = -math.log1p(-_uniform(st))
+                st, u = _uniform(st)
+                xx = -math.log1p(-u) / 3.6541528853610088
+                st, u = _uniform(st)
+                yy = -math.log1p(-u)
                 if yy + yy > xx * xx:
-                    return (
-                        -(3.6541528853610088 + xx) if (rabs >> np.uint64(8)) & np.uint64(1) else 3.6541528853610088 + xx
-                    )
-        elif (fi[idx - 1] - fi[idx]) * _uniform(st) + fi[idx] < math.exp(-0.5 * x * x):
-            return x
+                    tail = 3.6541528853610088 + xx
+                    return st, (-tail if (rabs >> np.uint64(8)) & np.uint64(1) else tail)
+        else:
+            st, u = _uniform(st)
+            if (fi[idx - 1] - fi[idx]) * u + fi[idx] < math.exp(-0.5 * x * x):
+                return st, x
 
 
 @njit(cache=True)
@@ -273,11 +276,11 @@ def _draw_episode(key, e, K, epsilon, noise_std, ki, wi, fi, x, labels, decoy, c
     cls (P,) and means (P + 1, 2, D) are scratch. Order of draws: ``reference.stream_episode``."""
     T, D = x.shape
     P = T // 2 - 1
-    st = np.empty(1, dtype=np.uint64)
-    st[0] = _mix64(key + _mix64(np.uint64(e) * _GOLDEN))
+    st = _mix64(key + _mix64(np.uint64(e) * _GOLDEN))
     for p in range(P):
-        cls[p] = 1 + _below(st, K - 1)
-    q = _below(st, P)
+        st, c = _below(st, K - 1)
+        cls[p] = 1 + c
+    st, q = _below(st, P)
     scale, norm = 1.0 / math.sqrt(D), 1.0 / math.sqrt(1.0 + epsilon * epsilon)
     x[:] = 0.0
     labels[:] = -1
@@ -291,17 +294,21 @@ def _draw_episode(key, e, K, epsilon, noise_std, ki, wi, fi, x, labels, decoy, c
         if m < 0:
             m = p
             for d in range(D):
-                means[m, 0, d] = _normal(st, ki, wi, fi) * scale
+                st, z = _normal(st, ki, wi, fi)
+                means[m, 0, d] = z * scale
             for d in range(D):
-                means[m, 1, d] = _normal(st, ki, wi, fi) * scale
+                st, z = _normal(st, ki, wi, fi)
+                means[m, 1, d] = z * scale
         for d in range(D):
-            x[2 * p, d] = (means[m, 0, d] + epsilon * noise_std * _normal(st, ki, wi, fi)) * norm
+            st, z = _normal(st, ki, wi, fi)
+            x[2 * p, d] = (means[m, 0, d] + epsilon * noise_std * z) * norm
         if p < P:
             for d in range(D):
                 x[2 * p + 1, d] = means[m, 1, d]
             labels[2 * p + 1] = c
     for d in range(D):
-        decoy[d] = _normal(st, ki, wi, fi) * scale
+        st, z = _normal(st, ki, wi, fi)
+        decoy[d] = z * scale
     return cls[q]
 
 
@@ -341,3 +348,13 @@ def stream_score_kernel(
             )
             correct[i] = pred == target
     return correct
+
+
+@njit(cache=True)
+def stream_normals_kernel(key, n, ki, wi, fi):
+    """n standard normals of one stream: the engine's own generator alone (benchmarks)."""
+    st = key
+    out = np.empty(n)
+    for i in range(n):
+        st, out[i] = _normal(st, ki, wi, fi)
+    return out

@@ -213,7 +213,7 @@ def ziggurat_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     fi[0], fi[255] = 1.0, np.exp(-0.5 * dn * dn)
     for i in range(254, 0, -1):
         dn = np.sqrt(-2.0 * np.log(ZIG_V / dn + np.exp(-0.5 * dn * dn)))
-        ki[i + 1] = np.uint64(tn / dn * m)
+        ki[i + 1] = np.uint64(dn / tn * m)
         tn = dn
         fi[i] = np.exp(-0.5 * dn * dn)
         wi[i] = dn / m
