@@ -56,6 +56,64 @@ def best_rate(step_fn, steps: int, repeats: int, per_call: int) -> float:
     return best
 
 
+def toy_step_flops(d: int, T: int, batch: int, n_layer: int = 2, mlp_layers: int = 3, labels: int = 32) -> float:
+    """GEMM floating-point operations of one SGD step of one toy model (forward + backward = 3 x forward).
+
+    Forward, per sequence: Q, K, V projections of every token (the last layer projects only the query
+    token's Q), attention logits and the weighted sum of values at every query position (the last
+    layer: the query token only), then the MLP and read-out on the query token. 2 FLOPs a multiply-add."""
+    f = 0.0
+    for layer in range(n_layer):
+        last = layer == n_layer - 1
+        q_rows = 1 if last else T
+        f += 2 * T * d * 2 * d + 2 * q_rows * d * d  # K and V of all tokens, Q of the read rows
+        f += 2 * 2 * q_rows * T * d  # logits and A V
+    f += 2 * mlp_layers * d * d + 2 * d * labels
+    return 3 * f * batch
+
+
+def gpt_step_flops(n_params_nonembedding: int, n_layer: int, d: int, T: int, batch: int) -> float:
+    """The usual estimate of a GPT training step: 6 N per token for the weights plus 6 n_layer T d per
+    token for attention's two matmuls (Kaplan et al. 2020, table 1, with the backward pass)."""
+    return batch * T * (6 * n_params_nonembedding + 6 * n_layer * T * d)
+
+
+def matmul_peak(rows: int, inner: int, cols: int, members: int, seconds: float = 0.5) -> float:
+    """FLOP/s of a float32 batched matmul of the step's dominant shape at the current thread count."""
+    a, b = torch.randn(members, rows, inner), torch.randn(members, inner, cols)
+    torch.bmm(a, b)
+    best = 0.0
+    for _ in range(3):
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            torch.bmm(a, b)
+            n += 1
+        best = max(best, n * 2 * members * rows * inner * cols / (time.perf_counter() - start))
+    return best
+
+
+def gpt_share(threads: int) -> dict:
+    """Achieved FLOP/s of the NAMM base GPT's training step against the machine's matmul throughput."""
+    from evolution.base import BaseTrainer
+    from evolution.config import BaseConfig
+
+    cfg = BaseConfig(min_context=256, max_context=256, batch=8, queries=1)
+    tr = BaseTrainer(cfg)
+    m = cfg.model
+    n_non = tr.model.n_params() - m.vocab_size * m.d_model
+    steps_per_s = best_rate(tr.train_step, 5, 3, 1)
+    flops = gpt_step_flops(n_non, m.n_layer, m.d_model, 256, cfg.batch)
+    peak = matmul_peak(cfg.batch * 256, m.d_model, m.mlp_ratio * m.d_model, 1)
+    return {
+        "model": "NAMM base GPT (0.79M parameters, 4 layers, d=128), 256-token prompts, batch 8",
+        "steps_per_s": steps_per_s,
+        "gemm_flops_per_step": flops,
+        "achieved_flops_per_s": flops * steps_per_s,
+        "matmul_flops_per_s": peak,
+        "share_of_matmul": flops * steps_per_s / peak,
+    }
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="benchmarks/results/train.json")
@@ -83,9 +141,23 @@ def main():
     r_data_one = best_rate(one._batch, a.steps, a.repeats, 1)
     r_data_batched = best_rate(batched._batch, a.steps, a.repeats, 1)
     costs = arm_costs(a.arms.split(","), a.steps, a.repeats)
+    task = TaskConfig()
+    T, d = 2 * task.N + 1, task.input_dim
+    flops = toy_step_flops(d, T, 128)
+    peak_one = matmul_peak(128 * T, d, 3 * d, 1)
+    peak_batched = matmul_peak(128 * T, d, 3 * d, S)
+    toy = {
+        "gemm_flops_per_seed_step": flops,
+        "matmul_flops_per_s_one": peak_one,
+        "matmul_flops_per_s_batched": peak_batched,
+        "share_of_matmul_one_seed": flops * r_one / peak_one,
+        "share_of_matmul_batched": flops * r_batched / peak_batched,
+    }
     result = {
         "benchmark": "ICL toy training throughput, seed-steps/s (higher is better)",
         "arm_seconds_per_step": costs,
+        "toy_flops": toy,
+        "gpt_flops": gpt_share(a.threads),
         "arm_cost_vs_none": {arm: c / costs["none"] for arm, c in costs.items()} if "none" in costs else {},
         "threads": a.threads,
         "cpu_count": os.cpu_count(),
@@ -108,6 +180,12 @@ def main():
         f" (one seed), {result['data_share_of_step_batched']:.1%} (batched)"
     )
     print("step cost vs none: " + ", ".join(f"{k} {v:.2f}x" for k, v in result["arm_cost_vs_none"].items()))
+    g = result["gpt_flops"]
+    print(
+        f"toy: {toy['share_of_matmul_one_seed']:.0%} of matmul throughput (one seed), "
+        f"{toy['share_of_matmul_batched']:.0%} batched; GPT: {g['share_of_matmul']:.0%} "
+        f"({g['achieved_flops_per_s'] / 1e9:.1f} of {g['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s)"
+    )
 
 
 if __name__ == "__main__":

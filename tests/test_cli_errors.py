@@ -7,6 +7,7 @@ import os
 
 import pytest
 from click.testing import CliRunner
+from tiny import TINY_BASE
 
 from amicl.cli import amicl
 
@@ -239,30 +240,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     r = run("transformer", "train", *TINY_TRAIN, "--out", root / "streams")
     assert r.exit_code == 0, r.output
-    r = run(
-        "namm",
-        "train-base",
-        "--layers",
-        1,
-        "--d-model",
-        16,
-        "--heads",
-        2,
-        "--kv-heads",
-        1,
-        "--steps",
-        1,
-        "--batch",
-        2,
-        "--min-context",
-        64,
-        "--max-context",
-        64,
-        "--threads",
-        1,
-        "--out",
-        root / "base",
-    )
+    r = run("namm", "train-base", *TINY_BASE, "--out", root / "base")
     assert r.exit_code == 0, r.output
     r = run("namm", "evolve", "--base", root / "base", *EVOLVE, "--out", root / "evolve")
     assert r.exit_code == 0, r.output

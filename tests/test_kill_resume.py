@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from tiny import TINY_BASE
 
 CLI = [sys.executable, "-c", "from amicl.cli import main; main()"]
 EVOLVE = [
@@ -40,30 +41,7 @@ def cli(*args, **kw):
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     out = tmp_path_factory.mktemp("killbase") / "base"
-    r = cli(
-        "namm",
-        "train-base",
-        "--layers",
-        1,
-        "--d-model",
-        16,
-        "--heads",
-        2,
-        "--kv-heads",
-        1,
-        "--steps",
-        2,
-        "--batch",
-        2,
-        "--min-context",
-        64,
-        "--max-context",
-        64,
-        "--threads",
-        1,
-        "--out",
-        out,
-    )
+    r = cli("namm", "train-base", *TINY_BASE, "--steps", 2, "--out", out)
     assert r.returncode == 0, r.stderr
     return out
 

@@ -5,6 +5,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from tiny import TINY_BASE
 
 from amicl.cli import amicl
 
@@ -255,34 +256,8 @@ def test_evolve_bad_input(base, tmp_path, args, needle):
 
 
 def test_train_base_task_subset_and_plain_inputs(tmp_path):
-    r = run(
-        "namm",
-        "train-base",
-        "--layers",
-        1,
-        "--d-model",
-        16,
-        "--heads",
-        2,
-        "--kv-heads",
-        1,
-        "--steps",
-        1,
-        "--batch",
-        2,
-        "--min-context",
-        64,
-        "--max-context",
-        64,
-        "--tasks",
-        "kv_retrieval, needle",
-        "--no-token-shift",
-        "--eval-every",
-        1,
-        *SMALL,
-        "--out",
-        tmp_path,
-    )
+    args = ["--tasks", "kv_retrieval, needle", "--no-token-shift", "--eval-every", 1]
+    r = run("namm", "train-base", *TINY_BASE, *args, "--out", tmp_path)
     assert r.exit_code == 0, r.output
     base = json.loads((tmp_path / "config.json").read_text())["base"]
     assert base["tasks"] == ["kv_retrieval", "needle"] and base["model"]["token_shift"] is False
