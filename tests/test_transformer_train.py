@@ -295,3 +295,18 @@ def test_ablation_arms_train_side_by_side_and_pair_with_the_baseline(tmp_path):
     cfg = json.loads((out / "config.json").read_text())["run"]["arms"]
     assert cfg["V:detach"]["stream"]["detach"] is True and cfg["V:lam=0.5"]["stream"]["lam"] == 0.5
     assert "| ic | V:detach |" in r.stdout and "| ic | V:lam=0.5 |" in r.stdout
+
+
+def test_covariate_section_ranks_a_censored_baseline_last_and_splits_slow_from_fast():
+    from transformers_mini.compare import COVARIATES, covariate_section
+
+    members = []
+    for seed, (none, v) in enumerate([(1000, 900), (2000, 1500), (3000, 2000), (None, 2500)]):
+        cov = {k: float(seed) for k in COVARIATES}  # every covariate rises with the baseline's steps
+        members += [
+            {"arm": "none", "seed": seed, "steps_ic": none, "steps_ic2": none, "last_step": 4000, **cov},
+            {"arm": "V", "seed": seed, "steps_ic": v, "steps_ic2": v, "last_step": 4000, **cov},
+        ]
+    text = "\n".join(covariate_section(members, ["none", "V"]))
+    assert "| init_b3 | +1.00 (0.00) |" in text  # seed 3 never reached: it ranks last, still monotone
+    assert "slow starters +33.3% (n=1), fast starters +17.5% (n=2)" in text  # seed 3's saving is censored

@@ -247,6 +247,57 @@ def paired_seed_table(members: list[dict], arms: list[str], test_set: str = "ic"
     return lines
 
 
+COVARIATES = ("init_b1", "init_b2", "init_b3", "init_z3_norm", "init_z3_active", "init_attn_entropy_l1")
+
+
+def covariate_section(members: list[dict], arms: list[str], base: str = "none", test_set: str = "ic") -> list[str]:
+    """Does the initial state predict when ICL appears, and does a stream help slow starters more?
+    Spearman's rho of the baseline's steps to the threshold (a censored run ranks last) and of each
+    arm's paired saving with every covariate; and the median saving among seeds whose baseline was
+    slower or faster than the median baseline seed."""
+    from scipy.stats import spearmanr
+
+    if base not in arms or not all(k in members[0] for k in COVARIATES) or len({r["seed"] for r in members}) < 4:
+        return []
+    t0, e0, seeds = censored_times(members, base, test_set)
+    t0 = np.where(e0, t0, np.inf)
+    cov = {int(r["seed"]): r for r in members if r["arm"] == base}
+    others = [a for a in arms if a != base]
+    saving = {}
+    for a in others:
+        t, e, s = censored_times(members, a, test_set)
+        if s != seeds:
+            raise ValueError(f"arm {a} and {base} are not on the same seeds")
+        with np.errstate(invalid="ignore"):
+            saving[a] = np.where(e & e0, 1 - t / np.where(e0, t0, 1), np.nan)
+    lines = [
+        "",
+        f"Initial state against steps to the threshold on {test_set} (Spearman's rho, p; {len(seeds)} seeds):",
+        "",
+        "| covariate | " + base + " steps | " + " | ".join(f"{a} saving" for a in others) + " |",
+        "|---" * (2 + len(others)) + "|",
+    ]
+    for k in COVARIATES:
+        x = np.array([float(cov[seed][k]) for seed in seeds])
+        cells = [spearmanr(x, t0)]
+        for a in others:
+            ok = np.isfinite(saving[a])
+            cells.append(spearmanr(x[ok], saving[a][ok]) if ok.sum() >= 4 else None)
+        lines.append(
+            f"| {k} | " + " | ".join("-" if c is None else f"{c.statistic:+.2f} ({c.pvalue:.2f})" for c in cells) + " |"
+        )
+    slow = t0 > np.median(t0)
+    for a in others:
+        ok = np.isfinite(saving[a])
+        parts = [
+            f"{name} starters {np.median(saving[a][ok & m]):+.1%} (n={int((ok & m).sum())})"
+            for name, m in (("slow", slow), ("fast", ~slow))
+            if (ok & m).any()
+        ]
+        lines.append(f"\nMedian saving of {a}, seeds split at the median {base} run: " + ", ".join(parts) + ".")
+    return lines
+
+
 def with_covariates(run: Run, members: list[dict]) -> list[dict]:
     """members with every seed's initial-state covariates (``initial_state``) added to its rows."""
     from transformers_mini.initial_state import initial_covariates
@@ -301,7 +352,7 @@ def analyse(out: Path, paper_claim: float = 0.24) -> str:
         cells = [f"{np.mean([r[f'final_{k}'] for r in rows]):.3f}" for k in sets]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     survival, survival_rows = survival_section(members, arms)
-    lines += survival + paired_seed_table(members, arms)
+    lines += survival + paired_seed_table(members, arms) + covariate_section(members, arms)
     md = "\n".join(lines) + "\n"
     write_csv(out / "survival.csv", survival_rows)
     write_csv(out / "compare.csv", table)

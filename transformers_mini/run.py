@@ -39,8 +39,10 @@ class Run:
             raise ValueError(f"seeds must be distinct non-negative integers, got {self.seeds}")
         shared = {(c.stream.source, c.stream.mix, c.stream.learn, c.init) for c in self.arms.values()}
         if len(shared) > 1:
-            raise ValueError("the arms of one run share stream source, mix, learn and init (they train as one "
-                             "ensemble); train the others in a run of their own and pair them with 'transformer join'")
+            raise ValueError(
+                "the arms of one run share stream source, mix, learn and init (they train as one "
+                "ensemble); train the others in a run of their own and pair them with 'transformer join'"
+            )
         for name, cfg in self.arms.items():
             if cfg.d_in != self.task.input_dim or cfg.n_labels != self.task.L:
                 raise ValueError(
