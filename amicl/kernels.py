@@ -326,7 +326,9 @@ def stream_episodes_kernel(key, first, n, K, D, T, epsilon, noise_std, ki, wi, f
     return tokens, labels, target, decoy
 
 
-@njit(cache=True, parallel=True, fastmath=FAST)
+# No fastmath here: numba compiles the callee _draw_episode with its caller's flags, and contraction
+# would change the draws (found when the fastmath version, compiled first, broke draw-for-draw equality).
+@njit(cache=True, parallel=True)
 def stream_score_kernel(
     key, first, n, K, D, T, epsilon, noise_std, ki, wi, fi, a, sim, sep, beta, nn, max_iter, tol, blocks
 ):

@@ -148,7 +148,8 @@ def main():
     from numba import get_num_threads
 
     threads = a.threads or get_num_threads()
-    # peaks first, smallest to largest, so that each child's peak is its own
+    # memory first, each in a fresh process that reports its own peak
+    peak_memory_mib(10, 4, 1, "stream")  # warm-up: compiling and caching the kernels peaks higher
     peaks = {
         "baseline_D10_T4_1_trial": peak_memory_mib(10, 4, 1, "stream"),
         **{f"stream_D1000_T1000_{n}_trials": peak_memory_mib(1000, 1000, n, "stream") for n in (200, 1000)},
