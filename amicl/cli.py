@@ -42,30 +42,18 @@ def common_run_options(f):
     return f
 
 
-DATA_FIELDS = {  # option -> (help, type); defaults come from the config classes
-    "D": ("Content dimensions.", int),
-    "K": ("Number of classes.", int),
-    "T": ("[episodes] Tokens per episode (even).", int),
-    "epsilon": ("Within-class noise.", float),
-    "noise": ("[episodes] Std of the item noise before epsilon.", click.Choice(["1/D", "1/sqrt(D)"])),
-    "L": ("[reddy] Number of labels.", int),
-    "N": ("[reddy] Context (item, label) pairs.", int),
-    "Nmax": ("[reddy] Positional code covers 2*Nmax+1 tokens.", int),
-    "alpha": ("[reddy] Zipf exponent of class frequencies.", float),
-    "B": ("[reddy] Burstiness: N/B classes shown B times.", int),
-    "p_B": ("[reddy] Fraction of bursty sequences.", float),
-    "p_C": ("[reddy] Fraction of novel-class sequences.", float),
-    "n_novel": ("[reddy] Novel classes drawn per call.", int),
-}
+DATA_FIELDS = {  # option -> type; help and defaults come from the config classes that own the fields
+    "D": int, "K": int, "T": int, "epsilon": float, "noise": click.Choice(["1/D", "1/sqrt(D)"]), "L": int, "N": int,
+    "Nmax": int, "alpha": float, "B": int, "p_B": float, "p_C": float, "n_novel": int,
+}  # fmt: skip
 
 
-def data_option(name: str, reddy_only: bool = False):
-    """The option for data field ``name``, its default read from the config that owns the field."""
-    text, typ = DATA_FIELDS[name]
-    cls = EpisodeConfig if name in EpisodeConfig.__dataclass_fields__ else TaskConfig
-    if reddy_only:
-        text, cls = text.replace("[reddy] ", ""), TaskConfig
-    return config_option(cls, name, f"--{name}", type=typ, help=text)
+def data_option(name: str):
+    """The option for data field ``name``, marked [episodes] or [reddy] when only one task has it."""
+    in_episodes, in_task = name in EpisodeConfig.__dataclass_fields__, name in TaskConfig.__dataclass_fields__
+    cls = EpisodeConfig if in_episodes else TaskConfig
+    only = "" if in_episodes and in_task else "[episodes] " if in_episodes else "[reddy] "
+    return config_option(cls, name, f"--{name}", type=DATA_FIELDS[name], help=only + cls.HELP[name])
 
 
 def data_options(f):

@@ -15,6 +15,7 @@ scored on the very same sequences (``episodes_from_batch``).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -34,6 +35,14 @@ class TaskConfig:
     sequences, fraction p_C of novel-class sequences, no_repeats (bursty classes get distinct labels)
     and n_novel fresh classes drawn on every call.
     """
+
+    HELP: ClassVar[dict] = {  # the CLI's option help, here so that every command reads one text
+        "K": "Number of classes.", "L": "Number of labels.", "N": "Context (item, label) pairs.",
+        "Nmax": "Positional code covers 2*Nmax+1 tokens.", "D": "Content dimensions.",
+        "epsilon": "Within-class noise.", "alpha": "Zipf exponent of class frequencies.",
+        "B": "Burstiness: N/B classes shown B times.", "p_B": "Fraction of bursty sequences.",
+        "p_C": "Fraction of novel-class sequences.", "n_novel": "Novel classes drawn per call.",
+    }  # fmt: skip
 
     K: int = 512
     L: int = 32
@@ -301,6 +310,11 @@ class EpisodeConfig:
     ``noise`` is the std of the item noise n before epsilon: "1/D" as in the notebook, or
     "1/sqrt(D)" as in Reddy's generator.
     """
+
+    HELP: ClassVar[dict] = {
+        "D": "Content dimensions.", "K": "Number of classes.", "T": "Tokens per episode (even).",
+        "epsilon": "Within-class noise.", "noise": "Std of the item noise before epsilon.",
+    }  # fmt: skip
 
     D: int = 100
     K: int = 512

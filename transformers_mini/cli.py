@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from amicl.cli import data_option
 from amicl.common.cli import CONTEXT, config_option, device_option, given, threads_option
+from amicl.task import TaskConfig
 from transformers_mini.config import (
     INITS,
     STREAM_MIXES,
@@ -70,7 +70,7 @@ def train_options(f):
     for opt in reversed(opts):
         f = opt(f)
     for name in reversed(TASK_FIELDS):
-        f = data_option(name, reddy_only=True)(f)
+        f = config_option(TaskConfig, name, f"--{name}", type=type(getattr(TaskConfig, name)))(f)
     return f
 
 
@@ -108,7 +108,6 @@ def _compare(streams, kw):
     """Validate everything (configs are torch-free), claim --out, then load torch and train."""
     from amicl.common.cli import set_torch_threads
     from amicl.common.runs import claim_run_folder
-    from amicl.task import TaskConfig
 
     if len(set(streams)) != len(streams):
         raise click.BadParameter(f"lists an arm twice: {','.join(streams)}", param_hint="--streams")

@@ -77,7 +77,8 @@ def config_option(cls, name: str, *decls: str, help: str = "", default=MISSING, 
     """A click option for field ``name`` of ``cls`` that defaults to None (so the command passes on only
     what was given) and shows the config's default in its help. ``default`` overrides what is shown
     (for options that map onto a nested or derived field); ``dest`` names the command's parameter
-    when it is not the field's name."""
+    when it is not the field's name. Without ``help``, the text comes from the class's ``HELP`` dict."""
+    help = help or getattr(cls, "HELP", {}).get(name, "")
     shown = default_of(cls, name) if default is MISSING else default
     if isinstance(shown, tuple):
         shown = ",".join(str(s) for s in shown)
