@@ -106,9 +106,22 @@ class Evolution:
 
     def save(self, out: Path) -> None:
         """evolution.pkl is the checkpoint: one atomic file that holds everything, best parameters
-        included. history.csv, config.json and best_params.npy are derived from it and written first,
-        so a kill between them leaves the old checkpoint, which resume replays and rewrites them from."""
+        included, written first. history.csv, config.json and best_params.npy derive from it and follow;
+        a kill between them leaves them one generation behind until the next save (and an evolve run
+        saves once more when it ends). Checkpoint first, so that a folder never holds derived files
+        without the checkpoint that resumes them (a kill found that order the other way round)."""
         out = Path(out)
+        state = {
+            "config": self.config.to_dict(),
+            "engine": self.engine.to_bytes(),
+            "norm": self.norm.to_dict(),
+            "rng": self.rng.bit_generator.state,
+            "stage": self.stage,
+            "gen_in_stage": self.gen_in_stage,
+            "history": self.history,
+            "best": self.best,
+        }
+        atomic_write_bytes(out / "evolution.pkl", pickle.dumps(state))
         write_csv(out / "history.csv", self.history)
         write_json(
             out / "config.json",
@@ -122,17 +135,6 @@ class Evolution:
             },
         )
         write_npy(out / "best_params.npy", self.best["params"])
-        state = {
-            "config": self.config.to_dict(),
-            "engine": self.engine.to_bytes(),
-            "norm": self.norm.to_dict(),
-            "rng": self.rng.bit_generator.state,
-            "stage": self.stage,
-            "gen_in_stage": self.gen_in_stage,
-            "history": self.history,
-            "best": self.best,
-        }
-        atomic_write_bytes(out / "evolution.pkl", pickle.dumps(state))
 
     def load(self, out: Path) -> None:
         state = load_pickle(Path(out) / "evolution.pkl")
