@@ -18,13 +18,13 @@ import numpy as np
 import torch
 
 from amicl.common.io import run_metadata, write_json
+from evolution.config import BaseConfig
 from evolution.engine import CMAEngine, EngineConfig
 from evolution.fitness import evaluate_population, gather_norm_stats, reference_scores
 from evolution.policies import NAMM
 from evolution.rollout import rollout
 from evolution.scorers import BAM
 from evolution.tasks import sample
-from transformers_mini.config import GPTConfig
 from transformers_mini.model import GPT
 
 
@@ -53,18 +53,7 @@ def main():
         model = load_base(a.base)
     else:
         torch.manual_seed(0)
-        model = GPT(
-            GPTConfig(
-                vocab_size=256,
-                block_size=4096,
-                n_layer=4,
-                n_head=4,
-                n_kv_head=2,
-                d_model=128,
-                pos="rotary",
-                token_shift=True,
-            )
-        ).eval()
+        model = GPT(BaseConfig().model).eval()  # the shape train-base builds by default
     scorer = BAM()
     rng = np.random.default_rng(0)
     prompts = {"kv_retrieval": sample("kv_retrieval", a.prompts, a.context, rng)}
