@@ -176,10 +176,21 @@ def test_bad_input_gives_one_line_exit_2_and_writes_nothing(args, needle, folder
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
 
 
-def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_not(tmp_path):
+def lock_holder(folder, kind: str, resume: bool = False):
+    """A child process that claims ``folder`` and sleeps holding its lock (kill it to end)."""
     import subprocess
     import sys
 
+    code = (
+        "import time; from amicl.common.runs import claim_run_folder; "
+        f"claim_run_folder({str(folder)!r}, {kind!r}, resume={resume}); print('held', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_not(tmp_path):
     from amicl.common.runs import RunFolderError, claim_run_folder, writer_pid
 
     out = tmp_path / "run"
@@ -190,12 +201,7 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_not(tmp_path):
         one_line_error(run("memory", "sweep", "--grid", "a=1", "--trials", 5, "--out", out), "being written by process")
     assert writer_pid(out) is None
     # a writer killed with SIGKILL leaves its lock file behind, but not its lock
-    code = (
-        "import os, time; from amicl.common.runs import claim_run_folder; "
-        f"claim_run_folder({str(out / 'k')!r}, 'memory-sweep'); print('held', flush=True); time.sleep(60)"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "held"
+    proc = lock_holder(out / "k", "memory-sweep")
     assert writer_pid(out / "k") == proc.pid
     one_line_error(run("memory", "sweep", "--grid", "a=1", "--trials", 5, "--out", out / "k"), f"process {proc.pid}")
     proc.kill()
@@ -206,17 +212,8 @@ def test_a_second_writer_is_refused_and_a_dead_writers_lock_is_not(tmp_path):
 
 
 def test_a_reader_refuses_a_folder_being_written(folders):
-    import subprocess
-    import sys
-
-    code = (
-        "import time; from amicl.common.runs import claim_run_folder; "
-        f"claim_run_folder({str(folders / 'streams')!r}, 'streams', resume=True, marker='config.json'); "
-        "print('held', flush=True); time.sleep(60)"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    proc = lock_holder(folders / "streams", "streams", resume=True)
     try:
-        assert proc.stdout.readline().strip() == "held"
         one_line_error(run("figures", "streams", folders / "streams"), "is being written by process")
     finally:
         proc.kill()

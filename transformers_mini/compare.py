@@ -164,11 +164,12 @@ def _fewer(row: dict) -> str:
 
 def censored_times(members: list[dict], arm: str, test_set: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """(times, reached, seeds) of ``arm`` on ``test_set``: the step that reached the threshold, or the
-    last evaluated step for a run that never did (right-censored)."""
+    last evaluated step for a run that never did (right-censored). ``members`` may come from
+    ``summarise_members`` (None: never reached) or from members.csv (empty or "None")."""
     rows = [r for r in members if r["arm"] == arm]
-    steps = [r[f"steps_{test_set}"] for r in rows]
-    times = np.array([r["last_step"] if s is None else s for r, s in zip(rows, steps)], dtype=float)
-    return times, np.array([s is not None for s in steps]), [int(r["seed"]) for r in rows]
+    reached = np.array([r[f"steps_{test_set}"] not in (None, "", "None") for r in rows])
+    times = np.array([r[f"steps_{test_set}"] if ok else r["last_step"] for r, ok in zip(rows, reached)], dtype=float)
+    return times, reached, [int(r["seed"]) for r in rows]
 
 
 def _p(p: float) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from amicl.common.io import read_csv, save_figure
+from transformers_mini.compare import censored_times
 
 SET_TITLES = {
     "test": "test (training mixture)",
@@ -92,13 +93,6 @@ def draw_streams(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]
     return written
 
 
-def _censored(members: list[dict], arm: str, test_set: str):
-    rows = [r for r in members if r["arm"] == arm]
-    reached = np.array([r[f"steps_{test_set}"] not in ("", "None", None) for r in rows])
-    times = np.array([float(r[f"steps_{test_set}"]) if ok else float(r["last_step"]) for r, ok in zip(rows, reached)])
-    return times, reached, rows
-
-
 def plot_survival(members: list[dict], arms: list[str], threshold: float):
     """Kaplan-Meier curves of 'not yet at the threshold' per arm; + marks censored runs."""
     import matplotlib.pyplot as plt
@@ -108,7 +102,7 @@ def plot_survival(members: list[dict], arms: list[str], threshold: float):
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), sharey=True)
     for ax, name in zip(axes, ("ic", "ic2")):
         for arm in arms:
-            t, e, _ = _censored(members, arm, name)
+            t, e, _ = censored_times(members, arm, name)
             steps, surv = kaplan_meier(t, e)
             end = max(t.max(), steps[-1])
             (line,) = ax.step(np.r_[steps, end], np.r_[surv, surv[-1]], where="post", label=f"{arm} (n={len(t)})")
@@ -139,7 +133,8 @@ def plot_covariates(members: list[dict], arms: list[str], threshold: float):
     fig, axes = plt.subplots(1, len(COVARIATES), figsize=(3.4 * len(COVARIATES), 3.2), sharey=True)
     for ax, (key, label) in zip(axes, COVARIATES.items()):
         for i, arm in enumerate(arms):
-            t, e, rows = _censored(members, arm, "ic")
+            t, e, _ = censored_times(members, arm, "ic")
+            rows = [r for r in members if r["arm"] == arm]  # the order censored_times reads them in
             x = np.array([float(r[key]) for r in rows])
             ax.scatter(x[e], t[e], s=16, color=f"C{i}", label=arm)
             ax.scatter(x[~e], t[~e], s=16, facecolors="none", edgecolors=f"C{i}")
