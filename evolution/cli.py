@@ -174,6 +174,8 @@ def evolve(base_dir, full_cma, threads, out, resume, **kw):
 @config_option(EvalConfig, "n_up", type=int)
 @config_option(EvalConfig, "metric", type=click.Choice(METRICS))
 @config_option(EvalConfig, "seed", type=click.IntRange(min=0))
+@config_option(EvalConfig, "window", type=click.IntRange(min=1))
+@config_option(EvalConfig, "kernel", type=click.IntRange(min=1))
 @threads_option
 @click.option("--out", type=RUN_FOLDER, required=True)
 def eval_cmd(base_dir, policy, namm_dir, budget, budget_fraction, match_dir, threads, out, **kw):

@@ -21,6 +21,10 @@ POLICIES = Registry(
         "l2": "evolution.policies:L2Norm",
         "random": "evolution.policies:RandomPolicy",
         "namm": "evolution.policies:NAMM",
+        "tova": "evolution.presses:TOVA",
+        "snapkv": "evolution.presses:SnapKV",
+        "pyramidkv": "evolution.presses:PyramidKV",
+        "keydiff": "evolution.presses:KeyDiff",
     },
 )
 SCORERS = Registry("scorer", {"bam": "evolution.scorers:BAM", "mlp": "evolution.scorers:MLPScorer"})
@@ -184,6 +188,13 @@ class EvalConfig:
     metric: str = "accuracy"
     seed: int = 1
     batch_rows: int = 32
+    window: int = 64  # SnapKV / PyramidKV observation window (kvpress default)
+    kernel: int = 5  # SnapKV / PyramidKV pooling width (kvpress default)
+
+    HELP = {
+        "window": "Observation window of snapkv and pyramidkv: the last queries whose attention scores the cache.",
+        "kernel": "Pooling width of snapkv and pyramidkv over neighbouring tokens (odd).",
+    }
 
     def __post_init__(self):
         POLICIES.check(self.policy)
@@ -193,9 +204,19 @@ class EvalConfig:
             raise ValueError("need at least one task")
         for t in self.tasks:
             check_choice("task", t, TASKS)
-        for name, lo in (("prompts", 1), ("context", 32), ("n_up", 16), ("seed", 0), ("batch_rows", 1)):
+        for name, lo in (
+            ("prompts", 1),
+            ("context", 32),
+            ("n_up", 16),
+            ("seed", 0),
+            ("batch_rows", 1),
+            ("window", 1),
+            ("kernel", 1),
+        ):
             object.__setattr__(self, name, check_int(name, getattr(self, name), lo=lo))
         check_choice("metric", self.metric, METRICS)
+        if self.kernel % 2 == 0:
+            raise ValueError(f"kernel must be odd (a centred pooling window), got {self.kernel}")
         if not self.budgets:
             raise ValueError("need at least one budget")
         if None in self.budgets and self.policy not in ("full", "namm"):
@@ -204,6 +225,10 @@ class EvalConfig:
             for v in b if isinstance(b, (list, tuple)) else [b]:
                 if v is not None and check_int("budget", v) < 1:
                     raise ValueError(f"budgets must be >= 1 token, got {v}")
+
+    def policy_options(self) -> dict:
+        """The options the chosen policy takes (its ``OPTIONS``), read from this config."""
+        return {name: getattr(self, name) for name in getattr(POLICIES[self.policy], "OPTIONS", ())}
 
     def to_dict(self) -> dict:
         return {

@@ -50,7 +50,7 @@ def load_namm(namm_dir: Path, n_up: int, budget):
 def make_policy(cfg: EvalConfig, budget, namm_dir: Path | None):
     if cfg.policy == "namm":
         return load_namm(namm_dir, cfg.n_up, budget)
-    return POLICIES[cfg.policy](cfg.n_up, budget)
+    return POLICIES[cfg.policy](cfg.n_up, budget, **cfg.policy_options())
 
 
 def evaluate_policy(base_dir: Path, cfg: EvalConfig, out: Path, namm_dir: Path | None = None) -> list[dict]:
@@ -108,7 +108,8 @@ def evaluate_policy(base_dir: Path, cfg: EvalConfig, out: Path, namm_dir: Path |
     )
     if example is not None:
         write_npz(out / "example_spectrogram.npz", spectrogram=example)
-    eval_dict = {k: v for k, v in cfg.to_dict().items() if k != "batch_rows"}
+    unused = {"batch_rows", "window", "kernel"} - set(cfg.policy_options())
+    eval_dict = {k: v for k, v in cfg.to_dict().items() if k not in unused}
     write_json(
         out / "config.json",
         {

@@ -4,7 +4,8 @@ A policy sees every forward chunk's attention (``observe``) and, every ``n_up`` 
 cached token of each (layer, KV head); the selector then keeps either the tokens scoring >= 0
 (threshold, NAMM's rule: ``score < 0`` evicts) or the ``budget`` best alive tokens (top-k). The newest
 token is always kept. Policies: Full, Recency with sink tokens (StreamingLLM), H2O (half recent, half
-heavy hitters by accumulated attention), L2 (smallest key norm), Random, and NAMM.
+heavy hitters by accumulated attention), L2 (smallest key norm), Random, and NAMM; TOVA, SnapKV,
+PyramidKV and KeyDiff live in ``evolution.presses``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class MemoryPolicy:
     def score(self, layer: int, cache: KVCache) -> torch.Tensor:
         raise NotImplementedError
 
-    def layer_budget(self, layer: int) -> int | None:
+    def layer_budget(self, layer: int, cache: KVCache) -> int | None:
         if self.budget is None or isinstance(self.budget, (int, np.integer)):
             return self.budget
         if layer >= len(self.budget):
@@ -62,7 +63,7 @@ class MemoryPolicy:
         alive = cache.alive[layer]
         s = self.score(layer, cache).masked_fill(~alive, float("-inf"))
         s[..., -1] = float("inf")  # the newest token is always kept, and counts within the budget
-        budget = self.layer_budget(layer)
+        budget = self.layer_budget(layer, cache)
         if budget is None:
             keep = s >= 0
         else:  # the budget best alive tokens; ties broken toward newer tokens by a stable sort
@@ -112,7 +113,7 @@ class H2O(MemoryPolicy):
 
     def score(self, layer, cache):
         acc = _aligned(cache, layer, "h2o_acc", ())
-        n_recent = self.layer_budget(layer) // 2
+        n_recent = self.layer_budget(layer, cache) // 2
         recent = cache.pos[layer] >= cache.n_seen - n_recent
         return torch.where(recent, torch.full_like(acc, float("inf")), acc)
 
@@ -216,10 +217,9 @@ def _aligned(cache: KVCache, layer: int, name: str, tail: tuple[int, ...]) -> to
     if t is None:
         t = torch.zeros(shape, device=alive.device)
     elif t.shape[2] < alive.shape[2]:
-        pad = torch.zeros((*alive.shape[:2], alive.shape[2] - t.shape[2], *tail), device=alive.device, dtype=t.dtype)
+        pad = torch.zeros(
+            (*alive.shape[:2], alive.shape[2] - t.shape[2], *t.shape[3:]), device=alive.device, dtype=t.dtype
+        )
         t = torch.cat([t, pad], dim=2)
     cache.side[layer][name] = t
     return t
-
-
-POLICIES = {"full": FullCache, "recency": Recency, "h2o": H2O, "l2": L2Norm, "random": RandomPolicy}

@@ -153,6 +153,12 @@ CASES = [
     ),
     (["namm", "eval", "--base", "{f}/namm-base", "--out", "{tmp}/v", "--policy", "h2o", "--budget", "0"], "budget"),
     (["namm", "eval", "--base", "{f}/namm-base", "--out", "{tmp}/v", "--policy", "full", "--prompts", "0"], "prompts"),
+    (
+        ["namm", "eval", "--base", "{f}/namm-base", "--out", "{tmp}/v", "--policy", "snapkv", "--budget", "8"]
+        + ["--kernel", "4"],
+        "kernel must be odd",
+    ),
+    (["namm", "eval", "--base", "{f}/namm-base", "--out", "{tmp}/v", "--policy", "tova"], "needs --budget"),
     (["namm", "eval", "--base", "{f}/sweep", "--out", "{tmp}/v", "--policy", "full"], "expected a namm-base"),
     (
         ["namm", "eval", "--base", "{f}/namm-base", "--out", "{tmp}/v", "--policy", "h2o", "--match", "{f}/streams"],

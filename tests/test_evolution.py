@@ -4,6 +4,7 @@ import torch
 
 from evolution.engine import CMAEngine, EngineConfig
 from evolution.policies import H2O, NAMM, FullCache, L2Norm, MemoryPolicy, RandomPolicy, Recency
+from evolution.presses import TOVA, KeyDiff, PyramidKV, SnapKV, pyramid_budgets
 from evolution.rollout import rollout
 from evolution.scorers import BAM, MLPScorer
 from evolution.spectrogram import NormStats, age_embedding, attention_spectrogram, ema_frames
@@ -236,6 +237,10 @@ def test_threshold_selector_evicts_negative_scores():
         (lambda: Recency(16, budget=0), "budget"),
         (lambda: L2Norm(16), "budget"),
         (lambda: NAMM(BAM(), np.zeros(10)), "4172"),
+        (lambda: TOVA(16), "budget"),
+        (lambda: SnapKV(16, budget=8, kernel=4), "odd"),
+        (lambda: SnapKV(16, budget=8, window=0), "window"),
+        (lambda: PyramidKV(16, budget=8, beta=0.5), "beta"),
     ],
 )
 def test_invalid_policies(make, match):
@@ -289,3 +294,71 @@ def test_namm_evicts_per_head(model):
     prompt = torch.randint(0, 32, (2, 192))
     with pytest.raises(ValueError, match="parameter rows"):
         rollout(model, prompt, 4, NAMM(BAM(), np.zeros((3, 4172)), n_up=32))
+
+
+# -- the kvpress family on hand-built caches -----------------------------------------------------------
+
+
+def test_tova_keeps_the_last_querys_head_averaged_attention_in_every_head():
+    cache = hand_cache()
+    probs = torch.zeros(1, 2, 3, 12)
+    probs[:, :, :2, 0] = 1.0  # earlier queries of the chunk do not count
+    probs[0, 0, 2, 2], probs[0, 0, 2, 7] = 0.6, 0.4
+    probs[0, 1, 2, 5], probs[0, 1, 2, 7] = 0.5, 0.5  # head means: token 7 0.45, 2 0.30, 5 0.25
+    pol = TOVA(16, budget=4)
+    pol.observe(0, probs, cache)
+    keep = pol.keep(0, cache)[0]
+    assert torch.nonzero(keep[0]).flatten().tolist() == [2, 5, 7, 11] and torch.equal(keep[0], keep[1])
+
+
+def test_snapkv_pools_the_window_queries_attention_over_older_tokens():
+    """Window 4 of 12 tokens, kernel 3. The two oldest query rows fall out of the window (their mass on
+    token 5 must not count), the window's own tokens are kept and their attention is not pooled into
+    token 7: token 2's mass spreads over 1-3 and fills the 3 places left."""
+    cache = hand_cache()
+    pol = SnapKV(16, budget=7, window=4, kernel=3)
+    early = torch.zeros(1, 2, 2, 12)
+    early[..., 5] = 1.0
+    late = torch.zeros(1, 2, 4, 12)
+    late[..., 2], late[..., 8] = 0.5, 0.5
+    pol.observe(0, early, cache)
+    pol.observe(0, late, cache)
+    assert kept(pol, cache) == [1, 2, 3, 8, 9, 10, 11]
+    assert cache.side[0]["snap_rows"].shape == (1, 2, 12, 4)
+
+
+def test_snapkv_rows_follow_the_columns_through_compaction(model):
+    """After evictions drop columns, the buffered window rows stay aligned with the surviving tokens."""
+    prompt = torch.randint(0, 32, (1, 200))
+    _, stats = rollout(model, prompt, 4, SnapKV(32, budget=40, window=48))
+    assert max(stats.layer_fraction) < 0.4
+
+
+def test_pyramid_budgets_fall_linearly_and_keep_the_mean():
+    assert pyramid_budgets(100, 4, 1000) == [195, 132, 68, 5]  # 2b - b/20 down to b/20
+    assert pyramid_budgets(100, 4, 150) == [150, 117, 83, 50]  # the first layer capped at the tokens seen
+    assert pyramid_budgets(100, 4, 90) == [100] * 4 and pyramid_budgets(100, 1, 1000) == [100]
+    cache = KVCache(2)
+    for layer in range(2):
+        cache.append(layer, torch.ones(1, 1, 40, 4), torch.zeros(1, 1, 40, 4), torch.arange(40))
+    cache.n_seen = 40
+    pol = PyramidKV(16, budget=[8, 12], window=4)  # a per-layer list counts by its mean, 10
+    pol.observe(0, torch.full((1, 1, 4, 40), 1 / 40), cache)
+    pol.observe(1, torch.full((1, 1, 4, 40), 1 / 40), cache)
+    assert [int(pol.keep(i, cache).sum()) for i in range(2)] == pyramid_budgets(10, 2, 40) == [20, 1]
+
+
+def test_keydiff_keeps_the_keys_least_like_their_mean_direction():
+    k = torch.tensor([[1.0, 0]] * 8)
+    k[2], k[5], k[6] = torch.tensor([0.0, 1]), torch.tensor([-1.0, 0]), torch.tensor([1.0, 1])
+    cache = KVCache(1)
+    cache.append(0, k.view(1, 1, 8, 2).expand(1, 2, 8, 2).clone(), torch.zeros(1, 2, 8, 2), torch.arange(8))
+    cache.n_seen = 8
+    assert kept(KeyDiff(16, budget=3), cache) == [2, 5, 7]  # cosines with the mean: 0.34 and -0.94; 7 is newest
+    tilted = torch.tensor([[1.0, 0], [1, 0], [1, 0], [0, 1], [1, 1.2], [1, 1.2], [1, 1.2], [1, 1.2]])
+    cache = KVCache(1)
+    cache.append(0, tilted.view(1, 1, 8, 2).clone(), torch.zeros(1, 1, 8, 2), torch.arange(8))
+    cache.n_seen = 8
+    assert kept(KeyDiff(16, budget=2), cache) == [3, 7]  # with keys 0-1 the mean leans to (1, 0)
+    cache.alive[0][..., :2] = False  # dead keys leave the mean: it leans to (0, 1), so key 2 is the outlier
+    assert kept(KeyDiff(16, budget=2), cache) == [2, 7]

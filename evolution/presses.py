@@ -1,0 +1,120 @@
+"""The strongest training-free KV policies of the kvpress family, as ``MemoryPolicy`` plug-ins.
+
+kvpress compresses a contiguous cache once, after the prompt. Here a policy decides every ``n_up``
+tokens, so each press is stated for a cache that already has holes: attention rows and per-token state
+live in ``cache.side`` (filtered with the columns by ``KVCache.compact``), evicted columns carry zero
+attention, and every statistic over "the tokens" runs over the alive ones of each (batch row, head).
+
+- TOVA (Oren et al. 2024): the newest query's attention, averaged over all heads of the layer.
+- SnapKV (Li et al. 2024): the mean attention the last ``window`` queries gave each older token, pooled
+  over neighbouring columns with a ``kernel``-wide average; the window's own tokens are always kept.
+- PyramidKV (Cai et al. 2024): SnapKV's scores with budgets that shrink linearly with depth, the same
+  total across layers.
+- KeyDiff (Park et al. 2025): keeps the keys least similar (cosine) to the mean direction of the alive
+  keys; needs no attention.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from amicl.common.validate import check_float, check_int
+from evolution.policies import MemoryPolicy, _aligned
+from transformers_mini.attention import KVCache
+
+
+class TOVA(MemoryPolicy):
+    """Token omission via attention: the last query's attention, head-averaged, so every head of a layer
+    ranks the tokens alike (kvpress ``TOVAPress``)."""
+
+    name = "tova"
+    needs_attention = True
+    needs_budget = True
+
+    def observe(self, layer, probs, cache):
+        cache.side[layer]["tova_last"] = probs[:, :, -1]  # (B, H_kv, T): the newest query's row
+
+    def score(self, layer, cache):
+        last = _aligned(cache, layer, "tova_last", ())
+        return last.mean(dim=1, keepdim=True).expand_as(last)
+
+
+class SnapKV(MemoryPolicy):
+    """Attention from an observation window of the last ``window`` queries, averaged over those queries,
+    smoothed by average pooling of width ``kernel`` over the cache columns (zero-padded, as kvpress does);
+    tokens inside the window score +inf. kvpress defaults: window 64, kernel 5."""
+
+    name = "snapkv"
+    needs_attention = True
+    needs_budget = True
+    OPTIONS = ("window", "kernel")
+
+    def __init__(self, n_up=64, budget=None, window: int = 64, kernel: int = 5):
+        super().__init__(n_up, budget)
+        self.window = check_int("window", window, lo=1)
+        self.kernel = check_int("kernel", kernel, lo=1)
+        if self.kernel % 2 == 0:
+            raise ValueError(f"kernel must be odd (a centred pooling window), got {kernel}")
+
+    def observe(self, layer, probs, cache):
+        old = _aligned(cache, layer, "snap_rows", (0,))  # (B, H_kv, T, queries so far, at most window)
+        rows = torch.cat([old, probs.transpose(-1, -2)], dim=-1)
+        cache.side[layer]["snap_rows"] = rows[..., -self.window :]
+
+    def window_scores(self, layer, cache) -> torch.Tensor:
+        rows = _aligned(cache, layer, "snap_rows", (0,))
+        if rows.shape[-1] == 0:
+            raise ValueError(f"{self.name} scores need observed attention rows")
+        in_window = (cache.pos[layer] >= cache.n_seen - self.window).expand_as(cache.alive[layer])
+        s = rows.mean(dim=-1).masked_fill(in_window, 0.0)  # pool the older tokens only
+        B, H, T = s.shape
+        s = torch.nn.functional.avg_pool1d(s.reshape(B * H, 1, T), self.kernel, stride=1, padding=self.kernel // 2)
+        return s.view(B, H, T).masked_fill(in_window, float("inf"))
+
+    def score(self, layer, cache):
+        return self.window_scores(layer, cache)
+
+
+class PyramidKV(SnapKV):
+    """SnapKV whose budget shrinks linearly from the first layer to the last: with mean budget ``b`` the
+    first layer keeps ``2b - b/beta`` and the last ``b/beta`` (kvpress ``PyramidKVPress``, beta 20),
+    capped at the tokens seen. A per-layer budget list counts by its mean."""
+
+    name = "pyramidkv"
+
+    def __init__(self, n_up=64, budget=None, window: int = 64, kernel: int = 5, beta: float = 20.0):
+        super().__init__(n_up, budget, window, kernel)
+        self.beta = check_float("beta", beta, lo=1.0)
+
+    def layer_budget(self, layer: int, cache: KVCache) -> int:
+        b = sum(self.budget) / len(self.budget) if isinstance(self.budget, (list, tuple)) else self.budget
+        return pyramid_budgets(b, cache.n_layer, cache.n_seen, self.beta)[layer]
+
+
+def pyramid_budgets(mean: float, n_layer: int, n_seen: int, beta: float = 20.0) -> list[int]:
+    """Per-layer budgets falling linearly with depth and averaging ``mean`` (rounding aside); uniform when
+    one layer, or when the mean already keeps every token seen. The first layer is capped at ``n_seen``
+    and the last raised to keep the mean, as PyramidKV's own code does."""
+    if n_layer == 1 or mean >= n_seen:
+        return [max(1, round(mean))] * n_layer
+    lo = mean / beta
+    hi = 2 * mean - lo
+    if hi > n_seen:
+        hi, lo = n_seen, 2 * mean - n_seen
+    step = (hi - lo) / (n_layer - 1)
+    return [max(1, round(hi - i * step)) for i in range(n_layer)]
+
+
+class KeyDiff(MemoryPolicy):
+    """Key diversity: score = minus the cosine similarity of each key with the normalised mean of the
+    alive keys' directions (kvpress ``KeyDiffPress``); needs no attention."""
+
+    name = "keydiff"
+    needs_budget = True
+
+    def score(self, layer, cache):
+        k = torch.nn.functional.normalize(cache.k[layer].float(), dim=-1)  # (B, H, T, dh)
+        alive = cache.alive[layer].unsqueeze(-1).float()
+        anchor = (k * alive).sum(dim=2, keepdim=True) / alive.sum(dim=2, keepdim=True).clamp(min=1.0)
+        anchor = torch.nn.functional.normalize(anchor, dim=-1)
+        return -(k * anchor).sum(dim=-1)
