@@ -63,6 +63,37 @@ def test_resume_continues_exactly(tmp_path):
     assert straight.history == resumed.history
 
 
+def test_members_that_reached_the_threshold_retire_and_the_rest_train_on_unchanged(tmp_path):
+    """--stop-when-reached stops each member at its first evaluation past the threshold on ic and ic2;
+    the others' histories match an unretired run, and a resume after a retirement is exact."""
+    runs = lambda steps, threshold, stop: tiny_run(steps, threshold=threshold, stop_when_reached=stop)
+    whole = Trainer(runs(8, 0.5, False), "cpu")
+    whole.fit(progress=False)
+    at2 = [min(r["ic"], r["ic2"]) for r in whole.history if r["step"] == 2]
+    threshold = max(at2)  # the best member at step 2 retires there
+    assert sorted(at2)[-2] < threshold  # premise (this seed): only one member reaches it at step 2
+    retired = Trainer(runs(8, threshold, True), "cpu")
+    retired.fit(tmp_path / "a", progress=False)
+    first = {m["arm"] + str(m["seed"]): m for m in summarise_members(whole.history, threshold)}
+    by = {(r["arm"], r["seed"], r["step"]): r for r in whole.history}
+    for m in summarise_members(retired.history, threshold):
+        ref = first[m["arm"] + str(m["seed"])]
+        done = ref["steps_ic"] is not None and ref["steps_ic2"] is not None
+        assert m["last_step"] == (max(ref["steps_ic"], ref["steps_ic2"]) if done else 8)
+    assert len(retired.active) < len(retired.run.members)
+    for r in retired.history:
+        for k in ("ic", "ic2", "test", "iw"):
+            assert r[k] == pytest.approx(by[(r["arm"], r["seed"], r["step"])][k], abs=1e-9)
+
+    Trainer(runs(4, threshold, True), "cpu").fit(tmp_path / "b", progress=False)
+    resumed = Trainer(runs(8, threshold, True), "cpu")
+    resumed.load(tmp_path / "b" / "checkpoint.pt")
+    resumed.fit(tmp_path / "b", progress=False)
+    assert resumed.history == retired.history and resumed.active == retired.active
+    for p, q in zip(retired.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q)
+
+
 def test_resume_refuses_a_different_run(tmp_path):
     Trainer(tiny_run(2), "cpu").fit(tmp_path, progress=False)
     other = Trainer(tiny_run(2, lr=0.02), "cpu")

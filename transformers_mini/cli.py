@@ -25,7 +25,7 @@ TRAIN_HELP = {
     "weight_decay": "theta <- (1 - wd) theta - lr grad.",
     "eval_size": "Sequences per test set.",
     "threshold": "Accuracy that defines 'ICL reached'.",
-    "stop_when_reached": "Stop once every run reached the threshold on ic and ic2.",
+    "stop_when_reached": "Stop each member once it reached the threshold on ic and ic2, and the run once all have.",
 }
 STREAM_OPTIONS = {  # option name -> StreamConfig field
     "stream_source": ("source", click.Choice(STREAM_SOURCES), "Which earlier layer's projection is added."),

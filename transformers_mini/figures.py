@@ -18,7 +18,7 @@ SET_TITLES = {
 
 
 def draw_streams(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]:
-    """learning_curves.* (median over seeds, band = min..max) and steps_to_threshold.*"""
+    """learning_curves.* (median over seeds, band = min..max, while every seed trains) and steps_to_threshold.*"""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,13 +39,17 @@ def draw_streams(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]
     for ax, name in zip(np.atleast_1d(axes), sets):
         for arm in arms:
             rows = [r for r in history if r["arm"] == arm]
-            steps = sorted({int(r["step"]) for r in rows})
-            per_seed = [[float(r[name]) for r in rows if int(r["seed"]) == s] for s in run.seeds]
-            n = min(len(a) for a in per_seed)  # seeds of joined runs may have stopped at different steps
-            acc = np.array([a[:n] for a in per_seed])
-            steps = np.array(steps[:n])
+            per_seed = [[(int(r["step"]), float(r[name])) for r in rows if int(r["seed"]) == s] for s in run.seeds]
+            # members stop at different steps (joined runs, --stop-when-reached): the median and band are
+            # drawn while every seed is still there, and each seed's own curve to its end
+            n = min(len(a) for a in per_seed)
+            acc = np.array([[v for _, v in a[:n]] for a in per_seed])
+            steps = np.array([t for t, _ in per_seed[0][:n]])
             (line,) = ax.plot(steps, np.median(acc, 0), lw=1.4, label=arm)
             ax.fill_between(steps, acc.min(0), acc.max(0), color=line.get_color(), alpha=0.2, lw=0)
+            for a in per_seed:
+                if len(a) > n:
+                    ax.plot(*zip(*a[n - 1 :]), color=line.get_color(), lw=0.6, alpha=0.5)
         mem = [float(r[f"final_{name}"]) for r in members if r["arm"].startswith("amicl-memory")]
         if mem:
             ax.axhline(np.mean(mem), color="k", ls=":", lw=1, label="AMICL memory (a=2)")
@@ -56,7 +60,10 @@ def draw_streams(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]
         ax.grid(alpha=0.3)
     np.atleast_1d(axes)[0].set_ylabel("accuracy")
     np.atleast_1d(axes)[0].legend(frameon=False, fontsize=7)
-    fig.suptitle(f"{len(run.seeds)} paired seeds per arm: median and min-max band", fontsize=9)
+    fig.suptitle(
+        f"{len(run.seeds)} paired seeds per arm: median and min-max band while all train; thin: seeds after",
+        fontsize=9,
+    )
     fig.tight_layout()
     written += save_figure(fig, Path(out), "learning_curves", formats)
     plt.close(fig)

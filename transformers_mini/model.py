@@ -99,6 +99,18 @@ class ToyTransformer(nn.Module):
     def members(self) -> int:
         return len(self.configs)
 
+    def keep_members(self, idx: list[int]) -> None:
+        """Drop every member but ``idx`` (in that order); the kept members' parameters are unchanged, and
+        since members never interact their training goes on as before, up to float rounding."""
+        if not idx or len(set(idx)) != len(idx) or min(idx) < 0 or max(idx) >= self.members:
+            raise ValueError(f"member indices must be distinct, in [0, {self.members}); got {idx}")
+        sel = torch.tensor(idx, device=self.stream_lam.device)
+        for name, p in list(self.named_parameters()):
+            setattr(self, name, nn.Parameter(p.detach()[sel].clone(), requires_grad=p.requires_grad))
+        for name, b in list(self.named_buffers()):
+            setattr(self, name, b[sel].clone())
+        self.configs = [self.configs[i] for i in idx]
+
     def n_params(self) -> int:
         """Parameters of one member (learned stream weights count once per streamed layer)."""
         n = sum(p[0].numel() for name, p in self.named_parameters() if name != "stream_lam")

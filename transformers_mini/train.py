@@ -48,7 +48,7 @@ class Trainer:
     def __init__(self, run: Run, device: str = "auto"):
         self.run = run
         self.device = resolve_device(device)
-        arms, seeds = list(run.arms), run.seeds
+        seeds = run.seeds
         self.model = ToyTransformer([run.arms[a] for a, _ in run.members], [s for _, s in run.members]).to(self.device)
         self.tasks = [ICLTask.from_seed(run.task, seed_streams(s)[0]) for s in seeds]
         self.rngs = [np.random.default_rng(seed_streams(s)[1]) for s in seeds]
@@ -56,20 +56,23 @@ class Trainer:
             t.test_sets(run.train.eval_size, np.random.default_rng(seed_streams(s)[2]))
             for t, s in zip(self.tasks, seeds)
         ]
+        self.active = list(range(len(run.members)))  # members still training (see ``retire``)
         self.member_seed = torch.tensor([seeds.index(s) for _, s in run.members], device=self.device)
         self.step = 0
         self.saved_step: int | None = None  # step of the last checkpoint written or loaded
         self.history: list[dict] = []
         self._loss_sum = torch.zeros(len(run.members), device=self.device)
         self._loss_n = 0
-        self.arm_names = arms
 
     # -- one step ---------------------------------------------------------------------------------
     def _batch(self):
-        bs = [t.sample(self.run.train.batch, r) for t, r in zip(self.tasks, self.rngs)]
-        x = torch.from_numpy(np.stack([b.x for b in bs])).to(self.device)
-        y = torch.from_numpy(np.stack([b.y for b in bs])).to(self.device)
-        return x[self.member_seed], y[self.member_seed]  # (E, B, T, d), (E, B)
+        """(E, B, T, d), (E, B): each active member's batch; a seed with no active member draws none
+        (its generator is its own, so the others' data does not change)."""
+        used = sorted(set(self.member_seed.tolist()))
+        bs = {i: self.tasks[i].sample(self.run.train.batch, self.rngs[i]) for i in used}
+        x = torch.from_numpy(np.stack([bs[int(i)].x for i in self.member_seed])).to(self.device)
+        y = torch.from_numpy(np.stack([bs[int(i)].y for i in self.member_seed])).to(self.device)
+        return x, y
 
     def train_step(self) -> torch.Tensor:
         """One SGD step for every member; returns the per-member loss (E,)."""
@@ -79,7 +82,7 @@ class Trainer:
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
         loss = loss.view(y.shape).mean(dim=1)  # (E,)
         if not torch.isfinite(loss).all():
-            bad = [self.run.members[i] for i in torch.nonzero(~torch.isfinite(loss)).flatten().tolist()]
+            bad = [self.run.members[self.active[i]] for i in torch.nonzero(~torch.isfinite(loss)).flatten().tolist()]
             kept = (
                 "no checkpoint was written"
                 if self.saved_step is None
@@ -102,7 +105,7 @@ class Trainer:
         """Accuracy of every member on its seed's four test sets: name -> (E,)."""
         out = {}
         for name in self.test_sets[0]:
-            correct = torch.zeros(len(self.run.members), device=self.device)
+            correct = torch.zeros(len(self.active), device=self.device)
             n = self.test_sets[0][name].x.shape[0]
             for lo in range(0, n, EVAL_CHUNK):
                 x = torch.from_numpy(np.stack([ts[name].x[lo : lo + EVAL_CHUNK] for ts in self.test_sets])).to(
@@ -119,7 +122,7 @@ class Trainer:
     def record(self) -> dict[str, np.ndarray]:
         acc = self.evaluate()
         loss = (self._loss_sum / max(self._loss_n, 1)).cpu().numpy()
-        for i, (arm, seed) in enumerate(self.run.members):
+        for i, (arm, seed) in enumerate(self.run.members[m] for m in self.active):
             row = {"step": self.step, "arm": arm, "seed": seed, "train_loss": float(loss[i]) if self._loss_n else ""}
             row.update({name: float(a[i]) for name, a in acc.items()})
             self.history.append(row)
@@ -135,6 +138,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "rngs": [r.bit_generator.state for r in self.rngs],
             "history": self.history,
+            "active": self.active,
         }
 
     def save(self, path: Path) -> None:
@@ -146,6 +150,7 @@ class Trainer:
         saved = Run.from_dict(state["run"]).to_dict()  # fills fields added since the checkpoint was written
         if resumable_part(saved) != resumable_part(self.run.to_dict()):
             raise ValueError(f"checkpoint {path} belongs to a different run configuration; use a new --out")
+        self._keep(state.get("active", self.active))
         self.model.load_state_dict(state["model"])
         for r, s in zip(self.rngs, state["rngs"]):
             r.bit_generator.state = s
@@ -159,7 +164,7 @@ class Trainer:
         c = self.run.train
         if self.step == 0 and not self.history:
             self.record()  # the curves start at step 0
-        stopped = False
+        stopped = c.stop_when_reached and self.retire()
 
         def step() -> dict | None:
             nonlocal stopped
@@ -167,8 +172,9 @@ class Trainer:
             if self.step % c.eval_every and self.step != c.steps:
                 return None
             acc = self.record()
-            stopped = c.stop_when_reached and self._all_reached()
-            shown = {a: f"{acc['ic'][i]:.2f}" for i, a in enumerate(self.arm_names)} if "ic" in acc else None
+            shown = self._postfix(acc)
+            if c.stop_when_reached:
+                stopped = self.retire()
             return {
                 "postfix": shown,
                 "save": self.step % c.checkpoint_every == 0 or self.step == c.steps,
@@ -188,9 +194,34 @@ class Trainer:
             self.save_outputs(out)
         return self.history
 
-    def _all_reached(self) -> bool:
+    def _postfix(self, acc: dict[str, np.ndarray]) -> dict[str, str] | None:
+        """Median ic accuracy per arm over the members still training (and how many there are)."""
+        if "ic" not in acc:
+            return None
+        arms = [self.run.members[m][0] for m in self.active]
+        shown = {a: f"{np.median([x for x, b in zip(acc['ic'], arms) if b == a]):.2f}" for a in dict.fromkeys(arms)}
+        return {**shown, "training": str(len(arms))}
+
+    def retire(self) -> bool:
+        """Stop training the members that reached the threshold on ic and ic2 (their history ends at
+        that evaluation); True once none is left. Members never interact, so the others go on as they
+        would have, up to float rounding, and the censored tail costs only the slow members' compute."""
         rows = summarise_members(self.history, self.run.train.threshold)
-        return all(r["steps_ic"] is not None and r["steps_ic2"] is not None for r in rows)
+        done = {(r["arm"], r["seed"]) for r in rows if r["steps_ic"] is not None and r["steps_ic2"] is not None}
+        left = [m for m in self.active if self.run.members[m] not in done]
+        if not left:
+            return True
+        self._keep(left)
+        return False
+
+    def _keep(self, members: list[int]) -> None:
+        if members == self.active:
+            return
+        pos = [self.active.index(m) for m in members]
+        self.model.keep_members(pos)
+        self.member_seed = self.member_seed[pos]
+        self._loss_sum = self._loss_sum[pos]
+        self.active = list(members)
 
     def save_outputs(self, out: Path) -> None:
         out = Path(out)
