@@ -12,6 +12,7 @@ from amicl.task import TaskConfig
 from transformers_mini.compare import bootstrap_arms
 from transformers_mini.config import StreamConfig, ToyConfig, TrainConfig
 from transformers_mini.model import ToyTransformer
+from transformers_mini.probes import PROBES
 from transformers_mini.run import Run, steps_to_threshold, summarise_members
 from transformers_mini.train import Trainer, TrainingDiverged
 
@@ -61,6 +62,10 @@ def test_resume_continues_exactly(tmp_path):
     for (n, p), q in zip(straight.model.named_parameters(), resumed.model.parameters()):
         assert torch.equal(p, q), n
     assert straight.history == resumed.history
+    assert len(straight.probes) == len(resumed.probes) == 5 * 4  # 5 evaluations x 4 members
+    for a, b in zip(straight.probes, resumed.probes):  # float64 probes, equal up to BLAS rounding
+        assert (a["step"], a["arm"], a["seed"]) == (b["step"], b["arm"], b["seed"])
+        assert [a[k] for k in PROBES] == pytest.approx([b[k] for k in PROBES], rel=1e-9, abs=1e-12)
 
 
 def test_members_that_reached_the_threshold_retire_and_the_rest_train_on_unchanged(tmp_path):
@@ -245,6 +250,7 @@ def test_join_pairs_separate_runs_like_one_run(tmp_path):
     key = lambda rows: sorted((r["arm"], r["seed"], r["step"]) for r in rows)
     joined, whole = (read_csv(tmp_path / d / "history.csv") for d in ("joined", "all"))
     assert key(joined) == key(whole)
+    assert key(read_csv(tmp_path / "joined" / "probes.csv")) == key(read_csv(tmp_path / "all" / "probes.csv"))
     by = {(r["arm"], r["seed"], r["step"]): r for r in whole}
     for r in joined:
         for k in ("test", "ic", "ic2", "iw", "train_loss"):

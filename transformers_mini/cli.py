@@ -25,6 +25,7 @@ TRAIN_HELP = {
     "weight_decay": "theta <- (1 - wd) theta - lr grad.",
     "eval_size": "Sequences per test set.",
     "threshold": "Accuracy that defines 'ICL reached'.",
+    "probe_size": "ic sequences per seed the mechanistic probes read at every evaluation (probes.csv; 0: none).",
     "stop_when_reached": "Stop each member once it reached the threshold on ic and ic2, and the run once all have.",
 }
 STREAM_OPTIONS = {  # option name -> StreamConfig field
@@ -45,6 +46,7 @@ def train_options(f):
         ("eval_size", int),
         ("threshold", float),
         ("checkpoint_every", int),
+        ("probe_size", click.IntRange(min=0)),
     ):
         opts.append(config_option(TrainConfig, name, type=typ, help=TRAIN_HELP.get(name, "")))
     opts.append(click.option("--stop-when-reached", is_flag=True, help=TRAIN_HELP["stop_when_reached"]))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amicl.common.io import atomic_write_bytes, read_json, write_csv, write_json
+from amicl.common.io import atomic_write_bytes, read_csv, read_json, write_csv, write_json
 from transformers_mini.run import Run, load_history, resumable_part, seed_streams, summarise_members
 
 N_BOOT = 10_000
@@ -108,8 +108,8 @@ def join_runs(out: Path, parts: list[Path]) -> Run:
                     f"{p} differs from {parts[0]} in its {key}; only runs on the same task and "
                     "training settings pair up"
                 )
-    arms, seeds, history, taken = {}, [], [], set()
-    for run, hist in loaded:
+    arms, seeds, history, probes, taken = {}, [], [], [], set()
+    for part, (run, hist) in zip(parts, loaded):
         for a, cfg in run.arms.items():
             if arms.setdefault(a, cfg) != cfg:
                 raise ValueError(f"arm {a} has different model settings in two of the runs")
@@ -117,6 +117,8 @@ def join_runs(out: Path, parts: list[Path]) -> Run:
         new = {(a, s) for a, s in run.members if (a, s) not in taken}
         taken |= new
         history += [r for r in hist if (r["arm"], int(r["seed"])) in new]
+        if (Path(part) / "probes.csv").exists():
+            probes += [r for r in read_csv(Path(part) / "probes.csv") if (r["arm"], int(r["seed"])) in new]
     missing = [(a, s) for a in arms for s in seeds if (a, s) not in taken]
     if missing:
         raise ValueError(
@@ -127,6 +129,8 @@ def join_runs(out: Path, parts: list[Path]) -> Run:
     joined = Run(arms, sorted(seeds), base.task, base.train)
     with claim_run_folder(out, "streams-join"):
         write_csv(Path(out) / "history.csv", history)
+        if probes:
+            write_csv(Path(out) / "probes.csv", probes)
         write_json(
             Path(out) / "config.json",
             {

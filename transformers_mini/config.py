@@ -192,10 +192,12 @@ class TrainConfig:
     threshold: float = 0.95
     checkpoint_every: int = 5_000
     stop_when_reached: bool = False
+    probe_size: int = 256  # ic sequences the mechanistic probes read at every evaluation (0: none)
 
     def __post_init__(self):
         for name in ("steps", "batch", "eval_every", "eval_size", "checkpoint_every"):
             object.__setattr__(self, name, check_int(name, getattr(self, name), lo=1))
+        object.__setattr__(self, "probe_size", check_int("probe_size", self.probe_size, lo=0))
         object.__setattr__(self, "lr", check_float("lr", self.lr, lo=0.0, lo_open=True))
         object.__setattr__(self, "weight_decay", check_float("weight_decay", self.weight_decay, 0.0, 1.0, hi_open=True))
         object.__setattr__(self, "threshold", check_float("threshold", self.threshold, 0.0, 1.0, lo_open=True))

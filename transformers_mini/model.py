@@ -124,7 +124,7 @@ class ToyTransformer(nn.Module):
         With ``return_attn`` also returns one (E, B, T, T) attention-probability tensor per layer
         (query rows, key columns).
         """
-        logits, attn, _ = self._run(x, return_attn)
+        logits, attn, _, _ = self._run(x, return_attn)
         return (logits, attn) if return_attn else logits
 
     @torch.no_grad()
@@ -132,8 +132,14 @@ class ToyTransformer(nn.Module):
         """The query token's input to the MLP and every MLP layer's output: (E, B, d) each."""
         return self._run(x, False)[2]
 
+    @torch.no_grad()
+    def attention_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's attention logits (E, B, T, T), -inf above the diagonal: what the probabilities
+        are the softmax of, without the underflow of taking their log."""
+        return self._run(x, True)[3]
+
     def _run(self, x: torch.Tensor, return_attn: bool):
-        """(logits, attention list, MLP activations) of ``forward``."""
+        """(logits, attention list, MLP activations, attention-logit list) of ``forward``."""
         E = self.members
         if x.dim() == 3:
             x = x.expand(E, *x.shape)
@@ -143,7 +149,7 @@ class ToyTransformer(nn.Module):
         pos = torch.arange(T, device=x.device)
         lam = self.stream_lam if self.stream_on is None else self.stream_lam * self.stream_on
         h = x
-        raw, attn = [], []
+        raw, attn, att_logits = [], [], []
         L = self.config.n_layer
         for layer in range(L):
             # q, k, v = h W_q, h W_k, h W_v for all members in one batched GEMM
@@ -170,13 +176,15 @@ class ToyTransformer(nn.Module):
             h = h[:, :, -1:] + out.squeeze(2) if last_only else h + out.squeeze(2)
             if return_attn:
                 attn.append(p.squeeze(2))
+                causal = pos[None, :] <= pos[:, None]
+                att_logits.append((q @ k.transpose(-1, -2)).masked_fill(~causal, float("-inf")))
         z = h[:, :, -1]  # (E, B, d): only the query token is read out
         acts = [z]
         for i in range(self.config.mlp_layers):
             z = torch.relu(torch.bmm(z, self.mlp_w[:, i]) + self.mlp_b[:, i, None, None])
             acts.append(z)
         logits = torch.bmm(z, self.readout)
-        return logits, attn, acts
+        return logits, attn, acts, att_logits
 
 
 class Block(nn.Module):

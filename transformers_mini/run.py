@@ -19,8 +19,13 @@ from transformers_mini.config import ToyConfig, TrainConfig
 
 
 def seed_streams(seed: int):
-    """Independent streams per seed: 0 the task (mu, lambda), 1 training batches, 2 test sets."""
+    """Independent streams per seed: 0 the task (mu, lambda), 1 training batches, 2 test sets
+    (4: the initial-state batch, 5: the probe set)."""
     return [np.random.SeedSequence(seed, spawn_key=(i,)) for i in range(3)]
+
+
+def probe_stream(seed: int) -> np.random.SeedSequence:
+    return np.random.SeedSequence(seed, spawn_key=(5,))
 
 
 @dataclass
@@ -74,8 +79,8 @@ class Run:
 
 
 def resumable_part(run: dict) -> dict:
-    """What must match to resume: everything but the step budget and the early-stop flag."""
-    train = {k: v for k, v in run["train"].items() if k not in ("steps", "stop_when_reached")}
+    """What must match to resume: everything but the step budget, the early-stop flag and the probes."""
+    train = {k: v for k, v in run["train"].items() if k not in ("steps", "stop_when_reached", "probe_size")}
     return {**run, "train": train}
 
 

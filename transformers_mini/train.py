@@ -22,7 +22,7 @@ from amicl.common.runs import drive
 from amicl.common.validate import RunStopped
 from amicl.task import ICLTask
 from transformers_mini.model import ToyTransformer
-from transformers_mini.run import Run, resumable_part, seed_streams, summarise_members
+from transformers_mini.run import Run, probe_stream, resumable_part, seed_streams, summarise_members
 
 EVAL_CHUNK = 2000
 
@@ -61,6 +61,8 @@ class Trainer:
         self.step = 0
         self.saved_step: int | None = None  # step of the last checkpoint written or loaded
         self.history: list[dict] = []
+        self.probes: list[dict] = []  # mechanistic probes per evaluation and member (transformers_mini.probes)
+        self.probe_sets = self._probe_sets()
         self._loss_sum = torch.zeros(len(run.members), device=self.device)
         self._loss_n = 0
 
@@ -119,7 +121,29 @@ class Trainer:
             out[name] = correct.cpu().numpy().astype(np.float64) / n  # exact counts; 1900/2000 is 0.95, not 0.9499
         return out
 
+    def _probe_sets(self) -> tuple[torch.Tensor, np.ndarray] | None:
+        """Each seed's fixed probe sequences (ic: novel classes, bursty), stacked; None where the probes
+        do not apply (probe_size 0, no ic test set, not a two-layer toy)."""
+        run = self.run
+        if not run.train.probe_size or "ic" not in run.task.test_sets or self.model.config.n_layer != 2:
+            return None
+        size = run.train.probe_size
+        sets = [t.test_set("ic", size, np.random.default_rng(probe_stream(s))) for t, s in zip(self.tasks, run.seeds)]
+        return torch.from_numpy(np.stack([b.x for b in sets])).to(self.device), np.stack([b.classes for b in sets])
+
+    def record_probes(self) -> None:
+        from transformers_mini.probes import probe_model
+
+        x, classes = self.probe_sets
+        idx = self.member_seed.cpu().numpy()
+        values = probe_model(self.model, x[self.member_seed], classes[idx], self.run.task.n_pos)
+        for i, (arm, seed) in enumerate(self.run.members[m] for m in self.active):
+            row = {"step": self.step, "arm": arm, "seed": seed}
+            self.probes.append({**row, **{k: float(v[i]) for k, v in values.items()}})
+
     def record(self) -> dict[str, np.ndarray]:
+        if self.probe_sets is not None:
+            self.record_probes()
         acc = self.evaluate()
         loss = (self._loss_sum / max(self._loss_n, 1)).cpu().numpy()
         for i, (arm, seed) in enumerate(self.run.members[m] for m in self.active):
@@ -138,6 +162,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "rngs": [r.bit_generator.state for r in self.rngs],
             "history": self.history,
+            "probes": self.probes,
             "active": self.active,
         }
 
@@ -156,6 +181,7 @@ class Trainer:
             r.bit_generator.state = s
         self.step = self.saved_step = state["step"]
         self.history = state["history"]
+        self.probes = state.get("probes", [])  # checkpoints from before the probes have none
 
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self, out: Path | None = None, progress: bool | None = None) -> list[dict]:
@@ -227,6 +253,8 @@ class Trainer:
         out = Path(out)
         self.save(out / "checkpoint.pt")
         write_csv(out / "history.csv", self.history)
+        if self.probes:
+            write_csv(out / "probes.csv", self.probes)
         write_json(
             out / "config.json",
             {
