@@ -99,6 +99,27 @@ def test_members_that_reached_the_threshold_retire_and_the_rest_train_on_unchang
         assert torch.equal(p, q)
 
 
+def test_mechanism_onsets_and_their_lead_over_the_takeoff():
+    from transformers_mini.mechanisms import onsets
+
+    probe = lambda seed, step, prev, ind: {  # noqa: E731
+        "arm": "V",
+        "seed": seed,
+        "step": step,
+        "prev_token": prev,
+        "induction": ind,
+        "amicl_top1": 0.1,
+    }
+    probes = [probe(0, 0, 0.1, 0.0), probe(0, 200, 0.6, 0.2), probe(0, 400, 0.9, 0.7), probe(0, 600, 0.9, 0.9)]
+    probes += [probe(1, 0, 0.1, 0.0), probe(1, 600, 0.2, 0.1)]
+    hist = [{"arm": "V", "seed": s, "step": t, "ic": a} for s in (0, 1) for t, a in ((0, 0.1), (400, 0.3), (600, 0.8))]
+    hist = [h for h in hist if not (h["seed"] == 1 and h["step"] == 400)]
+    m0, m1 = onsets(probes, hist)
+    assert (m0["takeoff"], m0["onset_prev_token"], m0["lead_prev_token"], m0["lead_induction"]) == (600, 200, 400, 200)
+    assert m0["onset_amicl_top1"] is None and m0["lead_amicl_top1"] is None  # never reached: censored, kept
+    assert (m1["onset_prev_token"], m1["lead_prev_token"], m1["takeoff"]) == (None, None, 600)
+
+
 def test_resume_refuses_a_different_run(tmp_path):
     Trainer(tiny_run(2), "cpu").fit(tmp_path, progress=False)
     other = Trainer(tiny_run(2, lr=0.02), "cpu")
@@ -196,6 +217,7 @@ def test_cli_compare_resume_and_figures(tmp_path):
     assert "| ic | V |" in r.stdout and "amicl-memory (a=2)" in r.stdout
     for name in ("config.json", "history.csv", "members.csv", "compare.csv", "compare.md", "checkpoint.pt"):
         assert (tmp_path / "cmp" / name).exists()
+    assert "Mechanisms and the take-off" in r.stdout and "| V | " in r.stdout.split("Probes at each member")[1]
     r = CliRunner().invoke(
         amicl, ["transformer", "compare", "--streams", "none,V,K,Q", "--steps", "4", *CLI, "--out", out]
     )
@@ -210,6 +232,7 @@ def test_cli_compare_resume_and_figures(tmp_path):
     assert sorted(p.name for p in (tmp_path / "cmp" / "figures").iterdir()) == [
         "covariates.png",
         "learning_curves.png",
+        "probes.png",
         "steps_to_threshold.png",
         "survival.png",
     ]

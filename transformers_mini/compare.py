@@ -358,6 +358,13 @@ def analyse(out: Path, paper_claim: float = 0.24) -> str:
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     survival, survival_rows = survival_section(members, arms)
     lines += survival + paired_seed_table(members, arms) + covariate_section(members, arms)
+    if (out / "probes.csv").exists():
+        from transformers_mini.mechanisms import final_probe_section, mechanism_section, onsets
+
+        probes = read_csv(out / "probes.csv")
+        mech = onsets(probes, history)
+        write_csv(out / "mechanisms.csv", mech)
+        lines += mechanism_section(mech, arms) + final_probe_section(probes, arms)
     md = "\n".join(lines) + "\n"
     write_csv(out / "survival.csv", survival_rows)
     write_csv(out / "compare.csv", table)

@@ -1,4 +1,4 @@
-"""Figures of a stream comparison, drawn from its history.csv / members.csv only."""
+"""Figures of a stream comparison, drawn from its history.csv, members.csv and probes.csv only."""
 
 from __future__ import annotations
 
@@ -97,7 +97,64 @@ def draw_streams(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]
             if fig is not None:
                 written += save_figure(fig, Path(out), name, formats)
                 plt.close(fig)
+    if (Path(results) / "probes.csv").exists():
+        fig = plot_probes(read_csv(Path(results) / "probes.csv"), history, arms)
+        written += save_figure(fig, Path(out), "probes", formats)
+        plt.close(fig)
     return written
+
+
+PROBE_PANELS = {
+    "ic": "ic accuracy",
+    "prev_token": "layer 1: mass on t-1",
+    "a_fit": "layer 1: fitted binding a",
+    "induction": "layer 2: mass on matching labels",
+    "amicl_top1": "layer 2 picks AMICL's key (fitted a)",
+    "amicl_corr": "layer 2 logits vs AMICL scores (r)",
+    "beta_eff": "effective inverse temperature",
+    "k90": "layer 2: keys holding 90%",
+}
+
+
+def plot_probes(probes: list[dict], history: list[dict], arms: list[str]):
+    """Each probe against training steps per arm: median over seeds (band: min-max) while every seed is
+    probed; dashed: the arm's median take-off (first ic >= 0.5)."""
+    import matplotlib.pyplot as plt
+
+    from transformers_mini.mechanisms import TAKEOFF, onsets
+
+    takeoff = onsets(probes, history)
+    first = min(int(r["step"]) for r in probes)
+    hist = [r for r in history if int(r["step"]) >= first]
+    fig, axes = plt.subplots(2, 4, figsize=(13, 5.6), sharex=True)
+    for ax, (key, title) in zip(axes.flat, PROBE_PANELS.items()):
+        rows = hist if key == "ic" else probes
+        for i, arm in enumerate(arms):
+            by_seed = {}
+            for r in rows:
+                if r["arm"] == arm:
+                    by_seed.setdefault(int(r["seed"]), []).append((int(r["step"]), float(r[key])))
+            if not by_seed:
+                continue
+            n = min(len(v) for v in by_seed.values())
+            steps = [t for t, _ in sorted(next(iter(by_seed.values())))[:n]]
+            vals = np.array([[v for _, v in sorted(a)[:n]] for a in by_seed.values()])
+            ax.plot(steps, np.median(vals, 0), color=f"C{i}", lw=1.3, label=arm)
+            ax.fill_between(steps, vals.min(0), vals.max(0), color=f"C{i}", alpha=0.15, lw=0)
+            t = [r["takeoff"] for r in takeoff if r["arm"] == arm and r["takeoff"] is not None]
+            if t:
+                ax.axvline(np.median(t), color=f"C{i}", ls="--", lw=0.8)
+        ax.set_title(title, fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("training step")
+    axes.flat[0].legend(frameon=False, fontsize=7)
+    fig.suptitle(
+        f"Probes on fixed ic sequences: median and min-max over seeds; dashed: median take-off (ic >= {TAKEOFF})",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
 
 
 def plot_survival(members: list[dict], arms: list[str], threshold: float):
