@@ -241,6 +241,7 @@ def memory_matrices(a, D, K, T, beta, seed, out):
     lazy={
         "amicl": "amicl.figures:figures_amicl",
         "streams": "transformers_mini.cli:figures_streams",
+        "phase": "transformers_mini.cli:figures_phase",
         "namm": "evolution.cli:figures_namm",
     },
 )

@@ -370,3 +370,25 @@ def test_covariate_section_ranks_a_censored_baseline_last_and_splits_slow_from_f
     text = "\n".join(covariate_section(members, ["none", "V"]))
     assert "| init_b3 | +1.00 (0.00) |" in text  # seed 3 never reached: it ranks last, still monotone
     assert "slow starters +33.3% (n=1), fast starters +17.5% (n=2)" in text  # seed 3's saving is censored
+
+
+def test_phase_grid_trains_every_cell_resumes_and_draws(tmp_path):
+    out = str(tmp_path / "phase")
+    args = ["transformer", "phase", "--grid-B", "1,2", "--grid-epsilon", "0.1", "--seeds", "1", "--eval-every", "1"]
+    args += ["--eval-size", "20", "--checkpoint-every", "1", "--threads", "1", "--device", "cpu", "--out", out]
+    r = CliRunner().invoke(amicl, [*args, "--steps", "2"])
+    assert r.exit_code == 0, r.output
+    rows = read_csv(tmp_path / "phase" / "phase.csv")
+    assert sorted((r["cell"], r["arm"]) for r in rows) == sorted(
+        (c, a) for c in ("B1_eps0.1", "B2_eps0.1") for a in ("none", "V", "amicl-memory (a=2)")
+    )
+    assert "| 2 | 0.1 |" in r.stdout
+    r = CliRunner().invoke(amicl, [*args, "--steps", "3", "--resume"])
+    assert r.exit_code == 0, r.output
+    assert {int(r["steps"]) for r in read_csv(tmp_path / "phase" / "phase.csv") if r["arm"] == "V"} == {3}
+    r = CliRunner().invoke(amicl, ["figures", "phase", out, "--format", "png"])
+    assert r.exit_code == 0 and (tmp_path / "phase" / "figures" / "phase.png").exists(), r.output
+    r = CliRunner().invoke(amicl, [*args[:3], "3", *args[4:], "--steps", "2"])
+    assert r.exit_code == 2 and "B must divide N" in r.stderr
+    r = CliRunner().invoke(amicl, ["figures", "phase", str(tmp_path / "phase" / "cells" / "B1_eps0.1")])
+    assert r.exit_code == 2 and "expected a theory-phase run" in r.stderr

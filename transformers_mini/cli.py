@@ -151,6 +151,44 @@ def _compare(streams, kw):
         click.echo(analyse(out))
 
 
+@transformer.command("phase")
+@click.option("--grid-B", "grid_b", default="1,2,4", show_default=True, help="Comma-separated burstiness values.")
+@click.option("--grid-epsilon", default="0.1,0.5,1.0", show_default=True, help="Comma-separated noise values.")
+@click.option("--streams", default="none,V", show_default=True, help="Comma-separated arms, as for compare.")
+@click.option("--seeds", type=click.IntRange(min=1), default=2, show_default=True, help="Paired seeds per cell.")
+@click.option("--first-seed", type=click.IntRange(min=0), default=0)
+@config_option(TrainConfig, "steps", type=click.IntRange(min=1), help="Training budget of every cell.")
+@config_option(TrainConfig, "eval_every", type=click.IntRange(min=1))
+@config_option(TrainConfig, "eval_size", type=click.IntRange(min=1), help=TRAIN_HELP["eval_size"])
+@config_option(TrainConfig, "checkpoint_every", type=click.IntRange(min=1))
+@device_option
+@threads_option
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Phase folder.")
+@click.option("--resume", is_flag=True, help="Continue the phase run in --out.")
+def phase_cmd(grid_b, grid_epsilon, streams, seeds, first_seed, device, threads, out, resume, **kw):
+    """Theory vs network: the AMICL memory's ICL accuracy beside trained arms' after a fixed budget, on
+    a grid of burstiness B and within-class noise epsilon (the other task settings: the defaults)."""
+    from amicl.common.cli import comma_list, set_torch_threads
+    from amicl.common.runs import claim_run_folder
+    from transformers_mini.phase import cell_runs, run_phase
+    from transformers_mini.run import Run
+
+    task = TaskConfig()
+    try:
+        arms = {
+            s: ToyConfig(d_in=task.input_dim, n_labels=task.L, init_D=task.D, stream=parse_arm(s))
+            for s in comma_list(streams, "--streams")
+        }
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--streams") from None
+    base = Run(arms, list(range(first_seed, first_seed + seeds)), task, TrainConfig(**given(kw)))
+    grid_b, grid_eps = comma_list(grid_b, "--grid-B", int), comma_list(grid_epsilon, "--grid-epsilon", float)
+    cell_runs(base, grid_b, grid_eps)  # every cell's task is valid before anything is written
+    with claim_run_folder(out, "theory-phase", resume):
+        set_torch_threads(threads)
+        click.echo(run_phase(Path(out), base, grid_b, grid_eps, device, resume))
+
+
 @transformer.command("join")
 @click.argument("parts", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for the joined results.")
@@ -172,4 +210,21 @@ def figures_streams(results, out, formats):
 
     out = Path(out) if out else Path(results) / "figures"
     for p in draw_streams(Path(results), out, tuple(f.strip() for f in formats.split(",") if f.strip())):
+        click.echo(p)
+
+
+@click.command("phase")
+@click.argument("results", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Figure folder [default: RESULTS/figures].")
+@click.option("--format", "formats", default="png,pdf")
+def figures_phase(results, out, formats):
+    """Theory vs network accuracy over the grid of a 'transformer phase' run."""
+    from amicl.common.cli import comma_list
+    from amicl.common.runs import expect_run
+    from transformers_mini.figures import draw_phase
+
+    expect_run(results, "theory-phase", "RESULTS")
+    for p in draw_phase(
+        Path(results), Path(out) if out else Path(results) / "figures", tuple(comma_list(formats, "--format"))
+    ):
         click.echo(p)

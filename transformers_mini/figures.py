@@ -208,3 +208,47 @@ def plot_covariates(members: list[dict], arms: list[str], threshold: float):
     axes[0].legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def draw_phase(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]:
+    """phase.*: ic and ic2 accuracy over the (B, epsilon) grid, the AMICL memory beside each trained arm
+    (mean over seeds, written in each cell)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from amicl.common.io import read_json
+
+    cfg = read_json(Path(results) / "config.json")
+    rows = read_csv(Path(results) / "phase.csv")
+    Bs, eps = cfg["grid"]["B"], cfg["grid"]["epsilon"]
+    cols = list(dict.fromkeys(r["arm"] for r in rows if r["arm"].startswith("amicl")))
+    cols += [a for a in cfg["run"]["arms"]]
+    fig, axes = plt.subplots(2, len(cols), figsize=(2.9 * len(cols), 5.4), squeeze=False)
+    for i, test_set in enumerate(("ic", "ic2")):
+        for j, arm in enumerate(cols):
+            grid = np.full((len(Bs), len(eps)), np.nan)
+            for a, B in enumerate(Bs):
+                for b, e in enumerate(eps):
+                    v = [
+                        float(r[test_set])
+                        for r in rows
+                        if r["arm"] == arm and int(r["B"]) == B and float(r["epsilon"]) == e
+                    ]
+                    grid[a, b] = np.mean(v) if v else np.nan
+            ax = axes[i, j]
+            ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", origin="lower", aspect="auto")
+            for (a, b), v in np.ndenumerate(grid):
+                ax.text(b, a, f"{v:.2f}", ha="center", va="center", fontsize=8, color="w" if v < 0.6 else "k")
+            ax.set_xticks(range(len(eps)), [f"{e:g}" for e in eps])
+            ax.set_yticks(range(len(Bs)), [str(B) for B in Bs])
+            ax.set_title(f"{arm}: {test_set}", fontsize=9)
+            ax.set_xlabel("within-class noise epsilon", fontsize=8)
+            ax.set_ylabel("burstiness B", fontsize=8)
+    steps = cfg["run"]["train"]["steps"]
+    fig.suptitle(f"ICL accuracy: AMICL memory (untrained) vs networks after {steps:,} steps", fontsize=9)
+    fig.tight_layout()
+    written = save_figure(fig, Path(out), "phase", formats)
+    plt.close(fig)
+    return written
