@@ -41,6 +41,12 @@ def _model_option(name, *decls, help=""):
     default=BASE_MODEL.token_shift,
     help="Add the previous token's embedding to each input (see GPTConfig).",
 )
+@click.option(
+    "--stream",
+    default=None,
+    help="Residual attention stream of the model: none, V, K, Q or KIND:option:... as in 'transformer "
+    "compare' (V: every block l >= 2 adds block l-1's raw values) [default: none].",
+)
 @config_option(BaseConfig, "steps", type=int)
 @config_option(BaseConfig, "batch", type=int)
 @config_option(BaseConfig, "lr", type=float)
@@ -59,14 +65,20 @@ def _model_option(name, *decls, help=""):
 @threads_option
 @click.option("--out", type=RUN_FOLDER, required=True)
 @click.option("--resume", is_flag=True, help="Continue the run checkpointed in --out.")
-def train_base(threads, out, resume, **kw):
+def train_base(stream, threads, out, resume, **kw):
     """Train the small GPT (rotary, grouped KV heads) on the synthetic long-context tasks."""
     from dataclasses import replace
 
     from amicl.common.cli import set_torch_threads
     from amicl.common.runs import claim_run_folder
+    from transformers_mini.config import parse_arm
 
     model = replace(BASE_MODEL, **given(kw, ("n_layer", "d_model", "n_head", "n_kv_head", "token_shift")))
+    if stream is not None:
+        try:
+            model = replace(model, stream=parse_arm(stream))
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--stream") from None
     if kw["max_context"] is not None and kw["max_context"] > model.block_size:
         model = replace(model, block_size=kw["max_context"])
     if kw["tasks"] is not None:

@@ -102,6 +102,7 @@ CASES = [
     (["namm", "train-base", "--out", "{tmp}/b", "--steps", "0"], "steps must be"),
     (["namm", "train-base", "--out", "{tmp}/b", "--heads", "3"], "n_head must divide"),
     (["namm", "train-base", "--out", "{tmp}/b", "--tasks", "copy"], "unknown task"),
+    (["namm", "train-base", "--out", "{tmp}/b", "--stream", "W"], "--stream"),
     (["namm", "train-base", "--out", "{tmp}/b", "--tasks", "needle,,"], "--tasks"),
     (["namm", "train-base", "--out", "{tmp}/b", "--min-context", "512", "--max-context", "128"], "min_context"),
     (["namm", "train-base", "--out", "{f}/namm-evolve"], "holds a namm-evolve run"),

@@ -38,11 +38,14 @@ def base(tmp_path_factory):
         64,
         "--max-context",
         128,
+        "--stream",
+        "V",  # the values stream, so that every policy below is run on a residual-stream base (issue 14)
         *SMALL,
         "--out",
         out,
     )
     assert r.exit_code == 0, r.output
+    assert json.loads((out / "config.json").read_text())["base"]["model"]["stream"]["kind"] == "V"
     return out
 
 
