@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import click
 
-from amicl.common.cli import CONTEXT, LazyGroup, RootGroup, config_option, given
+from amicl.common.cli import CONTEXT, LazyGroup, RootGroup, config_option, executor_options, given
+from amicl.common.parallel import ExecutorSpec
 from amicl.common.validate import config_from_dict
 from amicl.memory import MemoryConfig
 from amicl.reference import SEP_CODES, SIM_CODES
@@ -36,8 +37,8 @@ def main():  # console-script entry point
 
 
 def common_run_options(f):
-    """--seed, --workers (process pool size; 1 = in-process)."""
-    f = click.option("--workers", type=click.IntRange(min=1), default=1, help="Parallel worker processes.")(f)
+    """--seed and where the trials run (--executor, --workers, --scheduler)."""
+    f = executor_options(f)
     f = click.option("--seed", type=click.IntRange(min=0), default=0, help="Root seed; same seed, same numbers.")(f)
     return f
 
@@ -127,16 +128,15 @@ def build_spec(task_kind, test_set, trials, kwargs: dict, swept=(), engine=None)
     return RunSpec(mem, cls(**data), **top)
 
 
-def _sweep_and_save(spec, grid, seed, workers, out, kind):
+def _sweep_and_save(spec, grid, seed, where, out, kind):
     """Claim --out first (so an unusable folder fails before the work), sweep, save; the result."""
-    from amicl.common.parallel import make_executor
     from amicl.common.runs import claim_run_folder
     from amicl.sweep import check_memory, sweep
 
-    check_memory(spec, grid, workers)
+    check_memory(spec, grid, where.pool_size)
     folder = claim_run_folder(out, kind) if out else None
     try:
-        with make_executor(workers) as ex:
+        with where.open() as ex:
             res = sweep(spec, grid, seed=seed, executor=ex)
         if folder:
             res.save(out, kind=kind)
@@ -162,10 +162,11 @@ def memory():
 @trials_option
 @common_run_options
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Save results here.")
-def memory_run(task_kind, test_set, engine, trials, seed, workers, out, **kwargs):
+def memory_run(task_kind, test_set, engine, trials, seed, executor, workers, scheduler, out, **kwargs):
     """Score one setting of the memory; prints accuracy with its 95% binomial interval."""
+    where = ExecutorSpec.from_options(executor, workers, scheduler)
     spec = build_spec(task_kind, test_set, trials, kwargs, engine=engine)
-    row = _sweep_and_save(spec, {}, seed, workers, out, "memory-run").rows()[0]
+    row = _sweep_and_save(spec, {}, seed, where, out, "memory-run").rows()[0]
     click.echo(
         f"accuracy {row['accuracy']:.4f}  95% CI [{row['ci_low']:.4f}, {row['ci_high']:.4f}]  "
         f"({row['correct']}/{row['trials']})"
@@ -185,7 +186,7 @@ def memory_run(task_kind, test_set, engine, trials, seed, workers, out, **kwargs
 @trials_option
 @common_run_options
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Results folder.")
-def memory_sweep(task_kind, test_set, engine, grids, trials, seed, workers, out, **kwargs):
+def memory_sweep(task_kind, test_set, engine, grids, trials, seed, executor, workers, scheduler, out, **kwargs):
     """Sweep any parameter(s) (a, beta, D, T, K, epsilon, B, similarity, ...); writes config.json,
     summary.csv and results.npz to --out and prints the summary."""
     from amicl.sweep import parse_grid
@@ -196,8 +197,9 @@ def memory_sweep(task_kind, test_set, engine, grids, trials, seed, workers, out,
         if name in grid:
             raise click.UsageError(f"--grid names {name} twice; give all its values in one --grid")
         grid[name] = values
+    where = ExecutorSpec.from_options(executor, workers, scheduler)
     spec = build_spec(task_kind, test_set, trials, kwargs, swept=grid, engine=engine)
-    res = _sweep_and_save(spec, grid, seed, workers, out, "memory-sweep")
+    res = _sweep_and_save(spec, grid, seed, where, out, "memory-sweep")
     echo_rows(res.rows(), list(grid))
 
 

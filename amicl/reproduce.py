@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from amicl.common.cli import executor_options
 from amicl.common.io import atomic_write_bytes, write_csv
 
 # name -> (data kind, memory overrides, data overrides, grid); every point scored on --trials trials
@@ -76,12 +77,12 @@ PUBLISHED = [
 ]
 
 
-def run_experiments(out: Path, trials: int, seed: int, workers: int, only=None, echo=click.echo) -> None:
-    from amicl.common.parallel import make_executor
+def run_experiments(out: Path, trials: int, seed: int, where=None, only=None, echo=click.echo) -> None:
+    from amicl.common.parallel import ExecutorSpec
     from amicl.memory import MemoryConfig
     from amicl.sweep import DATA_KINDS, RunSpec, sweep
 
-    with make_executor(workers) as ex:
+    with (where or ExecutorSpec()).open() as ex:
         for name, (kind, mem, data, grid) in EXPERIMENTS.items():
             folder = out / name
             if (only and name not in only) or (folder / "config.json").exists():
@@ -156,12 +157,15 @@ def markdown(rows: list[dict]) -> str:
 @click.option("--out", type=click.Path(file_okay=False), default="out", help="Results root; AMICL goes to OUT/amicl.")
 @click.option("--trials", type=click.IntRange(min=1), default=1000, help="Trials per grid point.")
 @click.option("--seed", type=click.IntRange(min=0), default=0)
-@click.option("--workers", type=click.IntRange(min=1), default=1)
+@executor_options
 @click.option("--only", multiple=True, type=click.Choice(list(EXPERIMENTS)), help="Run only these experiments.")
-def reproduce_amicl(out, trials, seed, workers, only):
+def reproduce_amicl(out, trials, seed, executor, workers, scheduler, only):
     """Reproduce the AMICL notebook's numbers and figures (and the extra sweeps) into OUT/amicl."""
     from amicl.common.io import run_metadata, write_json
+    from amicl.common.parallel import ExecutorSpec
     from amicl.common.runs import claim_run_folder
+
+    where = ExecutorSpec.from_options(executor, workers, scheduler)
 
     root = Path(out) / "amicl"
     with claim_run_folder(root, "amicl-reproduction", resume=(root / "config.json").exists()):
@@ -178,13 +182,13 @@ def reproduce_amicl(out, trials, seed, workers, only):
             write_json(
                 root / "config.json", {"kind": "amicl-reproduction", "trials": trials, "seed": seed, **run_metadata()}
             )
-        _reproduce(root, trials, seed, workers, only)
+        _reproduce(root, trials, seed, where, only)
 
 
-def _reproduce(root: Path, trials: int, seed: int, workers: int, only) -> None:
+def _reproduce(root: Path, trials: int, seed: int, where, only) -> None:
     from amicl.figures import draw_all, save_matrices
 
-    run_experiments(root, trials, seed, workers, only)
+    run_experiments(root, trials, seed, where, only)
     if not (root / "matrices" / "config.json").exists():
         save_matrices(root / "matrices", seed=seed)
     rows = comparison(root)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from amicl.common.cli import CONTEXT, comma_list, config_option, given, threads_option
+from amicl.common.cli import CONTEXT, comma_list, config_option, executor_options, given, threads_option
 from evolution.config import MASKS, METRICS, POLICIES, SCORERS, BaseConfig, EvalConfig, EvolveConfig
 from transformers_mini.config import GPTConfig
 
@@ -132,12 +132,20 @@ def _stages(text: str | None):
 )
 @config_option(EvolveConfig, "seed", type=click.IntRange(min=0))
 @threads_option
+@executor_options
 @click.option("--out", type=RUN_FOLDER, required=True)
 @click.option("--resume", is_flag=True, help="Continue the run checkpointed in --out.")
-def evolve(base_dir, full_cma, threads, out, resume, **kw):
-    """Evolve a NAMM scorer with CMA-ES on the base model, stage by stage, checkpointing every generation."""
+def evolve(base_dir, full_cma, threads, executor, workers, scheduler, out, resume, **kw):
+    """Evolve a NAMM scorer with CMA-ES on the base model, stage by stage, checkpointing every generation.
+    With --executor process or dask, each generation's population is scored in batches on the workers
+    (--threads torch threads each); the numbers do not change."""
+    from dataclasses import replace
+
     from amicl.common.cli import set_torch_threads
+    from amicl.common.parallel import ExecutorSpec
     from amicl.common.runs import claim_run_folder, expect_run
+
+    where = replace(ExecutorSpec.from_options(executor, workers, scheduler), threads=threads or 1)
 
     kw["stages"] = _stages(kw["stages"])
     if kw["generations"] is not None:
@@ -149,11 +157,12 @@ def evolve(base_dir, full_cma, threads, out, resume, **kw):
         from evolution.base import load_base
         from evolution.evolve import Evolution
 
-        run = Evolution(cfg, load_base(base_dir))
-        if resume:
-            run.load(Path(out))
-            click.echo(f"resuming at generation {run.engine.generation}", err=True)
-        hist = run.run(Path(out))
+        with where.open() as pool:
+            run = Evolution(cfg, load_base(base_dir), executor=pool)
+            if resume:
+                run.load(Path(out))
+                click.echo(f"resuming at generation {run.engine.generation}", err=True)
+            hist = run.run(Path(out))
     click.echo(
         f"best dev mean fitness {run.best['dev']:.4f} at generation {run.best['generation']}; "
         f"last generation: {hist[-1]['fitness_mean']:.4f} mean fitness, "

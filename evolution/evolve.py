@@ -28,9 +28,10 @@ from evolution.tasks import sample
 class Evolution:
     """State of a run; ``step()`` runs one generation; ``save``/``load`` make it resumable."""
 
-    def __init__(self, config: EvolveConfig, model):
+    def __init__(self, config: EvolveConfig, model, executor=None):
         self.config = config
         self.model = model
+        self.executor = executor  # where the population is scored (None: in this process)
         self.scorer = config.make_scorer()
         self.engine = CMAEngine(
             EngineConfig(self.scorer.n_params, config.popsize, 0, config.sigma0, config.separable, config.seed)
@@ -59,7 +60,16 @@ class Evolution:
         ref = reference_scores(self.model, prompts, c.metric, c.n_up, c.batch_rows)
         X = self.engine.ask()
         fit, per_task, frac = evaluate_population(
-            self.model, self.scorer, X, prompts, ref, c.n_up, self.norm, c.metric, batch_rows=c.batch_rows
+            self.model,
+            self.scorer,
+            X,
+            prompts,
+            ref,
+            c.n_up,
+            self.norm,
+            c.metric,
+            batch_rows=c.batch_rows,
+            executor=self.executor,
         )
         self.engine.tell(X, fit)
         row = {
@@ -94,6 +104,7 @@ class Evolution:
             self.norm,
             c.metric,
             batch_rows=c.batch_rows,
+            executor=self.executor,
         )
         if fit[0] > self.best["dev"] or self.best.get("stage") != self.stage + 1:
             self.best = {

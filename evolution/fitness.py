@@ -77,28 +77,48 @@ def evaluate_population(
     metric: str = "accuracy",
     budget=None,
     batch_rows: int = 64,
+    executor=None,
 ):
     """Fitness (P,), normalised score per task (P, tasks) and mean final cache fraction (P,) of each
-    parameter vector in ``params`` (P, n_params), all members on the same prompts."""
+    parameter vector in ``params`` (P, n_params), all members on the same prompts. Rows (member x
+    prompt) go in batches of ``batch_rows``, through ``executor`` when given (one task per batch, so
+    the numbers never depend on what runs them)."""
+    from amicl.common.parallel import run_tasks, share
+
     params = np.atleast_2d(np.asarray(params, dtype=np.float32))
     P = params.shape[0]
     batch_rows = check_int("batch_rows", batch_rows, lo=1)
+    shared = share(executor, model)
+    tasks, slices = [], []
+    for j, p in enumerate(prompts.values()):
+        n = len(p.answer)
+        member = np.repeat(np.arange(P), n)  # rows: member-major, every member sees every prompt
+        prompt = np.tile(np.arange(n), P)
+        for lo in range(0, P * n, batch_rows):
+            rows = slice(lo, lo + batch_rows)
+            idx = prompt[rows]
+            tasks.append(
+                (shared, scorer, params[member[rows]], p.tokens[idx], p.answer[idx], n_up, norm, metric, budget)
+            )
+            slices.append((j, rows))
+    results = run_tasks(score_batch, tasks, executor, progress=False)
     per_task = np.zeros((P, len(prompts)))
     fraction = np.zeros((P, len(prompts)))
     for j, (task, p) in enumerate(prompts.items()):
         n = len(p.answer)
-        member = np.repeat(np.arange(P), n)  # rows: member-major, every member sees every prompt
-        prompt = np.tile(np.arange(n), P)
-        scores = np.empty(P * n)
-        fracs = np.empty(P * n)
-        for lo in range(0, P * n, batch_rows):
-            rows = slice(lo, lo + batch_rows)
-            policy = NAMM(scorer, params[member[rows]], n_up=n_up, budget=budget, norm=norm)
-            scores[rows], stats = prompt_scores(model, p.tokens[prompt[rows]], p.answer[prompt[rows]], policy, metric)
-            fracs[rows] = stats.row_fraction
+        mine = [r for (k, _), r in zip(slices, results) if k == j]
+        scores = np.concatenate([r[0] for r in mine])
+        fracs = np.concatenate([r[1] for r in mine])
         per_task[:, j] = scores.reshape(P, n).mean(1) / reference[task]
         fraction[:, j] = fracs.reshape(P, n).mean(1)
     return per_task.mean(1), per_task, fraction.mean(1)
+
+
+def score_batch(model, scorer, params, tokens, answer, n_up, norm, metric, budget):
+    """(scores, final cache fractions) of one batch of rows, each under its own NAMM parameter row."""
+    policy = NAMM(scorer, params, n_up=n_up, budget=budget, norm=norm)
+    scores, stats = prompt_scores(model, tokens, answer, policy, metric)
+    return scores, stats.row_fraction
 
 
 def gather_norm_stats(model: GPT, scorer: Scorer, prompts: dict[str, Prompts], n_up: int, batch_rows: int = 64):

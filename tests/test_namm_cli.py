@@ -274,7 +274,7 @@ def test_evolve_cli_defaults_are_the_config_defaults(base, tmp_path, monkeypatch
     class Built(Exception):
         pass
 
-    def capture(cfg, model):
+    def capture(cfg, model, executor=None):
         raise Built(cfg)
 
     monkeypatch.setattr(ev, "Evolution", capture)

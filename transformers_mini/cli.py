@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from amicl.common.cli import CONTEXT, config_option, device_option, given, threads_option
+from amicl.common.cli import CONTEXT, config_option, device_option, executor_options, given, threads_option
 from amicl.task import TaskConfig
 from transformers_mini.config import (
     INITS,
@@ -96,6 +96,14 @@ def train_cmd(stream, **kw):
     help="Comma-separated arms: none (the baseline), V, K, Q, or "
     "KIND:option:... with options lam=F, detach, learn, source=..., mix=... (e.g. V:lam=0.5,V:detach).",
 )
+@click.option(
+    "--group-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Train the seeds in groups of this many, each its own run under OUT/groups/, then join them "
+    "(as 'transformer join'); with --executor process or dask the groups train in parallel [default: one group].",
+)
+@executor_options
 @train_options
 def compare_cmd(streams, **kw):
     """Train every stream arm on paired seeds (same init, same data) as one batched ensemble; report
@@ -113,6 +121,8 @@ def _compare(streams, kw):
 
     if len(set(streams)) != len(streams):
         raise click.BadParameter(f"lists an arm twice: {','.join(streams)}", param_hint="--streams")
+    from amicl.common.parallel import ExecutorSpec
+
     first, n = kw.pop("first_seed"), kw.pop("seeds")
     task = TaskConfig(**given(kw, TASK_FIELDS))
     stream_kw = {field: kw.pop(opt) for opt, (field, _, _) in STREAM_OPTIONS.items()}
@@ -135,6 +145,12 @@ def _compare(streams, kw):
     from transformers_mini.run import Run
 
     run = Run(arms, list(range(first, first + n)), task, train)
+    where = ExecutorSpec.from_options(kw.pop("executor", None), kw.pop("workers", None), kw.pop("scheduler", None))
+    group_size = kw.pop("group_size", None)
+    if group_size is not None and group_size < n:
+        return _compare_groups(run, group_size, where, out, resume, device, threads)
+    if where.kind != "local":
+        raise click.UsageError("--executor process or dask trains seed groups in parallel: give --group-size too")
     with claim_run_folder(out, "streams", resume, marker="checkpoint.pt"):
         set_torch_threads(threads)
         from transformers_mini.compare import analyse
@@ -148,6 +164,32 @@ def _compare(streams, kw):
             f"{len(run.members)} member(s) x {trainer.model.n_params():,} parameters each on {trainer.device}", err=True
         )
         trainer.fit(out)
+        click.echo(analyse(out))
+
+
+def _compare_groups(run, size, where, out: Path, resume: bool, device: str, threads) -> None:
+    """Each group of ``size`` seeds is a streams run under out/groups/ (a task for the executor); the
+    groups are then joined into ``out``. A member depends on its seed only, and the groups are cut the
+    same way whatever trains them, so the numbers do not depend on the executor."""
+    from dataclasses import replace
+
+    from amicl.common.io import write_json
+    from amicl.common.parallel import run_tasks
+    from amicl.common.runs import claim_run_folder
+    from transformers_mini.compare import analyse, join_runs
+    from transformers_mini.train import train_group
+
+    groups = [run.seeds[i : i + size] for i in range(0, len(run.seeds), size)]
+    folders = [out / "groups" / f"seeds{g[0]}-{g[-1]}" for g in groups]
+    with claim_run_folder(out, "streams-join", resume):
+        if not resume:  # marks the folder; join_runs rewrites it with the joined run at the end
+            write_json(
+                out / "config.json", {"kind": "streams-join", "run": run.to_dict(), "groups": [str(f) for f in folders]}
+            )
+        tasks = [(replace(run, seeds=g).to_dict(), str(f), device, threads or 1) for g, f in zip(groups, folders)]
+        with where.open() as pool:
+            run_tasks(train_group, tasks, pool, desc="seed groups")
+        join_runs(out, folders, claim=False)
         click.echo(analyse(out))
 
 

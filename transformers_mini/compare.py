@@ -79,12 +79,15 @@ def memory_on_test_sets(run: Run, a: float = 2.0) -> list[dict]:
     return rows
 
 
-def join_runs(out: Path, parts: list[Path]) -> Run:
+def join_runs(out: Path, parts: list[Path], claim: bool = True) -> Run:
     """One results folder (config.json, history.csv) holding the members of several runs made on the
     same task and training settings, analysed as one paired comparison: runs of other arms on the same
     seeds (none,V + K,Q), or of the same arms on other seeds (seeds 0-7 + 8-23), or both. Pairing holds
     across runs because a member's init, task and batches depend on its seed only. The members must
-    fill the grid arms x seeds; a member present in more than one part is taken from the first."""
+    fill the grid arms x seeds; a member present in more than one part is taken from the first.
+    ``claim=False``: the caller already holds ``out`` (a grouped compare)."""
+    from contextlib import nullcontext
+
     from amicl.common.runs import claim_run_folder
 
     if len(parts) < 2:
@@ -127,7 +130,7 @@ def join_runs(out: Path, parts: list[Path]) -> Run:
         )
     base = loaded[0][0]
     joined = Run(arms, sorted(seeds), base.task, base.train)
-    with claim_run_folder(out, "streams-join"):
+    with claim_run_folder(out, "streams-join") if claim else nullcontext():
         write_csv(Path(out) / "history.csv", history)
         if probes:
             write_csv(Path(out) / "probes.csv", probes)

@@ -266,3 +266,20 @@ class Trainer:
                 **run_metadata(),
             },
         )
+
+
+def train_group(run: dict, folder: str, device: str, threads: int | None = None) -> int:
+    """Train (or resume) one seed group of a grouped comparison in its own ``streams`` run folder; a task
+    for any Executor (it sets its own torch threads). Returns the step reached."""
+    from amicl.common.runs import claim_run_folder, run_kind
+
+    if threads:
+        torch.set_num_threads(threads)
+    folder = Path(folder)
+    started = run_kind(folder) is not None
+    with claim_run_folder(folder, "streams", started, marker="checkpoint.pt"):
+        trainer = Trainer(Run.from_dict(run), device)
+        if started:
+            trainer.load(folder / "checkpoint.pt")
+        trainer.fit(folder, progress=False)
+    return trainer.step

@@ -113,6 +113,31 @@ def threads_option(f):
     )(f)
 
 
+def executor_options(f):
+    """--executor, --workers, --scheduler: read them with ``ExecutorSpec.from_options``."""
+    from amicl.common.parallel import EXECUTORS
+
+    f = click.option(
+        "--scheduler",
+        default=None,
+        help="Address of a running Dask scheduler (tcp://host:8786), e.g. one dask-jobqueue started "
+        "[default with --executor dask: a LocalCluster on this machine].",
+    )(f)
+    f = click.option(
+        "--workers",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Worker processes of the process pool or the LocalCluster [default: all cores].",
+    )(f)
+    return click.option(
+        "--executor",
+        type=click.Choice(EXECUTORS),
+        default=None,
+        help="local: in this process; process: a pool of single-threaded processes; dask: a Dask "
+        "cluster. Results are the same whichever runs them [default: local, or process with --workers > 1].",
+    )(f)
+
+
 def device_option(f):
     return click.option(
         "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="auto: CUDA when present."

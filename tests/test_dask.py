@@ -1,0 +1,62 @@
+"""The same numbers on a 2-worker Dask LocalCluster as in this process: a sweep, a two-group compare and
+two NAMM generations."""
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from tiny import TINY_BASE
+
+from amicl.cli import amicl
+from amicl.common.io import read_csv
+
+distributed = pytest.importorskip("distributed")
+
+
+def run(*args):
+    return CliRunner().invoke(amicl, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as c:
+        yield c.scheduler_address
+
+
+def test_sweep_on_a_local_cluster_equals_in_process(tmp_path):
+    args = ["memory", "sweep", "--grid", "a=0.5,2", "--D", 20, "--trials", 600, "--engine", "materialise"]
+    assert run(*args, "--out", tmp_path / "local").exit_code == 0
+    r = run(*args, "--executor", "dask", "--workers", 2, "--out", tmp_path / "dask")
+    assert r.exit_code == 0, r.output
+    a, b = (np.load(tmp_path / d / "results.npz") for d in ("local", "dask"))
+    assert np.array_equal(a["correct"], b["correct"])  # 600 trials = 3 chunks per point, spread over workers
+
+
+def test_two_seed_groups_on_dask_equal_the_same_groups_in_process(tmp_path, scheduler):
+    from test_transformer_train import CLI
+
+    args = ["transformer", "compare", "--streams", "none,V", "--steps", 4, *CLI, "--group-size", 1]
+    assert run(*args, "--out", tmp_path / "local").exit_code == 0
+    r = run(*args, "--executor", "dask", "--scheduler", scheduler, "--out", tmp_path / "dask")
+    assert r.exit_code == 0, r.output
+    assert "| ic | V |" in r.stdout
+    a, b = (read_csv(tmp_path / d / "history.csv") for d in ("local", "dask"))
+    assert a == b and {r["seed"] for r in a} == {"0", "1"}
+
+
+def test_evolve_generations_on_dask_equal_in_process(tmp_path, scheduler):
+    base = tmp_path / "base"
+    assert run("namm", "train-base", *TINY_BASE, "--out", base).exit_code == 0
+    args = ["namm", "evolve", "--base", base, "--stages", "needle", "--generations", 2, "--popsize", 4]
+    args += ["--prompts", 2, "--dev-prompts", 2, "--dev-every", 1, "--context", 64, "--n-up", 32, "--threads", 1]
+    assert run(*args, "--out", tmp_path / "local").exit_code == 0
+    r = run(*args, "--executor", "dask", "--scheduler", scheduler, "--out", tmp_path / "dask")
+    assert r.exit_code == 0, r.output
+    a, b = (read_csv(tmp_path / d / "history.csv") for d in ("local", "dask"))
+    assert len(a) == 2 and a == b
+
+
+def test_scheduler_needs_dask_and_groups_need_an_executor(tmp_path):
+    r = run("memory", "run", "--trials", 10, "--executor", "process", "--scheduler", "tcp://x:1")
+    assert r.exit_code == 2 and "--executor dask" in r.stderr
+    r = run("transformer", "compare", "--executor", "process", "--out", tmp_path / "c")
+    assert r.exit_code == 2 and "--group-size" in r.stderr and not (tmp_path / "c").exists()
