@@ -251,7 +251,11 @@ def figures():
     """Draw figures from saved results (never by re-running)."""
 
 
-@amicl.group(cls=LazyGroup, context_settings=CONTEXT, lazy={"amicl": "amicl.reproduce:reproduce_amicl"})
+@amicl.group(
+    cls=LazyGroup,
+    context_settings=CONTEXT,
+    lazy={"amicl": "amicl.reproduce:reproduce_amicl", "all": "amicl.report:reproduce_all_cmd"},
+)
 def reproduce():
     """Run the experiments behind a paper's figures and tables, then draw them."""
 

@@ -27,6 +27,7 @@ KINDS = {
     "amicl-reproduction": "the AMICL notebook reproduction (amicl reproduce amicl)",
     "streams": "a residual-stream training run (amicl transformer train|compare)",
     "streams-join": "stream runs joined into one comparison (amicl transformer join)",
+    "report": "every experiment and the report of amicl reproduce all",
     "theory-phase": "theory vs network over a grid of task parameters (amicl transformer phase)",
     "namm-base": "a NAMM base model (amicl namm train-base)",
     "namm-evolve": "a NAMM evolution (amicl namm evolve)",

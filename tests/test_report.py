@@ -1,0 +1,93 @@
+"""``amicl reproduce all`` end to end on a tiny plan: every section filled, resumable, one self-contained
+page (looked at in a real browser where Chromium is installed)."""
+
+import re
+import shutil
+import subprocess
+
+import pytest
+from click.testing import CliRunner
+from tiny import TINY_BASE
+
+import amicl.report as report
+from amicl.cli import amicl
+from amicl.report import POLICIES, build_plan, plan
+
+TRAIN = ["--K", "16", "--L", "8", "--N", "2", "--Nmax", "3", "--D", "12", "--batch", "16", "--eval-every", "2"]
+TRAIN += ["--checkpoint-every", "2", "--eval-size", "40", "--threads", "1", "--device", "cpu"]
+
+
+def tiny_plan(scale):
+    """Every step of the plan with every size shrunk to seconds."""
+    return build_plan(
+        {
+            "trials": ("--trials", "40", "--only", "a_K512"),
+            "streams": ("--streams", "none,V", "--seeds", "2", "--steps", "4", *TRAIN),
+            "phase": ("--grid-B", "1", "--grid-epsilon", "0.1", "--seeds", "1", "--steps", "2", "--eval-every", "1")
+            + ("--eval-size", "20", "--checkpoint-every", "1", "--threads", "1"),
+            "base": (*[str(a) for a in TINY_BASE], "--tasks", "needle", "--eval-every", "1"),
+            "evolve": ("--stages", "needle", "--generations", "1", "--popsize", "3", "--prompts", "2", "--dev-prompts")
+            + ("2", "--dev-every", "1", "--context", "64", "--n-up", "32", "--threads", "1"),
+            "eval": ("--tasks", "needle", "--prompts", "4", "--context", "64", "--n-up", "32", "--metric", "prob")
+            + ("--threads", "1"),
+        }
+    )
+
+
+def test_reproduce_all_fills_every_section_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "plan", tiny_plan)
+    out = tmp_path / "all"
+    r = CliRunner().invoke(amicl, ["reproduce", "all", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    md = (out / "report.md").read_text()
+    for heading in ("## 1. Associative", "## 2. The residual", "## 3. Theory", "## 4. NAMM", "## 5. Language"):
+        assert heading in md
+    assert "(missing" not in md
+    assert "| K=512, a=2 | 1.000 |" in md  # the notebook's number beside ours
+    assert "| V | " in md and "24% fewer steps" in md
+    assert all(f"| {p} |" in md for p in POLICIES)
+    assert "amicl transformer compare --streams none,V" in md  # the command behind the numbers
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 5 and "<table>" in page and 'src="http' not in page
+    before = (out / "steps.json").read_text()
+    r = CliRunner().invoke(amicl, ["reproduce", "all", "--out", str(out)])
+    assert r.exit_code == 0 and "[" not in r.stderr, r.output  # every step done: nothing re-run
+    assert (out / "steps.json").read_text() == before
+    r = CliRunner().invoke(amicl, ["reproduce", "all", "--out", str(out), "--scale", "paper"])
+    assert r.exit_code == 2 and "holds a quick run" in r.stderr
+
+
+def test_plans_name_real_commands():
+    for scale in ("quick", "paper"):
+        for step in plan(scale):
+            cmd = amicl
+            for word in step.argv:
+                if not hasattr(cmd, "get_command"):
+                    break
+                cmd = cmd.get_command(None, word)
+                assert cmd is not None, f"{scale}: {step.argv[:3]}"
+    with pytest.raises(ValueError, match="scale"):
+        plan("huge")
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine")
+def test_report_page_renders_in_a_browser(tmp_path):
+    from PIL import Image
+
+    page = tmp_path / "r.html"
+    img = tmp_path / "fig" / "figures" / "x.png"
+    img.parent.mkdir(parents=True)
+    Image.new("RGB", (400, 300), (200, 30, 30)).save(img)
+    page.write_text(report.markdown_to_html("# Title\n\n| a | b |\n|---|---|\n| 1 | 2 |\n", "t", [img]))
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}", "--window-size=1200,900",
+         page.as_uri()],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    pixels = Image.open(shot).convert("RGB").getdata()
+    assert sum(1 for p in pixels if p == (200, 30, 30)) > 10_000  # the embedded figure was drawn
+    assert re.search("Title", page.read_text())
