@@ -66,8 +66,10 @@ class BaseTrainer:
         p = sample(task, c.batch, ctx, self.rng, c.filler_frac, c.queries)
         self.model.train()
         tokens = torch.from_numpy(p.tokens).to(self.device)
-        logits = self.model(tokens)[tokens == ANSWER]  # (batch * queries, vocab), row-major like answers
-        loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(p.answers.reshape(-1)).to(self.device))
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.precision == "bf16"):
+            logits = self.model(tokens)[tokens == ANSWER]  # (batch * queries, vocab), row-major like answers
+        target = torch.from_numpy(p.answers.reshape(-1)).to(self.device)
+        loss = torch.nn.functional.cross_entropy(logits.float(), target)
         if not torch.isfinite(loss):
             kept = (
                 "no checkpoint was written"

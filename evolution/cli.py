@@ -11,8 +11,16 @@ from pathlib import Path
 
 import click
 
-from amicl.common.cli import CONTEXT, comma_list, config_option, executor_options, given, threads_option
-from evolution.config import MASKS, METRICS, POLICIES, SCORERS, BaseConfig, EvalConfig, EvolveConfig
+from amicl.common.cli import (
+    CONTEXT,
+    comma_list,
+    config_option,
+    device_option,
+    executor_options,
+    given,
+    threads_option,
+)
+from evolution.config import MASKS, METRICS, POLICIES, PRECISIONS, SCORERS, BaseConfig, EvalConfig, EvolveConfig
 from transformers_mini.config import GPTConfig
 
 BASE_MODEL = BaseConfig().model
@@ -62,10 +70,12 @@ def _model_option(name, *decls, help=""):
 @config_option(BaseConfig, "tasks", help="Comma-separated tasks to train on.")
 @config_option(BaseConfig, "eval_every", type=int)
 @config_option(BaseConfig, "seed", type=click.IntRange(min=0))
+@config_option(BaseConfig, "precision", type=click.Choice(PRECISIONS), help="bf16: bfloat16 autocast (for CUDA).")
+@device_option
 @threads_option
 @click.option("--out", type=RUN_FOLDER, required=True)
 @click.option("--resume", is_flag=True, help="Continue the run checkpointed in --out.")
-def train_base(stream, threads, out, resume, **kw):
+def train_base(stream, device, threads, out, resume, **kw):
     """Train the small GPT (rotary, grouped KV heads) on the synthetic long-context tasks."""
     from dataclasses import replace
 
@@ -87,8 +97,9 @@ def train_base(stream, threads, out, resume, **kw):
     with claim_run_folder(out, "namm-base", resume, marker="base.pt"):
         set_torch_threads(threads)
         from evolution.base import BaseTrainer
+        from transformers_mini.train import resolve_device
 
-        trainer = BaseTrainer(cfg)
+        trainer = BaseTrainer(cfg, resolve_device(device))
         if resume:
             trainer.load(Path(out))
         click.echo(f"base model: {trainer.model.n_params():,} parameters", err=True)
@@ -131,11 +142,12 @@ def _stages(text: str | None):
     help="Fitness score: exact match, or the probability of the right answer (smooth).",
 )
 @config_option(EvolveConfig, "seed", type=click.IntRange(min=0))
+@device_option
 @threads_option
 @executor_options
 @click.option("--out", type=RUN_FOLDER, required=True)
 @click.option("--resume", is_flag=True, help="Continue the run checkpointed in --out.")
-def evolve(base_dir, full_cma, threads, executor, workers, scheduler, out, resume, **kw):
+def evolve(base_dir, full_cma, device, threads, executor, workers, scheduler, out, resume, **kw):
     """Evolve a NAMM scorer with CMA-ES on the base model, stage by stage, checkpointing every generation.
     With --executor process or dask, each generation's population is scored in batches on the workers
     (--threads torch threads each); the numbers do not change."""
@@ -158,7 +170,9 @@ def evolve(base_dir, full_cma, threads, executor, workers, scheduler, out, resum
         from evolution.evolve import Evolution
 
         with where.open() as pool:
-            run = Evolution(cfg, load_base(base_dir), executor=pool)
+            from transformers_mini.train import resolve_device
+
+            run = Evolution(cfg, load_base(base_dir, resolve_device(device)), executor=pool)
             if resume:
                 run.load(Path(out))
                 click.echo(f"resuming at generation {run.engine.generation}", err=True)
@@ -197,9 +211,10 @@ def evolve(base_dir, full_cma, threads, executor, workers, scheduler, out, resum
 @config_option(EvalConfig, "seed", type=click.IntRange(min=0))
 @config_option(EvalConfig, "window", type=click.IntRange(min=1))
 @config_option(EvalConfig, "kernel", type=click.IntRange(min=1))
+@device_option
 @threads_option
 @click.option("--out", type=RUN_FOLDER, required=True)
-def eval_cmd(base_dir, policy, namm_dir, budget, budget_fraction, match_dir, threads, out, **kw):
+def eval_cmd(base_dir, policy, namm_dir, budget, budget_fraction, match_dir, device, threads, out, **kw):
     """Score a memory policy on the tasks, normalised by the full cache on the same prompts."""
     from amicl.common.cli import set_torch_threads
     from amicl.common.runs import claim_run_folder, expect_run
@@ -219,7 +234,11 @@ def eval_cmd(base_dir, policy, namm_dir, budget, budget_fraction, match_dir, thr
         expect_run(namm_dir, "namm-evolve", "--namm")
     with claim_run_folder(out, "namm-eval"):
         set_torch_threads(threads)
-        rows = evaluate_policy(Path(base_dir), cfg, Path(out), Path(namm_dir) if namm_dir else None)
+        from transformers_mini.train import resolve_device
+
+        rows = evaluate_policy(
+            Path(base_dir), cfg, Path(out), Path(namm_dir) if namm_dir else None, resolve_device(device)
+        )
     for r in rows:
         click.echo(
             f"{r['policy']:8s} budget={r['budget']!s:>8s} {r['task']:20s} normalised {r['normalised']:.3f} "

@@ -30,6 +30,7 @@ POLICIES = Registry(
 SCORERS = Registry("scorer", {"bam": "evolution.scorers:BAM", "mlp": "evolution.scorers:MLPScorer"})
 MASKS = ("backward", "none", "forward")
 METRICS = ("accuracy", "prob")
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,10 @@ class BaseConfig:
     eval_every: int = 250
     eval_size: int = 64
     seed: int = 0
+    precision: str = "fp32"  # bf16: the forward pass under bfloat16 autocast (CUDA; weights stay fp32)
 
     def __post_init__(self):
+        check_choice("precision", self.precision, PRECISIONS)
         if isinstance(self.model, dict):
             object.__setattr__(self, "model", GPTConfig.from_dict(self.model))
         object.__setattr__(self, "tasks", tuple(self.tasks))

@@ -53,14 +53,16 @@ def make_policy(cfg: EvalConfig, budget, namm_dir: Path | None):
     return POLICIES[cfg.policy](cfg.n_up, budget, **cfg.policy_options())
 
 
-def evaluate_policy(base_dir: Path, cfg: EvalConfig, out: Path, namm_dir: Path | None = None) -> list[dict]:
+def evaluate_policy(
+    base_dir: Path, cfg: EvalConfig, out: Path, namm_dir: Path | None = None, device: str = "cpu"
+) -> list[dict]:
     """Score ``cfg.policy`` at each budget on fresh prompts; writes eval.csv, prompt_scores.csv,
     eval.json (per-layer cache and kept-token ages) and config.json into ``out``."""
     from evolution.base import load_base
 
     if (cfg.policy == "namm") != (namm_dir is not None):
         raise ValueError("--namm RUN goes with --policy namm, and only with it")
-    model = load_base(base_dir)
+    model = load_base(base_dir, device)
     rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(3,)))
     prompts = {t: sample(t, cfg.prompts, cfg.context, rng) for t in cfg.tasks}
     full = full_cache_scores(model, prompts, cfg.metric, cfg.n_up, cfg.batch_rows)

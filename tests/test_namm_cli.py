@@ -281,3 +281,13 @@ def test_evolve_cli_defaults_are_the_config_defaults(base, tmp_path, monkeypatch
     r = run("namm", "evolve", "--base", base, "--out", tmp_path / "evo")
     assert isinstance(r.exception, Built), r.output
     assert r.exception.args[0] == ev.EvolveConfig()
+
+
+def test_bf16_autocast_trains_the_base_on_the_cpu_too(tmp_path):
+    from tiny import TINY_BASE
+
+    r = run("namm", "train-base", *TINY_BASE, "--precision", "bf16", "--out", tmp_path / "b")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["base"]["precision"] == "bf16"
+    rows = list(csv.DictReader(open(tmp_path / "b" / "history.csv")))
+    assert 0 < float(rows[-1]["train_loss"]) < 10

@@ -1,0 +1,69 @@
+"""Every trainer and evaluator on CUDA agrees with the CPU; skipped where no GPU is present."""
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from tiny import TINY_BASE
+
+from amicl.cli import amicl
+from amicl.common.io import read_csv
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+def run(*args):
+    return CliRunner().invoke(amicl, [str(a) for a in args])
+
+
+def test_toy_training_on_cuda_matches_the_cpu(tmp_path):
+    from test_transformer_train import CLI
+
+    cli = [a for a in CLI if a not in ("--device", "cpu")]
+    for dev in ("cpu", "cuda"):
+        r = run(
+            "transformer",
+            "compare",
+            "--streams",
+            "none,V",
+            "--steps",
+            6,
+            *cli,
+            "--device",
+            dev,
+            "--out",
+            tmp_path / dev,
+        )
+        assert r.exit_code == 0, r.output
+    a, b = (read_csv(tmp_path / d / "history.csv") for d in ("cpu", "cuda"))
+    assert [float(r["train_loss"] or 0) for r in a] == pytest.approx([float(r["train_loss"] or 0) for r in b], rel=1e-3)
+
+
+@pytest.mark.parametrize("policy", ["h2o", "tova", "snapkv", "pyramidkv", "keydiff", "recency", "l2"])
+def test_policies_keep_the_same_tokens_on_cuda(policy):
+    from evolution.config import POLICIES
+    from evolution.rollout import rollout
+    from transformers_mini.config import GPTConfig
+    from transformers_mini.model import GPT
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=32, block_size=256, n_layer=2, n_head=4, n_kv_head=2, d_model=32, pos="rotary"))
+    prompt = torch.randint(0, 32, (2, 160))
+    outs = []
+    for dev in ("cpu", "cuda"):
+        _, stats = rollout(model.to(dev).eval(), prompt, 4, POLICIES[policy](32, 48))
+        outs.append(np.concatenate(stats.kept_ages))
+    assert np.array_equal(np.sort(outs[0]), np.sort(outs[1]))
+
+
+def test_namm_pipeline_on_cuda_with_bf16_base_training(tmp_path):
+    base = tmp_path / "base"
+    r = run("namm", "train-base", *TINY_BASE, "--precision", "bf16", "--device", "cuda", "--out", base)
+    assert r.exit_code == 0, r.output
+    evo = ["--stages", "needle", "--generations", 1, "--popsize", 3, "--prompts", 2, "--dev-prompts", 2]
+    evo += ["--dev-every", 1, "--context", 64, "--n-up", 32, "--metric", "prob", "--device", "cuda"]
+    r = run("namm", "evolve", "--base", base, *evo, "--out", tmp_path / "evo")
+    assert r.exit_code == 0, r.output
+    ev = ["--tasks", "needle", "--prompts", 4, "--context", 64, "--n-up", 32, "--metric", "prob", "--device", "cuda"]
+    r = run("namm", "eval", "--base", base, "--policy", "tova", "--budget", 32, *ev, "--out", tmp_path / "ev")
+    assert r.exit_code == 0, r.output
