@@ -15,6 +15,7 @@ from transformers_mini.probes import (
     agreement,
     amicl_scores,
     binding_fit,
+    binding_gain,
     composition,
     induction_score,
     k_mass,
@@ -54,6 +55,7 @@ def test_a_previous_token_head_scores_one_and_its_binding_weight_is_recovered(pr
     assert set(out) == set(PROBES) and all(v.shape == (1,) for v in out.values())
     assert out["prev_token"][0] == pytest.approx(1.0, abs=1e-12)
     assert out["a_fit"][0] == pytest.approx(A_BUILT, abs=1e-9) and out["a_fit_r2"][0] == pytest.approx(1.0, abs=1e-9)
+    assert out["a_gain"][0] == pytest.approx(A_BUILT, abs=1e-9)
     uniform = shift_head_model(sharp=0.0)  # attends evenly to all earlier tokens: far from t-1
     assert probe_model(uniform, batch.x, batch.classes, TASK.n_pos)["prev_token"][0] < 0.5
 
@@ -74,6 +76,26 @@ def test_binding_fit_reads_a_mix_built_by_hand():
     attn[..., idx, idx], attn[..., idx, idx - 1] = 0.2, 0.8
     a, r2 = binding_fit(x, attn, 2 * torch.eye(6)[None], n_pos=2)
     assert a[0] == pytest.approx(1.6 / 1.4) and r2[0] == pytest.approx(1.0)
+
+
+def test_binding_gain_sees_a_rotated_predecessor_that_the_fit_misses():
+    """W_v = 2 R (R a rotation of the content dims) and attention 0.2 : 0.8 on t and t-1: layer 1 writes
+    1.6 R x_{t-1}, which x_{t-1}'s own directions do not hold (a_fit ~ 0); the gain is 1.6 / |I + 0.4 R|."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 7, 6, generator=g, dtype=torch.float64)
+    x[..., :2] = 0  # two positional dims, left out of the content
+    attn = torch.zeros(1, 200, 7, 7, dtype=torch.float64)
+    attn[..., 0, 0] = 1
+    idx = torch.arange(1, 7)
+    attn[..., idx, idx], attn[..., idx, idx - 1] = 0.2, 0.8
+    R = torch.zeros(6, 6, dtype=torch.float64)
+    R[2:, 2:] = torch.linalg.qr(torch.randn(4, 4, generator=g, dtype=torch.float64))[0]
+    w = 2 * R
+    a_fit, _ = binding_fit(x, attn, w[None], n_pos=2)
+    own = (x[:, 1::2][..., 2:] + 0.2 * x[:, 1::2] @ w[:, 2:]).norm(dim=-1) / x[:, 1::2][..., 2:].norm(dim=-1)
+    expected = 1.6 / float(own[:, :3].mean())
+    assert binding_gain(x, attn, w[None], n_pos=2)[0] == pytest.approx(expected, rel=1e-9)
+    assert abs(a_fit[0]) < 0.2
 
 
 def test_induction_score_counts_the_labels_after_the_query_class(probe_batch):

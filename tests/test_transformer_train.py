@@ -116,7 +116,7 @@ def test_mechanism_onsets_and_their_lead_over_the_takeoff():
     hist = [h for h in hist if not (h["seed"] == 1 and h["step"] == 400)]
     m0, m1 = onsets(probes, hist)
     assert (m0["takeoff"], m0["onset_prev_token"], m0["lead_prev_token"], m0["lead_induction"]) == (600, 200, 400, 200)
-    assert m0["onset_amicl_top1"] is None and m0["lead_amicl_top1"] is None  # never reached: censored, kept
+    assert m0["onset_amicl_top1_gain"] is None and m0["lead_amicl_top1_gain"] is None  # never: censored, kept
     assert (m1["onset_prev_token"], m1["lead_prev_token"], m1["takeoff"]) == (None, None, 600)
 
 

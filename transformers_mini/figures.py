@@ -107,10 +107,10 @@ def draw_streams(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]
 PROBE_PANELS = {
     "ic": "ic accuracy",
     "prev_token": "layer 1: mass on t-1",
-    "a_fit": "layer 1: fitted binding a",
+    "a_gain": "layer 1: binding weight a (gain)",
     "induction": "layer 2: mass on matching labels",
-    "amicl_top1": "layer 2 picks AMICL's key (fitted a)",
-    "amicl_corr": "layer 2 logits vs AMICL scores (r)",
+    "amicl_top1_gain": "layer 2 picks AMICL's key (a = a_gain)",
+    "amicl_corr_gain": "layer 2 logits vs AMICL scores (r)",
     "beta_eff": "effective inverse temperature",
     "k90": "layer 2: keys holding 90%",
 }
@@ -132,7 +132,7 @@ def plot_probes(probes: list[dict], history: list[dict], arms: list[str]):
         for i, arm in enumerate(arms):
             by_seed = {}
             for r in rows:
-                if r["arm"] == arm:
+                if r["arm"] == arm and r.get(key) not in (None, ""):
                     by_seed.setdefault(int(r["seed"]), []).append((int(r["step"]), float(r[key])))
             if not by_seed:
                 continue

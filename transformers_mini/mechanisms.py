@@ -1,26 +1,26 @@
 """When each mechanism appears relative to the ICL take-off, from probes.csv and history.csv (torch-free).
 
 A mechanism's onset in one member is the first evaluated step at which its probe reaches a level:
-half the attention mass on the previous token (``prev_token`` >= 0.5), half the query's layer-2 mass on
-the matching labels (``induction`` >= 0.5), layer 2 picking AMICL's key on half the sequences
-(``amicl_top1`` >= 0.5). The take-off is the first step at which ic accuracy reaches 0.5, far above
-chance (1/L) and before the 0.95 that defines "ICL reached". ``lead`` = take-off - onset: positive when
-the mechanism came first. A member whose probe never reaches the level is censored (reported, not
-dropped).
+half the attention mass on the previous token (``prev_token`` >= 0.5), half the query's layer-2 mass
+on the matching labels (``induction`` >= 0.5), layer 2 picking AMICL's key (at the binding weight
+layer 1 shows, ``a_gain``) on half the sequences (``amicl_top1_gain`` >= 0.5). The take-off is the
+first step at which ic accuracy reaches 0.5, far above chance (1/L) and before the 0.95 that defines
+"ICL reached". ``lead`` = take-off - onset: positive when the mechanism came first. A member whose
+probe never reaches the level is censored (reported, not dropped).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-ONSETS = {"prev_token": 0.5, "induction": 0.5, "amicl_top1": 0.5}
+ONSETS = {"prev_token": 0.5, "induction": 0.5, "amicl_top1_gain": 0.5}
 TAKEOFF = 0.5
 
 
 def first_step(rows: list[dict], key: str, level: float) -> int | None:
     """First step (rows in step order) at which ``key`` >= ``level``; None if never."""
     for r in rows:
-        if float(r[key]) >= level:
+        if r.get(key) not in (None, "") and float(r[key]) >= level:  # empty: a probe added after this row
             return int(r["step"])
     return None
 
@@ -73,7 +73,17 @@ def mechanism_section(rows: list[dict], arms: list[str]) -> list[str]:
     return lines
 
 
-FINAL = ("prev_token", "a_fit", "a_fit_r2", "induction", "amicl_corr", "amicl_top1", "amicl_top1_a2", "beta_eff", "k90")
+FINAL = (
+    "prev_token",
+    "a_fit",
+    "a_gain",
+    "induction",
+    "amicl_corr_gain",
+    "amicl_top1_gain",
+    "amicl_top1_a2",
+    "beta_eff",
+    "k90",
+)
 
 
 def final_probe_section(probes: list[dict], arms: list[str]) -> list[str]:
@@ -93,7 +103,7 @@ def final_probe_section(probes: list[dict], arms: list[str]) -> list[str]:
         if last:
             cells = []
             for k in FINAL:
-                v = np.array([float(r[k]) for r in last.values()])
-                cells.append(f"{np.median(v):.2f} [{v.min():.2f}, {v.max():.2f}]")
+                v = np.array([float(r[k]) for r in last.values() if r.get(k) not in (None, "")])
+                cells.append(f"{np.median(v):.2f} [{v.min():.2f}, {v.max():.2f}]" if len(v) else "-")
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return lines

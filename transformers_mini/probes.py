@@ -10,11 +10,14 @@ probe set (the ``ic`` test: novel classes, bursty contexts, only in-context lear
 - ``a_fit``, ``a_fit_r2``: the binding weight layer 1 implies. Layer 1's output at each label position,
   h_t = x_t + sum_j A_tj x_j W_v, content dims, is fitted by least squares as alpha x_t + beta x_{t-1}
   (pooled over positions and sequences); a = beta/alpha, and R^2 says how much of h_t that mix explains;
+- ``a_gain``: the same binding weight in any basis (``binding_gain``): the predecessor's contribution
+  through W_v per unit norm over the token's own, so a layer 1 that writes x_{t-1} rotated (a_fit ~ 0)
+  still shows how much of its predecessor each label carries;
 - ``induction``: layer 2's attention mass, at the query, on the labels that follow an item of the
   query's class;
 - ``amicl_corr``, ``amicl_top1`` (AMICL's a = a_fit) and ``amicl_corr_a2``, ``amicl_top1_a2`` (a = 2):
   Pearson correlation, per sequence, of layer 2's attention logits at the query with AMICL's similarity
-  scores m_t . m_q over the same keys, and how often both pick the same key;
+  scores m_t . m_q over the same keys, and how often both pick the same key (``_gain``: at a = a_gain);
 - ``beta_eff``: effective inverse temperature, the least-squares slope of those logits on AMICL's scores
   at a = 2 (within-sequence, pooled); ``k90``: keys holding 90% of the query's layer-2 attention
   (1: a fixed point, many: averaging; Ramsauer et al. 2020);
@@ -37,9 +40,12 @@ PROBES = (
     "prev_token",
     "a_fit",
     "a_fit_r2",
+    "a_gain",
     "induction",
     "amicl_corr",
     "amicl_top1",
+    "amicl_corr_gain",
+    "amicl_top1_gain",
     "amicl_corr_a2",
     "amicl_top1_a2",
     "beta_eff",
@@ -84,6 +90,23 @@ def binding_fit(x: torch.Tensor, attn1: torch.Tensor, w_v1: torch.Tensor, n_pos:
     resid = (y - X @ coef)[..., 0]
     r2 = 1 - (resid**2).sum(1) / ((y[..., 0] - y[..., 0].mean(1, keepdim=True)) ** 2).sum(1)
     return (coef[:, 1, 0] / coef[:, 0, 0]).numpy(), r2.numpy()
+
+
+def binding_gain(x: torch.Tensor, attn1: torch.Tensor, w_v1: torch.Tensor, n_pos: int) -> np.ndarray:
+    """(E,) the binding weight in any basis: at the label positions, the content-dim norm of what layer 1
+    writes from the predecessor, A_{t,t-1} x_{t-1} W_v, per unit norm of x_{t-1}, over the norm of what
+    stays of the token itself, x_t + A_tt x_t W_v, per unit norm of x_t (means over positions and
+    sequences). Equals AMICL's a when W_v = a I and layer 1 attends to t-1 only; unlike ``binding_fit``
+    it does not need layer 1 to write x_{t-1} in x_{t-1}'s own directions."""
+    _check_attention(attn1, "attn1")
+    E = attn1.shape[0]
+    x, attn1, w_v1 = _per_member(x, 3, E).double(), attn1.double(), w_v1.double()
+    t = torch.arange(1, x.shape[2] - 1, 2)
+    v = torch.einsum("estd,edf->estf", x, w_v1)  # (E, S, T, d): every token's value
+    prev = (attn1[:, :, t, t - 1, None] * v[:, :, t - 1])[..., n_pos:].norm(dim=-1)
+    own = (x[:, :, t] + attn1[:, :, t, t, None] * v[:, :, t])[..., n_pos:].norm(dim=-1)
+    unit = lambda z: z[..., n_pos:].norm(dim=-1).clamp_min(1e-300)  # noqa: E731
+    return ((prev / unit(x[:, :, t - 1])).mean((1, 2)) / (own / unit(x[:, :, t])).mean((1, 2))).numpy()
 
 
 def induction_score(attn2: torch.Tensor, classes: np.ndarray) -> np.ndarray:
@@ -159,11 +182,15 @@ def probe_model(model, x: torch.Tensor, classes, n_pos: int) -> dict[str, np.nda
     attn1, attn2 = attn[0].cpu(), attn[1].cpu()
     x = _per_member(x.cpu(), 3, model.members)
     out = {"prev_token": previous_token_score(attn1)}
-    out["a_fit"], out["a_fit_r2"] = binding_fit(x, attn1, model.qkv[:, 0, 2].cpu(), n_pos)
+    w_v1 = model.qkv[:, 0, 2].cpu()
+    out["a_fit"], out["a_fit_r2"] = binding_fit(x, attn1, w_v1, n_pos)
+    out["a_gain"] = binding_gain(x, attn1, w_v1, n_pos)
     out["induction"] = induction_score(attn2, classes)
     content = x[..., n_pos:]
     fitted = torch.from_numpy(out["a_fit"]).clamp(min=0.0)  # AMICL's a is a weight >= 0
     out["amicl_corr"], out["amicl_top1"], _ = agreement(z, amicl_scores(content, fitted))
+    gain = torch.from_numpy(out["a_gain"])
+    out["amicl_corr_gain"], out["amicl_top1_gain"], _ = agreement(z, amicl_scores(content, gain))
     out["amicl_corr_a2"], out["amicl_top1_a2"], out["beta_eff"] = agreement(z, amicl_scores(content, 2.0))
     out["k90"] = k_mass(attn2[:, :, -1])
     out.update(composition(model.qkv.cpu()))
