@@ -20,7 +20,11 @@ from amicl.task import TEST_SETS, EpisodeConfig, TaskConfig
 @click.group(
     cls=RootGroup,
     context_settings=CONTEXT,
-    lazy={"transformer": "transformers_mini.cli:transformer", "namm": "evolution.cli:namm"},
+    lazy={
+        "transformer": "transformers_mini.cli:transformer",
+        "namm": "evolution.cli:namm",
+        "lm": "transformers_mini.lm_cli:lm",
+    },
 )
 @click.version_option(package_name="amicl")
 def amicl():

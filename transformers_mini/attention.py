@@ -19,6 +19,7 @@ def attend(
     scale: float = 1.0,
     alive: torch.Tensor | None = None,
     return_probs: bool = False,
+    dropout: float = 0.0,
 ):
     """Causal attention of queries over keys, masked by position and by the alive mask.
 
@@ -27,6 +28,8 @@ def attend(
     iff k_pos[j] <= q_pos[i]); alive: (..., Tk) bool, False = evicted.
     Returns out (..., G, Tq, dh) and probs (..., G, Tq, Tk) (None unless ``return_probs``).
     Every query must see at least one alive key (the cache never evicts the newest token).
+    ``dropout``: drop-out rate on the probabilities used for the output (training only; the returned
+    probabilities are the undropped ones).
     """
     k = k.unsqueeze(-3)  # (..., 1, Tk, dh), shared by the G query heads of the group
     v = v.unsqueeze(-3)
@@ -38,11 +41,13 @@ def attend(
         mask = mask & alive[..., None, None, :]
     logits = logits.masked_fill(~mask, float("-inf"))
     probs = torch.softmax(logits, dim=-1)
-    out = probs @ v
+    out = (torch.nn.functional.dropout(probs, dropout) if dropout else probs) @ v
     return out, (probs if return_probs else None)
 
 
-def attend_causal_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+def attend_causal_fused(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float = 1.0, dropout: float = 0.0
+) -> torch.Tensor:
     """``attend`` for a full causal self-attention pass (no cache, no alive mask, no probabilities),
     through PyTorch's fused kernel, which never materialises the (Tq, Tk) matrix.
 
@@ -54,7 +59,7 @@ def attend_causal_fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale
     k = k.unsqueeze(2).expand(B, H, G, T, dh).reshape(B, H * G, T, dh)  # 4-D: the fused CPU kernel needs it
     v = v.unsqueeze(2).expand(B, H, G, T, dh).reshape(B, H * G, T, dh)
     out = torch.nn.functional.scaled_dot_product_attention(
-        q.reshape(B, H * G, T, dh), k, v, is_causal=True, scale=scale
+        q.reshape(B, H * G, T, dh), k, v, is_causal=True, scale=scale, dropout_p=dropout
     )
     return out.view(B, H, G, T, dh)
 

@@ -139,8 +139,10 @@ class GPTConfig:
     bias: bool = False
     token_shift: bool = False
     stream: StreamConfig = field(default_factory=StreamConfig)
+    dropout: float = 0.0  # on the embeddings, attention probabilities, attention and MLP outputs (training)
 
     def __post_init__(self):
+        object.__setattr__(self, "dropout", check_float("dropout", self.dropout, 0.0, 1.0, hi_open=True))
         for name, lo in (
             ("vocab_size", 2),
             ("block_size", 1),

@@ -202,6 +202,7 @@ class Block(nn.Module):
         self.fc = nn.Linear(c.d_model, c.mlp_ratio * c.d_model, bias=c.bias)
         self.proj = nn.Linear(c.mlp_ratio * c.d_model, c.d_model, bias=c.bias)
         self.lam = nn.Parameter(torch.tensor(float(c.stream.lam))) if c.stream.learn else None
+        self.drop = nn.Dropout(c.dropout)  # the attention and MLP outputs (identity when 0 or in eval)
 
     def project(self, x):
         """Raw q (B, H, T, dh), k, v (B, H_kv, T, dh) from this block's input (before any stream)."""
@@ -247,13 +248,14 @@ class Block(nn.Module):
         G = c.n_head // c.kv_heads
         qg = q.view(B, c.kv_heads, G, T, c.d_head)
         scale = 1.0 / math.sqrt(c.d_head) if c.scale else 1.0
+        p_drop = c.dropout if self.training else 0.0
         if cache is None and not return_attn:
-            out, probs = attend_causal_fused(qg, k, v, scale), None
+            out, probs = attend_causal_fused(qg, k, v, scale, p_drop), None
         else:
-            out, probs = attend(qg, k, v, pos, k_pos, scale, alive, return_attn)
+            out, probs = attend(qg, k, v, pos, k_pos, scale, alive, return_attn, p_drop)
         out = out.reshape(B, c.n_head, T, c.d_head).transpose(1, 2).reshape(B, T, c.n_head * c.d_head)
-        x = x + self.o(out)
-        x = x + self.proj(nn.functional.gelu(self.fc(self.ln2(x))))
+        x = x + self.drop(self.o(out))
+        x = x + self.drop(self.proj(nn.functional.gelu(self.fc(self.ln2(x)))))
         return x, (probs.reshape(B, c.n_head, T, -1) if return_attn else None)
 
 
@@ -283,6 +285,7 @@ class GPT(nn.Module):
         self.pos_emb = nn.Embedding(c.block_size, c.d_model) if c.pos == "learned" else None
         self.rotary = Rotary(c.d_head) if c.pos == "rotary" else None
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layer))
+        self.drop = nn.Dropout(c.dropout)  # on the summed embeddings
         self.ln_f = nn.LayerNorm(c.d_model)
         self.head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         self.head.weight = self.tok.weight  # tied embeddings
@@ -312,6 +315,7 @@ class GPT(nn.Module):
             x = x + self.prev_tok(torch.cat([first[:, None], idx[:, :-1]], dim=1))
         if self.pos_emb is not None:
             x = x + self.pos_emb(pos)
+        x = self.drop(x)
         raws, attn = [], []
         for layer, block in enumerate(self.blocks):
             raw = block.project(x)

@@ -22,7 +22,7 @@ from amicl.common.validate import check_choice, check_int
 # Single-token first names in GPT-2's vocabulary with a leading space (shared/reference sec. 2 lists the
 # first 19); the story world and the IOI prompts share them, as the IOI set shares its names with GPT-2's.
 GIRLS = ("Mary", "Lily", "Sue", "Anna", "Lucy", "Kate", "Emma", "Mia", "Zoe", "Sara", "Daisy", "Amy",
-         "Emily", "Alice", "Rose", "Grace", "Ella", "Jane", "Lisa", "Kim", "Eva", "Ruth", "Nora", "Beth")  # fmt: skip
+         "Emily", "Alice", "Rose", "Grace", "Helen", "Jane", "Lisa", "Kim", "Eva", "Ruth", "Nora", "Beth")  # fmt: skip
 BOYS = ("John", "Ben", "Tom", "Tim", "Max", "Sam", "Jack", "Jake", "James", "Dan", "Bob", "Joe",
         "Mike", "Paul", "Peter", "Leo", "Ryan", "Adam", "Nick", "Eric", "Alex", "Mark", "Fred", "Carl")  # fmt: skip
 NAMES = GIRLS + BOYS
@@ -122,9 +122,12 @@ def story(rng: np.random.Generator, names=NAMES) -> str:
     return " ".join(parts)
 
 
-def stories(n: int, seed: int = 0) -> list[str]:
-    """``n`` stories from ``seed`` (the same seed, the same stories)."""
-    rng = np.random.default_rng(np.random.SeedSequence(check_int("seed", seed, lo=0), spawn_key=(7,)))
+def stories(n: int, seed: int = 0, part: str = "train") -> list[str]:
+    """``n`` stories from ``seed`` (the same seed, the same stories); ``part`` "val" draws from a stream
+    of its own, for held-out stories."""
+    check_choice("part", part, ("train", "val"))
+    key = (7, 0 if part == "train" else 1)
+    rng = np.random.default_rng(np.random.SeedSequence(check_int("seed", seed, lo=0), spawn_key=key))
     return [story(rng) for _ in range(check_int("n", n, lo=1))]
 
 

@@ -29,6 +29,8 @@ KINDS = {
     "streams-join": "stream runs joined into one comparison (amicl transformer join)",
     "report": "every experiment and the report of amicl reproduce all",
     "theory-phase": "theory vs network over a grid of task parameters (amicl transformer phase)",
+    "lm": "a language model trained on stories (amicl lm train)",
+    "lm-ioi": "an IOI evaluation of language models (amicl lm ioi)",
     "namm-base": "a NAMM base model (amicl namm train-base)",
     "namm-evolve": "a NAMM evolution (amicl namm evolve)",
     "namm-eval": "a memory-policy evaluation (amicl namm eval)",

