@@ -248,6 +248,7 @@ def memory_matrices(a, D, K, T, beta, seed, out):
         "amicl": "amicl.figures:figures_amicl",
         "streams": "transformers_mini.cli:figures_streams",
         "phase": "transformers_mini.cli:figures_phase",
+        "lm": "transformers_mini.lm_cli:figures_lm",
         "namm": "evolution.cli:figures_namm",
     },
 )

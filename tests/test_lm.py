@@ -106,6 +106,9 @@ def test_ioi_command_compares_the_arms(two_arms, tmp_path):
     assert "| V | 1 |" in r.stdout and "paired t p" in r.stdout
     r = run("lm", "ioi", two_arms / "V", "--templates", "paper", "--threads", 1, "--out", tmp_path / "paper")
     assert r.exit_code == 0 and len(read_csv(tmp_path / "paper" / "ioi_prompts.csv")) == 8
+    r = run("figures", "lm", two_arms / "none", two_arms / "V", "--ioi", tmp_path / "ioi", "--out", tmp_path / "fig")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "fig").iterdir()) == ["ioi.pdf", "ioi.png", "lm_loss.pdf", "lm_loss.png"]
 
 
 def test_compare_arms_pairs_seeds():

@@ -252,3 +252,50 @@ def draw_phase(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]:
     written = save_figure(fig, Path(out), "phase", formats)
     plt.close(fig)
     return written
+
+
+def draw_lm(runs: list[Path], out: Path, ioi: Path | None = None, formats=("png", "pdf")) -> list[Path]:
+    """lm_loss.*: validation loss against steps per arm (thin: each seed; bold: the mean over seeds at the
+    steps all share) and, given an ``lm ioi`` folder, ioi.*: P(IO) per arm and seed with prompt intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from amicl.common.io import read_json
+
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    arms = {}
+    for r in runs:
+        cfg = read_json(Path(r) / "config.json")["lm"]
+        hist = [h for h in read_csv(Path(r) / "history.csv") if h["val_loss"] not in ("", None)]
+        arms.setdefault(cfg["stream"], []).append(
+            ([int(h["step"]) for h in hist], [float(h["val_loss"]) for h in hist])
+        )
+    for i, (arm, curves) in enumerate(arms.items()):
+        for steps, loss in curves:
+            ax.plot(steps, loss, color=f"C{i}", lw=0.6, alpha=0.5)
+        n = min(len(s) for s, _ in curves)
+        ax.plot(curves[0][0][:n], np.mean([loss[:n] for _, loss in curves], 0), color=f"C{i}", lw=1.6,
+                label=f"{arm} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")  # fmt: skip
+    ax.set_xlabel("training step")
+    ax.set_ylabel("validation loss")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    written = save_figure(fig, Path(out), "lm_loss", formats)
+    plt.close(fig)
+    if ioi is not None:
+        rows = [r for r in read_csv(Path(ioi) / "ioi.csv") if r["prompts"] == "IOI"]
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        for j, r in enumerate(rows):
+            i = list(dict.fromkeys(x["arm"] for x in rows)).index(r["arm"])
+            lo, hi = float(r["p_io"]) - float(r["p_io_low"]), float(r["p_io_high"]) - float(r["p_io"])
+            ax.bar(j, float(r["p_io"]), color=f"C{i}", yerr=[[lo], [hi]], capsize=3)
+        ax.set_xticks(range(len(rows)), [f"{r['arm']}\nseed {r['seed']}" for r in rows], fontsize=7)
+        ax.set_ylabel("P(IO), IOI prompts")
+        ax.grid(alpha=0.3, axis="y")
+        fig.tight_layout()
+        written += save_figure(fig, Path(out), "ioi", formats)
+        plt.close(fig)
+    return written

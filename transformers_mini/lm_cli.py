@@ -103,3 +103,22 @@ def ioi_cmd(runs, prompts, templates, seed, device, threads, out):
         write_json(Path(out) / "config.json", {"kind": "lm-ioi", "runs": [str(f) for f in folders], "prompts": prompts,
                                                 "templates": templates, "seed": seed, **run_metadata()})  # fmt: skip
     click.echo(md)
+
+
+@click.command("lm")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option(
+    "--ioi", "ioi_dir", type=click.Path(file_okay=False), default=None, help="An 'lm ioi' folder to draw too."
+)
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--format", "formats", default="png,pdf")
+def figures_lm(runs, ioi_dir, out, formats):
+    """Validation loss of language-model runs per arm, and their IOI scores."""
+    from amicl.common.cli import comma_list
+    from amicl.common.runs import expect_run
+    from transformers_mini.figures import draw_lm
+
+    folders = [expect_run(r, "lm", "RUNS") for r in runs]
+    ioi = expect_run(ioi_dir, "lm-ioi", "--ioi") if ioi_dir else None
+    for p in draw_lm(folders, Path(out), ioi, tuple(comma_list(formats, "--format"))):
+        click.echo(p)

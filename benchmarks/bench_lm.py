@@ -1,0 +1,84 @@
+"""Language-model training throughput, baseline and V-pass side by side: tokens per second and achieved
+FLOP/s as a share of this machine's measured matmul throughput, in one run.
+
+    python benchmarks/bench_lm.py --threads 2 --out benchmarks/results/lm.json
+
+Tokens are the non-padding targets of a step's story batch; FLOPs use the usual 6 N per token plus
+attention's 6 n_layer T d (Kaplan et al. 2020), with T the batch's padded length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from bench_train import best_rate, gpt_step_flops, matmul_peak
+
+from amicl.common.io import run_metadata, write_json
+from transformers_mini.lm import LMTrainer, pad_batch
+from transformers_mini.lm_config import LMConfig
+
+
+def arm(stream: str, model: str, batch: int, steps: int, repeats: int, folder: Path) -> dict:
+    cfg = LMConfig(model=model, stream=stream, stories=5000, batch=batch, steps=10**6)
+    tr = LMTrainer(cfg, folder)
+    # the batches the timed steps will draw: tokens and padded length, from a copy of the generator
+    rng = np.random.default_rng()
+    rng.bit_generator.state = tr.rng.bit_generator.state
+    sizes = [pad_batch([tr.train[i] for i in rng.integers(len(tr.train), size=batch)], tr.eos).shape for _ in range(20)]
+    T = float(np.mean([s[1] for s in sizes]))
+    tokens = batch * float(np.mean([len(s) - 1 for s in tr.train]))  # targets per step, on average
+    steps_per_s = best_rate(tr.train_step, steps, repeats, 1)
+    m = tr.model.config
+    n_non = tr.model.n_params() - m.vocab_size * m.d_model - m.block_size * m.d_model
+    flops = gpt_step_flops(n_non, m.n_layer, m.d_model, int(T), batch) + 6 * batch * T * m.d_model * m.vocab_size
+    peak = matmul_peak(batch * int(T), m.d_model, m.mlp_ratio * m.d_model, 1)
+    return {
+        "steps_per_s": steps_per_s,
+        "tokens_per_s": steps_per_s * tokens,
+        "padded_length": T,
+        "flops_per_step": flops,
+        "achieved_flops_per_s": flops * steps_per_s,
+        "matmul_flops_per_s": peak,
+        "share_of_matmul": flops * steps_per_s / peak,
+        "parameters": tr.model.n_params(),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="cpu")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--out", default="benchmarks/results/lm.json")
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        arms = {s: arm(s, a.model, a.batch, a.steps, a.repeats, Path(tmp) / s) for s in ("none", "V")}
+    result = {
+        "model": a.model,
+        "batch": a.batch,
+        "threads": a.threads,
+        "cpu_count": os.cpu_count(),
+        "arms": arms,
+        "v_time_per_step_vs_none": arms["none"]["steps_per_s"] / arms["V"]["steps_per_s"],
+        **run_metadata(),
+    }
+    write_json(a.out, result)
+    for s, r in arms.items():
+        print(
+            f"{s}: {r['tokens_per_s']:.0f} tokens/s, {r['steps_per_s']:.2f} steps/s, "
+            f"{r['share_of_matmul']:.0%} of matmul throughput ({r['achieved_flops_per_s'] / 1e9:.1f} of "
+            f"{r['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s)"
+        )
+    print(f"V-pass step time vs none: {result['v_time_per_step_vs_none']:.3f}x")
+
+
+if __name__ == "__main__":
+    main()
