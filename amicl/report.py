@@ -8,7 +8,8 @@ headline number beside the published one, with its interval, the command and the
 
 - ``quick``: every pipeline at a size that runs in minutes on 2 CPU cores; its numbers show that the
   pipeline works and where it stands at that budget, not the papers' results.
-- ``paper``: the papers' protocols (days of CPU; use a GPU or ``--executor dask``).
+- ``paper``: the papers' protocols (days of CPU; use a GPU). The language model trains on the story
+  world unless a user's TinyStories file is given to ``amicl lm train --corpus``.
 """
 
 from __future__ import annotations
@@ -101,6 +102,9 @@ SIZES = {  # per scale, the size options of each pipeline
         "evolve": ("--stages", "kv_retrieval;kv_retrieval,needle", "--generations", "2,2", "--popsize", "8")
         + ("--prompts", "4", "--dev-prompts", "16", "--dev-every", "2", "--context", "256"),
         "eval": ("--tasks", "kv_retrieval,needle", "--prompts", "32", "--context", "256", "--metric", "prob"),
+        "lm": ("--stories", "5000", "--steps", "300", "--batch", "16", "--eval-every", "100"),
+        "lm_seeds": 1,
+        "ioi": ("--prompts", "400"),
     },
     "paper": {
         "trials": ("--trials", "1000"),
@@ -109,6 +113,9 @@ SIZES = {  # per scale, the size options of each pipeline
         "base": ("--steps", "6250"),
         "evolve": (),
         "eval": ("--tasks", "kv_retrieval,variable_tracking,icl_classification,needle", "--prompts", "128"),
+        "lm": ("--model", "paper-8m", "--tokenizer", "gpt2", "--batch", "64", "--steps", "99400"),
+        "lm_seeds": 3,
+        "ioi": ("--prompts", "1000"),
     },
 }
 
@@ -129,7 +136,21 @@ def build_plan(size: dict) -> list[Step]:
         Step("theory/phase", ("transformer", "phase", *size["phase"], "--out", "{dir}"), "config.json"),
         Step("theory/figures", ("figures", "phase", "{root}/theory/phase", "--out", "{dir}", "--format", "png")),
         *_namm_steps(size["base"], size["evolve"], size["eval"]),
+        *_lm_steps(size["lm"], size["lm_seeds"], size["ioi"]),
     ]
+
+
+def _lm_steps(train_args, seeds: int, ioi_args) -> list[Step]:
+    runs = [(arm, s, f"lm/{arm}_seed{s}") for s in range(seeds) for arm in ("none", "V")]
+    steps = [
+        Step(name, ("lm", "train", "--stream", arm, "--seed", str(s), *train_args, "--out", "{dir}"), "lm.pt")
+        for arm, s, name in runs
+    ]
+    folders = [f"{{root}}/{name}" for _, _, name in runs]
+    steps.append(Step("lm/ioi", ("lm", "ioi", *folders, *ioi_args, "--out", "{dir}")))
+    figures = ("figures", "lm", *folders, "--ioi", "{root}/lm/ioi", "--out", "{dir}", "--format", "png")
+    steps.append(Step("lm/figures", figures))
+    return steps
 
 
 def run_steps(root: Path, scale: str, echo=print) -> list[dict]:
@@ -221,13 +242,16 @@ def build_report(root: Path, scale: str, steps: list[dict]) -> str:
         _md_file(root / "namm" / "table" / "table.md"),
         _commands(steps, "namm"),
         "## 5. Language model and IOI",
-        "Not built yet (issue 15): no section to run.",
+        "Published (AMICL paper, 8M GPT on TinyStories, 3 models per arm): P(IO) about 7% (baseline) and 41% "
+        "(V-pass). Here, on the package's story world and its unseen IOI frames:",
+        _md_file(root / "lm" / "ioi" / "ioi.md"),
+        _commands(steps, "lm"),
     ]
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
 def _figures(root: Path) -> list[Path]:
-    names = ["amicl/figures", "streams/figures", "theory/figures", "namm/figures"]
+    names = ["amicl/figures", "streams/figures", "theory/figures", "namm/figures", "lm/figures"]
     return [p for n in names for p in sorted((root / n).glob("*.png"))]
 
 

@@ -31,6 +31,10 @@ def tiny_plan(scale):
             + ("2", "--dev-every", "1", "--context", "64", "--n-up", "32", "--threads", "1"),
             "eval": ("--tasks", "needle", "--prompts", "4", "--context", "64", "--n-up", "32", "--metric", "prob")
             + ("--threads", "1"),
+            "lm": ("--stories", "200", "--steps", "2", "--batch", "4", "--context", "64", "--vocab", "300")
+            + ("--eval-every", "1", "--val-batches", "1", "--threads", "1"),
+            "lm_seeds": 1,
+            "ioi": ("--prompts", "20", "--threads", "1"),
         }
     )
 
@@ -43,6 +47,7 @@ def test_reproduce_all_fills_every_section_and_resumes(tmp_path, monkeypatch):
     md = (out / "report.md").read_text()
     for heading in ("## 1. Associative", "## 2. The residual", "## 3. Theory", "## 4. NAMM", "## 5. Language"):
         assert heading in md
+    assert "paired t p" in md  # the IOI section's arm comparison
     assert "(missing" not in md
     assert "| K=512, a=2 | 1.000 |" in md  # the notebook's number beside ours
     assert "| V | " in md and "24% fewer steps" in md
