@@ -267,3 +267,40 @@ def reproduce():
 
 if __name__ == "__main__":
     main()
+
+
+# ------------------------------------------------------------------------------------------------
+# amicl artifacts ...
+
+
+@amicl.group(context_settings=CONTEXT)
+def artifacts():
+    """The small trained models shipped with the package, used as builtin:NAME (e.g. --base builtin:namm-base)."""
+
+
+@artifacts.command("list")
+def artifacts_list():
+    """Every built-in artifact: its kind, size, and the command and commit that made it."""
+    from amicl.common.artifacts import manifest
+
+    entries = manifest()
+    if not entries:
+        click.echo("no built-in artifacts are installed")
+    for name, e in entries.items():
+        size = sum(f["bytes"] for f in e["files"].values())
+        click.echo(f"builtin:{name}  {e['kind']}  {size:,} bytes  commit {str(e['commit'])[:10]}  {e['command']}")
+
+
+@artifacts.command("add")
+@click.argument("name")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.option("--files", required=True, help="Comma-separated files of RUN its loader needs (config.json always).")
+def artifacts_add(name, run, files):
+    """Copy a finished run into the package as builtin:NAME, recording sha256, command and commit."""
+    from pathlib import Path
+
+    from amicl.common.artifacts import add
+    from amicl.common.cli import comma_list
+
+    entry = add(name, Path(run), comma_list(files, "--files"))
+    click.echo(f"builtin:{name}: {sum(f['bytes'] for f in entry['files'].values()):,} bytes")

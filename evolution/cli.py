@@ -13,6 +13,7 @@ import click
 
 from amicl.common.cli import (
     CONTEXT,
+    RUN_OR_ARTIFACT,
     comma_list,
     config_option,
     device_option,
@@ -117,7 +118,7 @@ def _stages(text: str | None):
 
 
 @namm.command("evolve")
-@click.option("--base", "base_dir", type=RUN_FOLDER, required=True, help="A train-base run.")
+@click.option("--base", "base_dir", type=RUN_OR_ARTIFACT, required=True, help="A train-base run, or builtin:NAME.")
 @config_option(
     EvolveConfig,
     "stages",
@@ -185,21 +186,21 @@ def evolve(base_dir, full_cma, device, threads, executor, workers, scheduler, ou
 
 
 @namm.command("eval")
-@click.option("--base", "base_dir", type=RUN_FOLDER, required=True, help="A train-base run.")
+@click.option("--base", "base_dir", type=RUN_OR_ARTIFACT, required=True, help="A train-base run, or builtin:NAME.")
 @click.option("--policy", type=click.Choice(POLICIES.names), required=True)
 @click.option(
     "--namm",
     "namm_dir",
-    type=RUN_FOLDER,
+    type=RUN_OR_ARTIFACT,
     default=None,
-    help="The evolve run whose best mean to use (with --policy namm only).",
+    help="The evolve run whose best mean to use, or builtin:NAME (with --policy namm only).",
 )
 @click.option("--budget", default=None, help="Comma-separated token budgets per (layer, head), one eval each.")
 @click.option("--budget-fraction", default=None, help="Comma-separated budgets as fractions of --context.")
 @click.option(
     "--match",
     "match_dir",
-    type=RUN_FOLDER,
+    type=RUN_OR_ARTIFACT,
     default=None,
     help="A NAMM eval folder: use its measured per-layer average cache as the budget.",
 )

@@ -138,6 +138,24 @@ def executor_options(f):
     )(f)
 
 
+class RunOrArtifact(click.ParamType):
+    """A run folder to read, or ``builtin:NAME``: an artifact shipped with the package (checked against
+    its manifest's sha256; ``amicl artifacts list``)."""
+
+    name = "RUN"
+
+    def convert(self, value, param, ctx):
+        from amicl.common.artifacts import resolve
+
+        try:
+            return str(resolve(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+RUN_OR_ARTIFACT = RunOrArtifact()
+
+
 def device_option(f):
     return click.option(
         "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="auto: CUDA when present."

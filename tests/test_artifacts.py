@@ -1,0 +1,45 @@
+"""Built-in artifacts: a run copied into the package with its manifest, loaded as builtin:NAME, and
+refused in one line when a file no longer matches."""
+
+import pytest
+from click.testing import CliRunner
+from tiny import TINY_BASE
+
+import amicl.common.artifacts as artifacts
+from amicl.cli import amicl
+
+
+def run(*args):
+    return CliRunner().invoke(amicl, [str(a) for a in args])
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    monkeypatch.setattr(artifacts, "ROOT", tmp_path / "artifacts")
+    return tmp_path / "artifacts"
+
+
+def test_a_base_model_ships_and_loads_by_name(tmp_path, root):
+    assert run("namm", "train-base", *TINY_BASE, "--out", tmp_path / "base").exit_code == 0
+    r = run("artifacts", "add", "tiny-base", tmp_path / "base", "--files", "base.pt")
+    assert r.exit_code == 0, r.output
+    entry = artifacts.manifest(root)["tiny-base"]
+    assert entry["kind"] == "namm-base" and set(entry["files"]) == {"config.json", "base.pt"}
+    assert entry["command"] and len(entry["files"]["base.pt"]["sha256"]) == 64  # argv of the run (here pytest)
+    assert "builtin:tiny-base  namm-base" in run("artifacts", "list").stdout
+    ev = ["--policy", "tova", "--budget", 16, "--tasks", "needle", "--prompts", 2, "--context", 64, "--n-up", 32]
+    r = run("namm", "eval", "--base", "builtin:tiny-base", *ev, "--metric", "prob", "--out", tmp_path / "ev")
+    assert r.exit_code == 0, r.output
+    (root / "tiny-base" / "base.pt").write_bytes(b"tampered")
+    r = run("namm", "eval", "--base", "builtin:tiny-base", *ev, "--out", tmp_path / "ev2")
+    assert r.exit_code == 2 and "does not match the manifest" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run("namm", "eval", "--base", "builtin:nothing", *ev, "--out", tmp_path / "ev3")
+    assert r.exit_code == 2 and "no built-in artifact 'nothing'" in r.stderr
+
+
+def test_add_refuses_what_is_not_a_run(tmp_path, root):
+    (tmp_path / "x").mkdir()
+    r = run("artifacts", "add", "x", tmp_path / "x", "--files", "base.pt")
+    assert r.exit_code == 2 and "has no config.json" in r.stderr
+    r = run("artifacts", "add", "../x", tmp_path / "x", "--files", "base.pt")
+    assert r.exit_code == 2 and "plain words" in r.stderr
