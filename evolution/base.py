@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from amicl.common.io import load_torch, read_json, run_metadata, save_torch, write_csv, write_json
-from amicl.common.runs import drive, expect_run
+from amicl.common.runs import expect_run, train_with_evals
 from amicl.common.validate import RunStopped
 from evolution.config import BaseConfig
 from evolution.tasks import ANSWER, sample
@@ -135,27 +135,16 @@ class BaseTrainer:
 
     def fit(self, out: Path | None = None, progress: bool | None = None) -> list[dict]:
         c = self.config
-        losses = []
-
-        def step() -> dict | None:
-            losses.append(self.train_step())
-            if self.step % c.eval_every and self.step != c.steps:
-                return None
-            acc = self.evaluate()
-            self.history.append({"step": self.step, "train_loss": float(np.mean(losses)), **acc})
-            losses.clear()
-            return {"postfix": {"mean_acc": f"{np.mean(list(acc.values())):.2f}"}, "save": True}
-
-        drive(
-            step,
-            lambda: self.step >= c.steps,
-            total=c.steps,
-            initial=self.step,
+        return train_with_evals(
+            self,
+            c.steps,
+            c.eval_every,
+            self.evaluate,
             desc="base model",
             save=(lambda: self.save(out)) if out is not None else None,
             progress=progress,
+            postfix=lambda acc: {"mean_acc": f"{np.mean(list(acc.values())):.2f}"},
         )
-        return self.history
 
 
 def load_base(out: str | Path, device: str = "cpu") -> GPT:

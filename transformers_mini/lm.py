@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from amicl.common.io import atomic_write_bytes, load_torch, run_metadata, save_torch, write_csv, write_json
-from amicl.common.runs import drive
+from amicl.common.runs import train_with_evals
 from amicl.common.validate import RunStopped
 from transformers_mini.lm_config import LMConfig
 from transformers_mini.model import GPT
@@ -194,30 +194,18 @@ class LMTrainer:
         self.history = state["history"]
 
     def fit(self, progress: bool | None = None) -> list[dict]:
-        c = self.cfg
-        losses = []
         if not self.history:
             self.history.append({"step": 0, "train_loss": "", "val_loss": self.val_loss()})
-
-        def step() -> dict | None:
-            losses.append(self.train_step())
-            if self.step % c.eval_every and self.step != c.steps:
-                return None
-            val = self.val_loss()
-            self.history.append({"step": self.step, "train_loss": float(np.mean(losses)), "val_loss": val})
-            losses.clear()
-            return {"postfix": {"val_loss": f"{val:.3f}"}, "save": True}
-
-        drive(
-            step,
-            lambda: self.step >= c.steps,
-            total=c.steps,
-            initial=self.step,
+        return train_with_evals(
+            self,
+            self.cfg.steps,
+            self.cfg.eval_every,
+            lambda: {"val_loss": self.val_loss()},
             desc="lm",
             save=self.save,
             progress=progress,
+            postfix=lambda row: {"val_loss": f"{row['val_loss']:.3f}"},
         )
-        return self.history
 
 
 def load_lm(folder: str | Path, device: str = "cpu"):

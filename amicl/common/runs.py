@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from amicl.common.io import read_json
 
 # kind -> what it is, for messages and the README
@@ -207,3 +209,26 @@ def drive(
                 save()
             if report.get("stop"):
                 break
+
+
+def train_with_evals(
+    trainer, steps: int, eval_every: int, evaluate, *, desc: str, save=None, progress=None, postfix=None
+):
+    """``drive`` for trainers with ``train_step()``, ``step`` and ``history``: every ``eval_every`` steps
+    (and at the last) a history row of the mean training loss since the last one and ``evaluate()``'s
+    dict, then a checkpoint (``save``). ``postfix(row)`` is shown on the bar."""
+    losses: list[float] = []
+
+    def step() -> dict | None:
+        losses.append(trainer.train_step())
+        if trainer.step % eval_every and trainer.step != steps:
+            return None
+        row = evaluate()
+        trainer.history.append({"step": trainer.step, "train_loss": float(np.mean(losses)), **row})
+        losses.clear()
+        return {"postfix": postfix(row) if postfix else None, "save": True}
+
+    drive(
+        step, lambda: trainer.step >= steps, total=steps, initial=trainer.step, desc=desc, save=save, progress=progress
+    )
+    return trainer.history
