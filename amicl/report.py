@@ -82,8 +82,8 @@ def _namm_steps(base_args, evolve_args, eval_args) -> list[Step]:
 SIZES = {  # per scale, the size options of each pipeline
     "quick": {
         "trials": ("--trials", "1000"),
-        "streams": ("--streams", "none,V", "--seeds", "2", "--steps", "2000", "--eval-every", "250")
-        + ("--eval-size", "1000", "--checkpoint-every", "500", "--probe-size", "128"),
+        "streams": ("--streams", "none,V", "--seeds", "2", "--steps", "1500", "--eval-every", "250")
+        + ("--eval-size", "500", "--checkpoint-every", "500", "--probe-size", "128"),
         "phase": (
             "--grid-B",
             "1,4",
