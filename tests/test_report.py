@@ -97,3 +97,12 @@ def test_report_page_renders_in_a_browser(tmp_path):
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     assert (pixels == (200, 30, 30)).all(-1).sum() > 10_000  # the embedded figure was drawn
     assert re.search("Title", page.read_text())
+
+
+def test_a_failing_step_stops_the_run_in_one_line(tmp_path, monkeypatch):
+    from amicl.report import Step
+
+    monkeypatch.setattr(report, "plan", lambda scale: [Step("amicl", ("memory", "run", "--trials", "0"))])
+    r = CliRunner().invoke(amicl, ["reproduce", "all", "--out", str(tmp_path / "all")])
+    assert r.exit_code == 1 and "step amicl failed (exit 2" in r.stderr
+    assert not (tmp_path / "all" / "steps.json").exists()
