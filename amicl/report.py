@@ -201,6 +201,8 @@ def _streams_headline(run: Path) -> str:
             fewer = f"{_pct(r['fewer_steps_vs_none'])} [{_pct(r['fewer_ci_low'])}, {_pct(r['fewer_ci_high'])}]"
         pub = "24% fewer steps (AMICL paper)" if r["arm"] == "V" else "-"
         median = f"{float(r['median_steps']):.0f} [{float(r['median_ci_low']):.0f}, {float(r['median_ci_high']):.0f}]"
+        if median.startswith("inf"):
+            median = "not reached (median run censored)"
         lines.append(f"| {r['arm']} | {r['n_reached']}/{r['n_seeds']} | {median} | {fewer} | {pub} |")
     return "\n".join(lines)
 
