@@ -310,7 +310,8 @@ def markdown_to_html(md: str, title: str, images: list[Path]) -> str:
 
 STYLE = (
     "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;font-size:13px}"
-    "td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}pre{background:#f4f4f4;padding:6px;white-space:pre-wrap}"
+    "td,th{border:1px solid #ccc;padding:2px 6px}img{max-width:100%}"
+    "pre{background:#f4f4f4;padding:6px;white-space:pre-wrap}"
 )
 
 
