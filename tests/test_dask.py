@@ -60,3 +60,13 @@ def test_scheduler_needs_dask_and_groups_need_an_executor(tmp_path):
     assert r.exit_code == 2 and "--executor dask" in r.stderr
     r = run("transformer", "compare", "--executor", "process", "--out", tmp_path / "c")
     assert r.exit_code == 2 and "--group-size" in r.stderr and not (tmp_path / "c").exists()
+
+
+def test_phase_cells_on_dask_equal_in_process(tmp_path, scheduler):
+    args = ["transformer", "phase", "--grid-B", "1,2", "--grid-epsilon", "0.1", "--seeds", "1", "--steps", 2]
+    args += ["--eval-every", 1, "--eval-size", 20, "--checkpoint-every", 1, "--threads", 1, "--device", "cpu"]
+    assert run(*args, "--out", tmp_path / "local").exit_code == 0
+    r = run(*args, "--executor", "dask", "--scheduler", scheduler, "--out", tmp_path / "dask")
+    assert r.exit_code == 0, r.output
+    a, b = (read_csv(tmp_path / d / "phase.csv") for d in ("local", "dask"))
+    assert a == b and len(a) == 6

@@ -205,12 +205,16 @@ def _compare_groups(run, size, where, out: Path, resume: bool, device: str, thre
 @config_option(TrainConfig, "checkpoint_every", type=click.IntRange(min=1))
 @device_option
 @threads_option
+@executor_options
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Phase folder.")
 @click.option("--resume", is_flag=True, help="Continue the phase run in --out.")
-def phase_cmd(grid_b, grid_epsilon, streams, seeds, first_seed, device, threads, out, resume, **kw):
+def phase_cmd(
+    grid_b, grid_epsilon, streams, seeds, first_seed, device, threads, executor, workers, scheduler, out, resume, **kw
+):
     """Theory vs network: the AMICL memory's ICL accuracy beside trained arms' after a fixed budget, on
     a grid of burstiness B and within-class noise epsilon (the other task settings: the defaults)."""
     from amicl.common.cli import comma_list, set_torch_threads
+    from amicl.common.parallel import ExecutorSpec
     from amicl.common.runs import claim_run_folder
     from transformers_mini.phase import cell_runs, run_phase
     from transformers_mini.run import Run
@@ -226,9 +230,11 @@ def phase_cmd(grid_b, grid_epsilon, streams, seeds, first_seed, device, threads,
     base = Run(arms, list(range(first_seed, first_seed + seeds)), task, TrainConfig(**given(kw)))
     grid_b, grid_eps = comma_list(grid_b, "--grid-B", int), comma_list(grid_epsilon, "--grid-epsilon", float)
     cell_runs(base, grid_b, grid_eps)  # every cell's task is valid before anything is written
+    where = ExecutorSpec.from_options(executor, workers, scheduler)
     with claim_run_folder(out, "theory-phase", resume):
         set_torch_threads(threads)
-        click.echo(run_phase(Path(out), base, grid_b, grid_eps, device, resume))
+        with where.open() as pool:
+            click.echo(run_phase(Path(out), base, grid_b, grid_eps, device, resume, pool, threads))
 
 
 @transformer.command("join")

@@ -41,21 +41,14 @@ def cell_runs(base: Run, grid_B, grid_epsilon) -> dict[str, Run]:
     return runs
 
 
-def train_cells(out: Path, runs: dict[str, Run], device: str, resume: bool) -> None:
-    """Train every cell in turn, each in ``out/cells/NAME`` (a finished cell is skipped on resume)."""
-    from amicl.common.runs import claim_run_folder, run_kind
-    from transformers_mini.train import Trainer
+def train_cells(out: Path, runs: dict[str, Run], device: str, executor=None, threads: int | None = None) -> None:
+    """Train (or finish) every cell, each in ``out/cells/NAME``, as tasks of ``executor`` (default: in
+    turn, in this process); cells are independent, so the numbers do not depend on what trains them."""
+    from amicl.common.parallel import run_tasks
+    from transformers_mini.train import train_group
 
-    for name, run in runs.items():
-        folder = out / "cells" / name
-        started = run_kind(folder) is not None
-        if started and read_json(folder / "config.json").get("step", 0) >= run.train.steps:
-            continue
-        with claim_run_folder(folder, "streams", resume and started, marker="checkpoint.pt"):
-            trainer = Trainer(run, device)
-            if started:
-                trainer.load(folder / "checkpoint.pt")
-            trainer.fit(folder, progress=None)
+    tasks = [(run.to_dict(), str(out / "cells" / name), device, threads) for name, run in runs.items()]
+    run_tasks(train_group, tasks, executor, desc="phase cells")
 
 
 def summarise(out: Path, runs: dict[str, Run]) -> list[dict]:
@@ -93,7 +86,9 @@ def phase_table(rows: list[dict], arms: list[str], test_set: str = "ic") -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_phase(out: Path, base: Run, grid_B, grid_epsilon, device: str = "auto", resume: bool = False) -> str:
+def run_phase(
+    out: Path, base: Run, grid_B, grid_epsilon, device: str = "auto", resume: bool = False, executor=None, threads=None
+) -> str:
     """Train (or resume) every cell, then write phase.csv, phase.md and config.json; returns the markdown."""
     out = Path(out)
     runs = cell_runs(base, grid_B, grid_epsilon)
@@ -109,7 +104,7 @@ def run_phase(out: Path, base: Run, grid_B, grid_epsilon, device: str = "auto", 
         if saved["grid"] != config["grid"] or not same:
             raise ValueError(f"{out} holds a phase run with another grid, arms or settings; use a new --out")
     write_json(out / "config.json", config)
-    train_cells(out, runs, device, resume)
+    train_cells(out, runs, device, executor, threads)
     rows = summarise(out, runs)
     write_csv(out / "phase.csv", rows)
     arms = list(base.arms)
