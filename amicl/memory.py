@@ -56,6 +56,18 @@ class MemoryConfig:
                 f"positive (dot or pearson); got similarity={self.similarity!r}"
             )
 
+    def kernel_args(self) -> tuple:
+        """(a, similarity code, separation code, beta, n, max_iter, tol): the numba kernels' arguments."""
+        return (
+            float(self.a),
+            reference.SIM_CODES[self.similarity],
+            reference.SEP_CODES[self.separation],
+            float(self.beta),
+            float(self.n),
+            int(self.max_iter),
+            float(self.tol),
+        )
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -109,13 +121,7 @@ def retrieve(episodes: Episodes, config: MemoryConfig = MemoryConfig(), backend:
             decoy,
             bank_arr,
             use_bank,
-            float(c.a),
-            reference.SIM_CODES[c.similarity],
-            reference.SEP_CODES[c.separation],
-            float(c.beta),
-            float(c.n),
-            int(c.max_iter),
-            float(c.tol),
+            *c.kernel_args(),
         )
     return Retrieval(*out)
 

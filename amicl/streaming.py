@@ -74,12 +74,6 @@ def score_stream(
         float(c.epsilon),
         _noise_std(c),
         *_tables(),
-        float(m.a),
-        reference.SIM_CODES[m.similarity],
-        reference.SEP_CODES[m.separation],
-        float(m.beta),
-        float(m.n),
-        int(m.max_iter),
-        float(m.tol),
+        *m.kernel_args(),
         min(blocks, n),
     )

@@ -21,8 +21,8 @@ from amicl.common.cli import (
     given,
     threads_option,
 )
-from evolution.config import MASKS, METRICS, POLICIES, PRECISIONS, SCORERS, BaseConfig, EvalConfig, EvolveConfig
-from transformers_mini.config import GPTConfig
+from evolution.config import MASKS, METRICS, POLICIES, SCORERS, BaseConfig, EvalConfig, EvolveConfig
+from transformers_mini.config import PRECISIONS, GPTConfig
 
 BASE_MODEL = BaseConfig().model
 RUN_FOLDER = click.Path(file_okay=False)

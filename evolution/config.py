@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from amicl.common.registry import Registry
 from amicl.common.validate import check_choice, check_float, check_int
 from evolution.tasks import TASKS
-from transformers_mini.config import GPTConfig
+from transformers_mini.config import PRECISIONS, GPTConfig
 
 # Memory policies: ``POLICIES[name](n_up, budget)`` for the training-free ones; ``namm`` also needs a
 # scorer, its parameters and normalisation statistics (``evolution.evaluate.load_namm``).
@@ -30,7 +30,6 @@ POLICIES = Registry(
 SCORERS = Registry("scorer", {"bam": "evolution.scorers:BAM", "mlp": "evolution.scorers:MLPScorer"})
 MASKS = ("backward", "none", "forward")
 METRICS = ("accuracy", "prob")
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)

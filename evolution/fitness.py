@@ -89,7 +89,7 @@ def evaluate_population(
     P = params.shape[0]
     batch_rows = check_int("batch_rows", batch_rows, lo=1)
     shared = share(executor, model)
-    tasks, slices = [], []
+    tasks, task_of = [], []  # one executor task per batch, and the prompt task it belongs to
     for j, p in enumerate(prompts.values()):
         n = len(p.answer)
         member = np.repeat(np.arange(P), n)  # rows: member-major, every member sees every prompt
@@ -100,13 +100,13 @@ def evaluate_population(
             tasks.append(
                 (shared, scorer, params[member[rows]], p.tokens[idx], p.answer[idx], n_up, norm, metric, budget)
             )
-            slices.append((j, rows))
+            task_of.append(j)
     results = run_tasks(score_batch, tasks, executor, progress=False)
     per_task = np.zeros((P, len(prompts)))
     fraction = np.zeros((P, len(prompts)))
     for j, (task, p) in enumerate(prompts.items()):
         n = len(p.answer)
-        mine = [r for (k, _), r in zip(slices, results) if k == j]
+        mine = [r for k, r in zip(task_of, results) if k == j]
         scores = np.concatenate([r[0] for r in mine])
         fracs = np.concatenate([r[1] for r in mine])
         per_task[:, j] = scores.reshape(P, n).mean(1) / reference[task]

@@ -11,6 +11,7 @@ STREAM_SOURCES = ("previous", "first")
 STREAM_MIXES = ("add", "convex")
 INITS = ("independent", "official")
 POSITIONS = ("learned", "rotary")
+PRECISIONS = ("fp32", "bf16")  # bf16: the forward pass under bfloat16 autocast (weights stay fp32)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from amicl.common.cli import CONTEXT, config_option, device_option, given, threads_option
+from transformers_mini.config import PRECISIONS
 from transformers_mini.lm_config import MODELS, TOKENIZERS, LMConfig
 
 
@@ -30,7 +31,7 @@ def lm():
 @config_option(LMConfig, "eval_every", type=int)
 @config_option(LMConfig, "val_batches", type=int)
 @config_option(LMConfig, "seed", type=click.IntRange(min=0))
-@config_option(LMConfig, "precision", type=click.Choice(("fp32", "bf16")), help="bf16: bfloat16 autocast (CUDA).")
+@config_option(LMConfig, "precision", type=click.Choice(PRECISIONS), help="bf16: bfloat16 autocast (CUDA).")
 @device_option
 @threads_option
 @click.option("--out", type=click.Path(file_okay=False), required=True)

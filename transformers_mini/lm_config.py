@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from amicl.common.validate import check_choice, check_float, check_int, config_from_dict
-from transformers_mini.config import GPTConfig, StreamConfig
+from transformers_mini.config import PRECISIONS, GPTConfig, StreamConfig
 
 MODELS = {
     "cpu": GPTConfig(vocab_size=4096, block_size=256, n_layer=4, n_head=4, d_model=128, pos="learned", scale=False,
@@ -53,7 +53,7 @@ class LMConfig:
         check_choice("model", self.model, tuple(MODELS))
         check_choice("stream", self.stream, ("none", "V"))
         check_choice("tokenizer", self.tokenizer, TOKENIZERS)
-        check_choice("precision", self.precision, ("fp32", "bf16"))
+        check_choice("precision", self.precision, PRECISIONS)
         for name, lo in (("vocab", 256 + 1), ("stories", 10), ("context", 8), ("batch", 1), ("steps", 1),
                          ("eval_every", 1), ("val_batches", 1), ("seed", 0)):  # fmt: skip
             object.__setattr__(self, name, check_int(name, getattr(self, name), lo=lo))
