@@ -16,6 +16,7 @@ embedding (why: results/namm/README.md, the token-shift probe).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -124,8 +125,9 @@ class BaseTrainer:
 
     def load(self, out: Path) -> None:
         state = load_torch(Path(out) / "base.pt", map_location=self.device)
-        mine = {k: v for k, v in self.config.to_dict().items() if k != "steps"}
-        if {k: v for k, v in state["config"].items() if k != "steps"} != mine:
+        # through from_dict, so that a checkpoint saved before a field with a default existed still resumes
+        saved = replace(BaseConfig.from_dict(state["config"]), steps=self.config.steps)
+        if saved != self.config:
             raise ValueError(f"{out} holds a base model trained with a different configuration")
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])

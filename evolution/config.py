@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from amicl.common.registry import Registry
-from amicl.common.validate import check_choice, check_float, check_int
+from amicl.common.validate import check_choice, check_float, check_int, config_from_dict
 from evolution.tasks import TASKS
 from transformers_mini.config import PRECISIONS, GPTConfig
 
@@ -106,7 +106,7 @@ class BaseConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "BaseConfig":
-        return cls(**d)
+        return config_from_dict(cls, d)
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,10 @@ class EvolveConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EvolveConfig":
+        return config_from_dict(cls, d)
 
 
 @dataclass(frozen=True)

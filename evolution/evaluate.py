@@ -36,7 +36,7 @@ def load_namm(namm_dir: Path, n_up: int, budget):
     """The best mean of a namm-evolve run, with its frozen normalisation statistics, both read from its
     checkpoint (one atomic file, so they always belong to the same generation)."""
     namm_dir = expect_run(namm_dir, "namm-evolve", "--namm")
-    cfg = EvolveConfig(**read_json(namm_dir / "config.json")["evolve"])
+    cfg = EvolveConfig.from_dict(read_json(namm_dir / "config.json")["evolve"])
     state = load_pickle(namm_dir / "evolution.pkl")
     return POLICIES["namm"](
         cfg.make_scorer(),

@@ -149,7 +149,7 @@ class Evolution:
 
     def load(self, out: Path) -> None:
         state = load_pickle(Path(out) / "evolution.pkl")
-        if state["config"] != self.config.to_dict():
+        if EvolveConfig.from_dict(state["config"]) != self.config:  # from_dict fills fields added since
             raise ValueError(f"{out} holds an evolution run with a different configuration")
         from evolution.spectrogram import NormStats
 

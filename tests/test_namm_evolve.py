@@ -99,6 +99,12 @@ def test_base_training_resumes_exactly(tmp_path):
     straight = BaseTrainer(cfg)
     straight.fit(tmp_path / "a", progress=False)
     BaseTrainer(BaseConfig(**{**cfg.to_dict(), "steps": 2})).fit(tmp_path / "b", progress=False)
+    # a checkpoint written before fields with defaults were added (precision, dropout) still resumes
+    state = torch.load(tmp_path / "b" / "base.pt", weights_only=False)
+    del state["config"]["precision"], state["config"]["model"]["dropout"]
+    torch.save(state, tmp_path / "b" / "base.pt")
+    with pytest.raises(ValueError, match="different configuration"):
+        BaseTrainer(BaseConfig(**{**cfg.to_dict(), "lr": 0.5})).load(tmp_path / "b")
     resumed = BaseTrainer(cfg)
     resumed.load(tmp_path / "b")
     resumed.fit(tmp_path / "b", progress=False)
