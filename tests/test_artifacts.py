@@ -2,6 +2,7 @@
 refused in one line when a file no longer matches."""
 
 import pytest
+import torch
 from click.testing import CliRunner
 from tiny import TINY_BASE
 
@@ -27,6 +28,10 @@ def test_a_base_model_ships_and_loads_by_name(tmp_path, root):
     assert entry["kind"] == "namm-base" and set(entry["files"]) == {"config.json", "base.pt"}
     assert entry["command"] and len(entry["files"]["base.pt"]["sha256"]) == 64  # argv of the run (here pytest)
     assert "builtin:tiny-base  namm-base" in run("artifacts", "list").stdout
+    shipped, trained = torch.load(root / "tiny-base" / "base.pt"), torch.load(tmp_path / "base" / "base.pt")
+    assert "opt" in trained and not set(artifacts.RESUME_ONLY) & set(shipped)
+    assert shipped["model"].keys() == trained["model"].keys()
+    assert all(torch.equal(v, trained["model"][k]) for k, v in shipped["model"].items())
     ev = ["--policy", "tova", "--budget", 16, "--tasks", "needle", "--prompts", 2, "--context", 64, "--n-up", 32]
     r = run("namm", "eval", "--base", "builtin:tiny-base", *ev, "--metric", "prob", "--out", tmp_path / "ev")
     assert r.exit_code == 0, r.output

@@ -49,6 +49,23 @@ def resolve(spec, root: Path | None = None) -> Path:
     return folder
 
 
+RESUME_ONLY = ("opt", "rng")  # checkpoint entries that only a resumed training run reads
+
+
+def ship(src: Path, dst: Path) -> None:
+    """Copy one file of a run into an artifact; a torch checkpoint goes without its optimizer and RNG
+    state (an artifact is read, never trained on), which for an Adam-trained model is two thirds of it."""
+    if src.suffix != ".pt":
+        shutil.copyfile(src, dst)
+        return
+    from amicl.common.io import load_torch, save_torch
+
+    state = load_torch(src)
+    if isinstance(state, dict):
+        state = {k: v for k, v in state.items() if k not in RESUME_ONLY}
+    save_torch(dst, state)
+
+
 def add(name: str, run: Path, files: list[str], root: Path | None = None) -> dict:
     """Copy ``files`` of the finished run folder ``run`` into the artifact ``name`` and record them."""
     run, root = Path(run), root or ROOT
@@ -69,7 +86,7 @@ def add(name: str, run: Path, files: list[str], root: Path | None = None) -> dic
         "files": {},
     }
     for f in files:
-        shutil.copyfile(run / f, folder / f)
+        ship(run / f, folder / f)
         entry["files"][f] = {"bytes": (folder / f).stat().st_size, "sha256": sha256(folder / f)}
     entries = manifest(root)
     entries[name] = entry
