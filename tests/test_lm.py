@@ -36,6 +36,9 @@ def test_training_writes_the_run_and_names_are_single_tokens(two_arms):
     assert cfg["kind"] == "lm" and cfg["lm"]["stream"] == "V" and cfg["step"] == 4
     hist = read_csv(two_arms / "V" / "history.csv")
     assert [int(h["step"]) for h in hist] == [0, 2, 4] and all(float(h["val_loss"]) > 0 for h in hist)
+    for h in hist:  # the IOI set monitored at every evaluation
+        assert all(0 <= float(h[k]) <= 1 for k in ("ioi_p_io", "ioi_correct", "abc_p_io"))
+        assert np.isfinite(float(h["ioi_logit_diff"]))
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(two_arms / "V" / "tokenizer.json"))
@@ -54,6 +57,11 @@ def test_resume_continues_exactly(tmp_path):
     resumed.fit(progress=False)
     assert resumed.history == straight.history  # dropout masks and batches continue as if never stopped
     for p, q in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(p, q)
+    silent = LMTrainer(LMConfig(**{**cfg.to_dict(), "ioi_prompts": 0}), tmp_path / "c")
+    silent.fit(progress=False)  # monitoring IOI reads the model and no random stream
+    assert "ioi_p_io" in straight.history[-1] and "ioi_p_io" not in silent.history[-1]
+    for p, q in zip(straight.model.parameters(), silent.model.parameters()):
         assert torch.equal(p, q)
     other = LMTrainer(LMConfig(**{**cfg.to_dict(), "lr": 0.01}), tmp_path / "b")
     with pytest.raises(ValueError, match="other settings"):

@@ -256,7 +256,8 @@ def draw_phase(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]:
 
 def draw_lm(runs: list[Path], out: Path, ioi: Path | None = None, formats=("png", "pdf")) -> list[Path]:
     """lm_loss.*: validation loss against steps per arm (thin: each seed; bold: the mean over seeds at the
-    steps all share) and, given an ``lm ioi`` folder, ioi.*: P(IO) per arm and seed with prompt intervals."""
+    steps all share), beside it P(IO) of the IOI prompts monitored during training where the runs have
+    it; given an ``lm ioi`` folder, ioi.*: P(IO) per arm and seed with prompt intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -264,24 +265,34 @@ def draw_lm(runs: list[Path], out: Path, ioi: Path | None = None, formats=("png"
 
     from amicl.common.io import read_json
 
-    fig, ax = plt.subplots(figsize=(5, 3.4))
-    arms = {}
+    hists = {}
     for r in runs:
         cfg = read_json(Path(r) / "config.json")["lm"]
-        hist = [h for h in read_csv(Path(r) / "history.csv") if h["val_loss"] not in ("", None)]
-        arms.setdefault(cfg["stream"], []).append(
-            ([int(h["step"]) for h in hist], [float(h["val_loss"]) for h in hist])
-        )
-    for i, (arm, curves) in enumerate(arms.items()):
-        for steps, loss in curves:
-            ax.plot(steps, loss, color=f"C{i}", lw=0.6, alpha=0.5)
-        n = min(len(s) for s, _ in curves)
-        ax.plot(curves[0][0][:n], np.mean([loss[:n] for _, loss in curves], 0), color=f"C{i}", lw=1.6,
-                label=f"{arm} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")  # fmt: skip
-    ax.set_xlabel("training step")
-    ax.set_ylabel("validation loss")
-    ax.grid(alpha=0.3)
-    ax.legend(frameon=False, fontsize=8)
+        hists.setdefault(cfg["stream"], []).append(read_csv(Path(r) / "history.csv"))
+    panels = [("val_loss", "validation loss")]
+    if any(h.get("ioi_p_io") not in ("", None) for runs_ in hists.values() for hist in runs_ for h in hist):
+        panels.append(("ioi_p_io", "P(IO) at evaluation\n(dashed: ABC controls)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.4), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
+        for i, (arm, runs_) in enumerate(hists.items()):
+            for col, style in ((key, "-"), ("abc_p_io", "--")) if key == "ioi_p_io" else ((key, "-"),):
+                curves = []
+                for hist in runs_:
+                    rows = [h for h in hist if h.get(col) not in ("", None)]
+                    curves.append(([int(h["step"]) for h in rows], [float(h[col]) for h in rows]))
+                curves = [c for c in curves if c[0]]
+                if not curves:
+                    continue
+                for steps, y in curves:
+                    ax.plot(steps, y, style, color=f"C{i}", lw=0.6, alpha=0.5)
+                n = min(len(c[0]) for c in curves)
+                label_ = f"{arm} ({len(curves)} seed{'s' if len(curves) > 1 else ''})" if style == "-" else None
+                ax.plot(curves[0][0][:n], np.mean([y[:n] for _, y in curves], 0), style, color=f"C{i}", lw=1.6,
+                        label=label_)  # fmt: skip
+        ax.set_xlabel("training step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(frameon=False, fontsize=8)
     fig.tight_layout()
     written = save_figure(fig, Path(out), "lm_loss", formats)
     plt.close(fig)

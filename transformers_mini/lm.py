@@ -22,7 +22,7 @@ from amicl.common.runs import train_with_evals
 from amicl.common.validate import RunStopped
 from transformers_mini.lm_config import LMConfig
 from transformers_mini.model import GPT
-from transformers_mini.stories import NAMES, stories
+from transformers_mini.stories import NAMES, ioi_prompts, stories
 
 EOS = "<|endoftext|>"
 
@@ -127,6 +127,8 @@ class LMTrainer:
         self.rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(9,)))
         self.torch_gen = torch.Generator().manual_seed(cfg.seed)  # dropout masks, saved with the checkpoint
         self.step, self.history, self.saved_step = 0, [], None
+        # a fixed IOI set (seed 1; `amicl lm ioi` defaults to seed 0), the same for every run and arm
+        self.ioi = ioi_prompts(cfg.ioi_prompts, seed=1) if cfg.ioi_prompts else []
 
     def train_step(self) -> float:
         c = self.cfg
@@ -154,6 +156,21 @@ class LMTrainer:
             batch = torch.from_numpy(pad_batch(self.val[lo : lo + b], self.eos)).to(self.device)
             losses.append(float(lm_loss(self.model, batch, self.eos)))
         return float(np.mean(losses))
+
+    def evaluate(self) -> dict:
+        """Validation loss, and when the run monitors IOI, its mean P(IO), logit difference and IO > S,
+        with the ABC controls' P(IO) beside them."""
+        row = {"val_loss": self.val_loss()}
+        if self.ioi:
+            from transformers_mini.ioi import score_prompts
+
+            scored = score_prompts(self.model, self.tok, self.ioi)
+            ioi = [r for r in scored if r["order"] != "ABC"]
+            abc = [r for r in scored if r["order"] == "ABC"]
+            for m in ("p_io", "logit_diff", "correct"):
+                row[f"ioi_{m}"] = float(np.mean([r[m] for r in ioi]))
+            row["abc_p_io"] = float(np.mean([r["p_io"] for r in abc])) if abc else ""
+        return row
 
     def save(self) -> None:
         save_torch(
@@ -195,12 +212,12 @@ class LMTrainer:
 
     def fit(self, progress: bool | None = None) -> list[dict]:
         if not self.history:
-            self.history.append({"step": 0, "train_loss": "", "val_loss": self.val_loss()})
+            self.history.append({"step": 0, "train_loss": "", **self.evaluate()})
         return train_with_evals(
             self,
             self.cfg.steps,
             self.cfg.eval_every,
-            lambda: {"val_loss": self.val_loss()},
+            self.evaluate,
             desc="lm",
             save=self.save,
             progress=progress,

@@ -30,6 +30,7 @@ def lm():
 @config_option(LMConfig, "steps", type=int)
 @config_option(LMConfig, "eval_every", type=int)
 @config_option(LMConfig, "val_batches", type=int)
+@config_option(LMConfig, "ioi_prompts", type=click.IntRange(min=0))
 @config_option(LMConfig, "seed", type=click.IntRange(min=0))
 @config_option(LMConfig, "precision", type=click.Choice(PRECISIONS), help="bf16: bfloat16 autocast (CUDA).")
 @device_option

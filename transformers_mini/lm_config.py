@@ -37,6 +37,7 @@ class LMConfig:
     val_batches: int = 8
     seed: int = 0
     precision: str = "fp32"
+    ioi_prompts: int = 200
 
     HELP = {
         "model": "Named shape: cpu (4 x 128, local BPE) or paper-8m (the AMICL paper's 8 x 256, GPT-2 vocabulary).",
@@ -47,6 +48,8 @@ class LMConfig:
         "stories": "Stories generated for training (story world).",
         "context": "Tokens per story (longer ones are cut).",
         "val_batches": "Validation batches of the batch size.",
+        "ioi_prompts": "IOI prompts (+ half as many ABC controls) scored at every evaluation, so history.csv shows "
+                       "when IOI appears; 0: none.",
     }  # fmt: skip
 
     def __post_init__(self):
@@ -55,7 +58,7 @@ class LMConfig:
         check_choice("tokenizer", self.tokenizer, TOKENIZERS)
         check_choice("precision", self.precision, PRECISIONS)
         for name, lo in (("vocab", 256 + 1), ("stories", 10), ("context", 8), ("batch", 1), ("steps", 1),
-                         ("eval_every", 1), ("val_batches", 1), ("seed", 0)):  # fmt: skip
+                         ("eval_every", 1), ("val_batches", 1), ("seed", 0), ("ioi_prompts", 0)):  # fmt: skip
             object.__setattr__(self, name, check_int(name, getattr(self, name), lo=lo))
         object.__setattr__(self, "lr", check_float("lr", self.lr, lo=0.0, lo_open=True))
         if self.context > MODELS[self.model].block_size:
