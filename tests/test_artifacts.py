@@ -4,10 +4,11 @@ refused in one line when a file no longer matches."""
 import pytest
 import torch
 from click.testing import CliRunner
-from tiny import TINY_BASE
+from tiny import TINY_BASE, TINY_TOY
 
 import amicl.common.artifacts as artifacts
 from amicl.cli import amicl
+from amicl.common.io import read_csv
 
 
 def run(*args):
@@ -48,3 +49,28 @@ def test_add_refuses_what_is_not_a_run(tmp_path, root):
     assert r.exit_code == 2 and "has no config.json" in r.stderr
     r = run("artifacts", "add", "../x", tmp_path / "x", "--files", "base.pt")
     assert r.exit_code == 2 and "plain words" in r.stderr
+
+
+def test_a_trained_toy_ships_and_reproduces_its_history(tmp_path, root):
+    r = run("transformer", "compare", "--streams", "none,V", "--steps", 4, *TINY_TOY, "--out", tmp_path / "toy")
+    assert r.exit_code == 0, r.output
+    assert run("artifacts", "add", "toy", tmp_path / "toy", "--files", "checkpoint.pt").exit_code == 0
+    r = run("transformer", "evaluate", "builtin:toy", "--threads", 1, "--device", "cpu", "--out", tmp_path / "ev")
+    assert r.exit_code == 0, r.output
+    rows = read_csv(tmp_path / "ev" / "eval.csv")
+    last = [h for h in read_csv(tmp_path / "toy" / "history.csv") if h["step"] == "4"]
+    assert len(rows) == len(last) == 4  # 2 arms x 2 seeds
+    for a, b in zip(rows, last):
+        assert {k: a[k] for k in ("arm", "seed", "ic", "ic2", "iw")} == {
+            k: b[k] for k in ("arm", "seed", "ic", "ic2", "iw")
+        }
+    assert r.output.count("| yes |") == 4 and "| no |" not in r.output
+    # a member's history that does not match its weights is reported, not hidden
+    state = torch.load(tmp_path / "toy" / "checkpoint.pt", weights_only=False)
+    for h in state["history"]:
+        h["ic"] = -1.0
+    torch.save(state, tmp_path / "toy" / "checkpoint.pt")
+    r = run("transformer", "evaluate", tmp_path / "toy", "--threads", 1, "--device", "cpu", "--out", tmp_path / "ev2")
+    assert r.exit_code == 0 and r.output.count("| no |") == 4
+    r = run("transformer", "evaluate", tmp_path / "ev", "--out", tmp_path / "ev3")
+    assert r.exit_code == 2 and "streams" in r.stderr

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from tiny import TINY_TOY
 
 from amicl.cli import amicl
 from amicl.common.io import read_csv
@@ -180,32 +181,7 @@ def test_runs_must_fit_the_task():
         Trainer(tiny_run(), "tpu")
 
 
-CLI = [
-    "--K",
-    "16",
-    "--L",
-    "8",
-    "--N",
-    "2",
-    "--Nmax",
-    "3",
-    "--D",
-    "12",
-    "--batch",
-    "16",
-    "--eval-every",
-    "2",
-    "--checkpoint-every",
-    "2",
-    "--eval-size",
-    "40",
-    "--seeds",
-    "2",
-    "--threads",
-    "1",
-    "--device",
-    "cpu",
-]
+CLI = [str(a) for a in TINY_TOY]
 
 
 def test_cli_compare_resume_and_figures(tmp_path):

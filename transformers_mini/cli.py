@@ -6,7 +6,15 @@ from pathlib import Path
 
 import click
 
-from amicl.common.cli import CONTEXT, config_option, device_option, executor_options, given, threads_option
+from amicl.common.cli import (
+    CONTEXT,
+    RUN_OR_ARTIFACT,
+    config_option,
+    device_option,
+    executor_options,
+    given,
+    threads_option,
+)
 from amicl.task import TaskConfig
 from transformers_mini.config import (
     INITS,
@@ -235,6 +243,37 @@ def phase_cmd(
         set_torch_threads(threads)
         with where.open() as pool:
             click.echo(run_phase(Path(out), base, grid_b, grid_eps, device, resume, pool, threads))
+
+
+@transformer.command("evaluate")
+@click.argument("run", type=RUN_OR_ARTIFACT)
+@device_option
+@threads_option
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for eval.csv and probes.csv.")
+def evaluate_cmd(run, device, threads, out):
+    """Accuracy and probes of a trained streams run (a folder or builtin:NAME) on its own test sets, and
+    whether they reproduce the numbers its history holds for that step."""
+    from amicl.common.cli import set_torch_threads
+    from amicl.common.io import run_metadata, write_csv, write_json
+    from amicl.common.runs import claim_run_folder
+    from transformers_mini.train import evaluate_checkpoint
+
+    with claim_run_folder(out, "streams-eval", False):
+        set_torch_threads(threads)
+        rows, probes, own = evaluate_checkpoint(run, device)
+        write_csv(Path(out) / "eval.csv", rows)
+        if probes:
+            write_csv(Path(out) / "probes.csv", probes)
+        write_json(Path(out) / "config.json", {"kind": "streams-eval", "run": str(run), **run_metadata()})
+    sets = [k for k in rows[0] if k not in ("step", "arm", "seed", "train_loss")]
+    click.echo("| arm | seed | step | " + " | ".join(sets) + " | same as the run's history |")
+    click.echo("|---|---|---|" + "---|" * (len(sets) + 1))
+    for r in rows:
+        mine = [o for o in own if (o["arm"], o["seed"]) == (r["arm"], r["seed"])]
+        same = "yes" if mine and all(mine[0][k] == r[k] for k in sets) else ("no" if mine else "not recorded")
+        click.echo(
+            f"| {r['arm']} | {r['seed']} | {r['step']} | " + " | ".join(f"{r[k]:.4f}" for k in sets) + f" | {same} |"
+        )
 
 
 @transformer.command("join")

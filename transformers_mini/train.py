@@ -268,6 +268,22 @@ class Trainer:
         )
 
 
+def evaluate_checkpoint(folder: str | Path, device: str = "auto") -> tuple[list[dict], list[dict], list[dict]]:
+    """Re-measure the members of a ``streams`` run's checkpoint on the run's own test and probe sets,
+    drawn again from its seeds: (accuracy rows, probe rows, the checkpoint's own rows of that step). Equal
+    rows show that the checkpoint and the code still reproduce the run's history."""
+    from amicl.common.runs import expect_run
+
+    folder = expect_run(folder, "streams", "RUN")
+    state = load_torch(folder / "checkpoint.pt", map_location="cpu")
+    trainer = Trainer(Run.from_dict(state["run"]), device)
+    trainer.load(folder / "checkpoint.pt")
+    own = [r for r in trainer.history if r["step"] == trainer.step]
+    trainer.history, trainer.probes, trainer._loss_n = [], [], 0
+    trainer.record()
+    return trainer.history, trainer.probes, own
+
+
 def train_group(run: dict, folder: str, device: str, threads: int | None = None) -> int:
     """Train (or resume) one seed group of a grouped comparison in its own ``streams`` run folder; a task
     for any Executor (it sets its own torch threads). Returns the step reached."""

@@ -29,6 +29,7 @@ KINDS = {
     "amicl-reproduction": "the AMICL notebook reproduction (amicl reproduce amicl)",
     "streams": "a residual-stream training run (amicl transformer train|compare)",
     "streams-join": "stream runs joined into one comparison (amicl transformer join)",
+    "streams-eval": "a trained streams run measured again (amicl transformer evaluate)",
     "report": "every experiment and the report of amicl reproduce all",
     "theory-phase": "theory vs network over a grid of task parameters (amicl transformer phase)",
     "lm": "a language model trained on stories (amicl lm train)",
