@@ -12,12 +12,11 @@ exactly as if it had never stopped.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 
 import numpy as np
 
-from amicl.common.io import atomic_write_bytes, load_pickle, run_metadata, write_csv, write_json, write_npy
+from amicl.common.io import load_pickle, run_metadata, save_pickle, write_csv, write_json, write_npy
 from amicl.common.runs import drive
 from evolution.config import EvolveConfig
 from evolution.engine import CMAEngine, EngineConfig
@@ -132,7 +131,7 @@ class Evolution:
             "history": self.history,
             "best": self.best,
         }
-        atomic_write_bytes(out / "evolution.pkl", pickle.dumps(state))
+        save_pickle(out / "evolution.pkl", state)
         write_csv(out / "history.csv", self.history)
         write_json(
             out / "config.json",

@@ -8,7 +8,7 @@ from tiny import TINY_BASE, TINY_TOY
 
 import amicl.common.artifacts as artifacts
 from amicl.cli import amicl
-from amicl.common.io import read_csv
+from amicl.common.io import load_pickle, read_csv
 
 
 def run(*args):
@@ -74,3 +74,21 @@ def test_a_trained_toy_ships_and_reproduces_its_history(tmp_path, root):
     assert r.exit_code == 0 and r.output.count("| no |") == 4
     r = run("transformer", "evaluate", tmp_path / "ev", "--out", tmp_path / "ev3")
     assert r.exit_code == 2 and "streams" in r.stderr
+
+
+def test_an_evolved_namm_ships_without_its_search_state_and_scores_the_same(tmp_path, root):
+    base, evo = tmp_path / "base", tmp_path / "evo"
+    assert run("namm", "train-base", *TINY_BASE, "--out", base).exit_code == 0
+    small = ["--context", 64, "--n-up", 32, "--metric", "prob", "--threads", 1]
+    args = ["--stages", "kv_retrieval", "--generations", 1, "--popsize", 3, "--prompts", 2, "--dev-prompts", 2]
+    r = run("namm", "evolve", "--base", base, *args, "--dev-every", 1, *small, "--out", evo)
+    assert r.exit_code == 0, r.output
+    for name, folder, f in (("b", base, "base.pt"), ("n", evo, "evolution.pkl")):
+        assert run("artifacts", "add", name, folder, "--files", f).exit_code == 0
+    assert "engine" in load_pickle(evo / "evolution.pkl") and "engine" not in load_pickle(root / "n" / "evolution.pkl")
+    assert artifacts.manifest(root)["n"]["files"]["evolution.pkl"]["bytes"] < (evo / "evolution.pkl").stat().st_size
+    ev = ["--policy", "namm", "--tasks", "kv_retrieval", "--prompts", 2, *small]
+    assert run("namm", "eval", "--base", base, "--namm", evo, *ev, "--out", tmp_path / "a").exit_code == 0
+    r = run("namm", "eval", "--base", "builtin:b", "--namm", "builtin:n", *ev, "--out", tmp_path / "s")
+    assert r.exit_code == 0, r.output
+    assert read_csv(tmp_path / "a" / "eval.csv") == read_csv(tmp_path / "s" / "eval.csv")

@@ -49,21 +49,23 @@ def resolve(spec, root: Path | None = None) -> Path:
     return folder
 
 
-RESUME_ONLY = ("opt", "rng")  # checkpoint entries that only a resumed training run reads
+RESUME_ONLY = ("opt", "rng", "engine")  # checkpoint entries only a resumed run reads (optimiser, RNG, CMA-ES)
 
 
 def ship(src: Path, dst: Path) -> None:
-    """Copy one file of a run into an artifact; a torch checkpoint goes without its optimizer and RNG
-    state (an artifact is read, never trained on), which for an Adam-trained model is two thirds of it."""
-    if src.suffix != ".pt":
+    """Copy one file of a run into an artifact; a torch or pickle checkpoint goes without the state only
+    resuming reads (an artifact is read, never trained on): two thirds of an Adam-trained model's bytes,
+    nearly all of an evolution's, whose CMA-ES state holds a covariance matrix."""
+    from amicl.common.io import load_pickle, load_torch, save_pickle, save_torch
+
+    load, save = {".pt": (load_torch, save_torch), ".pkl": (load_pickle, save_pickle)}.get(src.suffix, (None, None))
+    if load is None:
         shutil.copyfile(src, dst)
         return
-    from amicl.common.io import load_torch, save_torch
-
-    state = load_torch(src)
+    state = load(src)
     if isinstance(state, dict):
         state = {k: v for k, v in state.items() if k not in RESUME_ONLY}
-    save_torch(dst, state)
+    save(dst, state)
 
 
 def add(name: str, run: Path, files: list[str], root: Path | None = None) -> dict:

@@ -133,6 +133,13 @@ def load_torch(path, map_location=None):
         raise DamagedFile(path, exc) from None
 
 
+def save_pickle(path, obj) -> Path:
+    """``pickle.dumps`` through ``atomic_write_bytes``."""
+    import pickle
+
+    return atomic_write_bytes(path, pickle.dumps(obj))
+
+
 def load_pickle(path):
     """A pickle this package wrote; a damaged file raises ``DamagedFile``."""
     import pickle
