@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from amicl.cli import amicl
 from amicl.common.io import read_csv
-from transformers_mini.ioi import compare_arms, score_prompts
+from transformers_mini.ioi import compare_arms, late_training, score_prompts
 from transformers_mini.lm import EOS, LMTrainer, lm_loss
 from transformers_mini.lm_config import LMConfig
 from transformers_mini.stories import NAMES, IOIPrompt
@@ -107,11 +107,15 @@ def test_ioi_scores_by_hand():
 
 
 def test_ioi_command_compares_the_arms(two_arms, tmp_path):
-    r = run("lm", "ioi", two_arms / "none", two_arms / "V", "--prompts", 40, "--threads", 1, "--out", tmp_path / "ioi")
+    args = ["--prompts", 40, "--last", 2, "--threads", 1, "--out", tmp_path / "ioi"]
+    r = run("lm", "ioi", two_arms / "none", two_arms / "V", *args)
     assert r.exit_code == 0, r.output
     rows = read_csv(tmp_path / "ioi" / "ioi_prompts.csv")
     assert len(rows) == 2 * (40 + 20) and {r["arm"] for r in rows} == {"none", "V"}
     assert "| V | 1 |" in r.stdout and "paired t p" in r.stdout
+    late = read_csv(tmp_path / "ioi" / "ioi_late.csv")  # the monitored set at steps 2 and 4
+    assert [(x["arm"], x["from_step"], x["to_step"]) for x in late] == [("none", "2", "4"), ("V", "2", "4")]
+    assert "mean over the last 2 evaluations" in r.stdout
     r = run("lm", "ioi", two_arms / "V", "--templates", "paper", "--threads", 1, "--out", tmp_path / "paper")
     assert r.exit_code == 0 and len(read_csv(tmp_path / "paper" / "ioi_prompts.csv")) == 8
     r = run("figures", "lm", two_arms / "none", two_arms / "V", "--ioi", tmp_path / "ioi", "--out", tmp_path / "fig")
@@ -150,3 +154,16 @@ def test_gpt2_vocabulary_gives_gpt2_ids(tmp_path):
     tok = load_tokenizer(LMConfig(tokenizer="gpt2"), tmp_path)
     assert tok.get_vocab_size() == 50257 and tok.token_to_id(EOS) == 50256
     assert tok.encode(" Mary").ids == [5335] and all(len(tok.encode(" " + n).ids) == 1 for n in NAMES)
+
+
+def test_late_training_averages_the_last_evaluations():
+    hist = [{"step": s, "ioi_p_io": p, "abc_p_io": 0.1} for s, p in ((0, ""), (2, 0.2), (4, 0.4), (6, 0.8))]
+    runs = [{"run": "a", "arm": "none", "seed": 0, "history": hist},
+            {"run": "b", "arm": "V", "seed": 0, "history": [{**h, "ioi_p_io": 0.5} for h in hist[1:]]},
+            {"run": "c", "arm": "V", "seed": 1, "history": hist[:2]}]  # fmt: skip
+    rows, md = late_training(runs, last=2)
+    assert [r["run"] for r in rows] == ["a", "b"]  # c has one monitored evaluation, fewer than 2
+    assert rows[0]["p_io_mean"] == pytest.approx(0.6) and (rows[0]["from_step"], rows[0]["to_step"]) == (4, 6)
+    assert (rows[0]["p_io_min"], rows[0]["p_io_max"]) == (0.4, 0.8) and rows[1]["p_io_mean"] == 0.5
+    assert "| V | 1 | 0.500 (0.000) | -0.100, 0/1, nan |" in md
+    assert late_training(runs, last=5) == ([], "")

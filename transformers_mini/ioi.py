@@ -158,3 +158,45 @@ def per_template(rows: list[dict]) -> list[dict]:
         mine = [float(r["p_io"]) for r in rows if (r["arm"], r["template"], r["order"]) == key]
         out.append({"arm": key[0], "template": key[1], "order": key[2], "p_io": float(np.mean(mine)), "n": len(mine)})
     return out
+
+
+def late_training(runs: list[dict], last: int = 5) -> tuple[list[dict], str]:
+    """IOI of the set each run monitored during training (``lm train --ioi-prompts``), averaged over its
+    last ``last`` evaluations: one checkpoint's P(IO) swings between evaluations at a constant learning
+    rate, so the end of the curve says more than its last point. ``runs``: dicts with run, arm, seed and
+    history (rows of history.csv). Returns per-run rows and a markdown section ('' when no run has them)."""
+    rows = []
+    for r in runs:
+        hist = [h for h in r["history"] if h.get("ioi_p_io") not in ("", None)]
+        if len(hist) < last:
+            continue
+        tail = hist[-last:]
+        p, abc = [float(h["ioi_p_io"]) for h in tail], [float(h["abc_p_io"]) for h in tail]
+        rows.append({"run": r["run"], "arm": r["arm"], "seed": r["seed"], "from_step": int(tail[0]["step"]),
+                     "to_step": int(tail[-1]["step"]), "p_io_mean": float(np.mean(p)), "p_io_min": min(p),
+                     "p_io_max": max(p), "abc_p_io_mean": float(np.mean(abc))})  # fmt: skip
+    if not rows:
+        return rows, ""
+    lines = [
+        f"IOI of the set monitored during training (its own prompts), mean over the last {last} evaluations",
+        "[min, max]; one checkpoint's P(IO) swings between evaluations:",
+        "",
+        "| run | arm | seed | steps | P(IO) | ABC P(IO) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['run']} | {r['arm']} | {r['seed']} | {r['from_step']}-{r['to_step']} | "
+            f"{r['p_io_mean']:.3f} [{r['p_io_min']:.3f}, {r['p_io_max']:.3f}] | {r['abc_p_io_mean']:.3f} |"
+        )
+    arms = compare_arms([{"prompts": "IOI", "arm": r["arm"], "seed": r["seed"], "p_io": r["p_io_mean"],
+                          "logit_diff": np.nan, "correct": np.nan} for r in rows])  # fmt: skip
+    lines += ["", "| arm | seeds | P(IO) mean (sd) | vs none: diff, higher on, paired t p |", "|---|---|---|---|"]
+    for a in arms:
+        vs = (
+            "-"
+            if "diff_vs_base" not in a
+            else f"{a['diff_vs_base']:+.3f}, {a['higher_than_base']}/{a['paired_seeds']}, {a['ttest_p']:.3g}"
+        )
+        lines.append(f"| {a['arm']} | {a['seeds']} | {a['p_io_mean']:.3f} ({a['p_io_sd']:.3f}) | {vs} |")
+    return rows, "\n".join(lines) + "\n"

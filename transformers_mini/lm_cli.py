@@ -74,31 +74,46 @@ def train_cmd(device, threads, out, resume, **kw):
     help="package: the package's frames; paper: the AMICL paper's four, both orders.",
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--last",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Evaluations at the end of training whose monitored IOI is averaged (runs that monitored it).",
+)
 @device_option
 @threads_option
 @click.option("--out", type=click.Path(file_okay=False), required=True)
-def ioi_cmd(runs, prompts, templates, seed, device, threads, out):
+def ioi_cmd(runs, prompts, templates, seed, last, device, threads, out):
     """Score IOI on every run; writes ioi_prompts.csv, ioi.csv and ioi.md, and compares the arms."""  # noqa: D401
     from amicl.common.cli import set_torch_threads
-    from amicl.common.io import atomic_write_bytes, run_metadata, write_csv, write_json
+    from amicl.common.io import atomic_write_bytes, read_csv, run_metadata, write_csv, write_json
     from amicl.common.runs import claim_run_folder, expect_run
 
     folders = [expect_run(r, "lm", "RUNS") for r in runs]
     with claim_run_folder(out, "lm-ioi"):
         set_torch_threads(threads)
-        from transformers_mini.ioi import compare_arms, markdown, per_template, score_prompts, summarise
+        from transformers_mini.ioi import compare_arms, late_training, markdown, per_template, score_prompts, summarise
         from transformers_mini.lm import load_lm
         from transformers_mini.stories import ioi_prompts
         from transformers_mini.train import resolve_device
 
         ps = ioi_prompts(prompts, seed, templates)
-        rows = []
+        rows, configs = [], []
         for f in folders:
             model, tok, cfg = load_lm(f, resolve_device(device))
+            configs.append(cfg)
             rows += [{"run": f.name, "arm": cfg.stream, "seed": cfg.seed, **r} for r in score_prompts(model, tok, ps)]
         summary = summarise(rows)
         arms = compare_arms(summary)
         md = markdown(summary, arms, per_template([r for r in rows if r["order"] != "ABC"]))
+        late, late_md = late_training(
+            [{"run": f.name, "arm": c.stream, "seed": c.seed, "history": read_csv(f / "history.csv")}
+             for f, c in zip(folders, configs)], last
+        )  # fmt: skip
+        if late:
+            md += "\n" + late_md
+            write_csv(Path(out) / "ioi_late.csv", late)
         write_csv(Path(out) / "ioi_prompts.csv", rows)
         write_csv(Path(out) / "ioi.csv", summary)
         atomic_write_bytes(Path(out) / "ioi.md", md.encode())
