@@ -106,6 +106,13 @@ def compare_arms(summary: list[dict], base: str = "none") -> list[dict]:
     return out
 
 
+def _versus(arm: dict) -> str:
+    """An arm's paired comparison with the baseline, as a table cell."""
+    if "diff_vs_base" not in arm:
+        return "-"
+    return f"{arm['diff_vs_base']:+.3f}, {arm['higher_than_base']}/{arm['paired_seeds']}, {arm['ttest_p']:.3g}"
+
+
 def markdown(summary: list[dict], arms: list[dict], per_template: list[dict]) -> str:
     lines = [
         "IOI on the package's frames (names, places and objects never seen in training); P(IO): probability of the",
@@ -131,11 +138,7 @@ def markdown(summary: list[dict], arms: list[dict], per_template: list[dict]) ->
         "|---|---|---|---|---|---|",
     ]
     for a in arms:
-        vs = (
-            "-"
-            if "diff_vs_base" not in a
-            else f"{a['diff_vs_base']:+.3f}, {a['higher_than_base']}/{a['paired_seeds']}, {a['ttest_p']:.3g}"
-        )
+        vs = _versus(a)
         p_io = f"{a['p_io_mean']:.3f} ({a['p_io_sd']:.3f})"
         lines.append(
             f"| {a['arm']} | {a['seeds']} | {p_io} | {a['logit_diff_mean']:.2f} | {a['correct_mean']:.3f} | {vs} |"
@@ -193,10 +196,6 @@ def late_training(runs: list[dict], last: int = 5) -> tuple[list[dict], str]:
                           "logit_diff": np.nan, "correct": np.nan} for r in rows])  # fmt: skip
     lines += ["", "| arm | seeds | P(IO) mean (sd) | vs none: diff, higher on, paired t p |", "|---|---|---|---|"]
     for a in arms:
-        vs = (
-            "-"
-            if "diff_vs_base" not in a
-            else f"{a['diff_vs_base']:+.3f}, {a['higher_than_base']}/{a['paired_seeds']}, {a['ttest_p']:.3g}"
-        )
+        vs = _versus(a)
         lines.append(f"| {a['arm']} | {a['seeds']} | {a['p_io_mean']:.3f} ({a['p_io_sd']:.3f}) | {vs} |")
     return rows, "\n".join(lines) + "\n"
