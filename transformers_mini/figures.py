@@ -292,6 +292,7 @@ def draw_lm(runs: list[Path], out: Path, ioi: Path | None = None, formats=("png"
         ax.set_xlabel("training step")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
+    axes[0][0].set_yscale("log")  # the loss falls from ln(vocabulary) to under 1: on a linear axis the arms merge
     axes[0][0].legend(frameon=False, fontsize=8)
     fig.tight_layout()
     written = save_figure(fig, Path(out), "lm_loss", formats)
