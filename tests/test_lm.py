@@ -167,3 +167,14 @@ def test_late_training_averages_the_last_evaluations():
     assert (rows[0]["p_io_min"], rows[0]["p_io_max"]) == (0.4, 0.8) and rows[1]["p_io_mean"] == 0.5
     assert "| V | 1 | 0.500 (0.000) | -0.100, 0/1, nan |" in md
     assert late_training(runs, last=5) == ([], "")
+
+
+def test_the_local_tokenizer_round_trips_stories_and_ioi_prompts(two_arms):
+    from tokenizers import Tokenizer
+
+    from transformers_mini.stories import ioi_prompts, stories
+
+    tok = Tokenizer.from_file(str(two_arms / "none" / "tokenizer.json"))
+    texts = stories(50, seed=3, part="val") + [p.text for p in ioi_prompts(40, seed=2)]
+    for text in texts:
+        assert tok.decode(tok.encode(text).ids) == text

@@ -7,7 +7,7 @@ import torch
 from amicl.task import ICLTask, TaskConfig
 from transformers_mini.attention import KVCache, attend, attend_causal_fused
 from transformers_mini.config import GPTConfig, StreamConfig, ToyConfig, TrainConfig
-from transformers_mini.model import GPT, ToyTransformer, toy_init
+from transformers_mini.model import GPT, Block, ToyTransformer, toy_init
 
 torch.set_num_threads(1)
 
@@ -225,3 +225,30 @@ def test_detached_stream_keeps_the_forward_and_cuts_only_the_streamed_gradient(b
             assert not torch.allclose(g[0, 0, 2], g[1, 0, 2])  # layer 1 values: the cut path
         else:
             assert torch.equal(g[0], g[1]), name
+
+
+def test_lm_v_pass_hands_each_block_the_previous_blocks_raw_values(monkeypatch):
+    """The AMICL paper's V-pass: block l >= 2 attends over v_l + v_{l-1}, with v_{l-1} block l-1's own raw
+    value (before its own stream), and block 1 receives nothing."""
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=50, block_size=16, n_layer=3, n_head=4, d_model=32, pos="learned", scale=False,
+                    bias=True, stream=StreamConfig(kind="V"))  # fmt: skip
+    model, seen, forward = GPT(cfg).eval(), [], Block.forward
+
+    def spy(self, x, raw, **kw):
+        seen.append((x, raw, kw["src"]))
+        return forward(self, x, raw, **kw)
+
+    monkeypatch.setattr(Block, "forward", spy)
+    model(torch.randint(0, 50, (2, 10)))
+    assert len(seen) == 3 and seen[0][2] is None
+    pos = torch.arange(10)
+    for layer in (1, 2):
+        x, raw, src = seen[layer]
+        assert all(torch.equal(a, b) for a, b in zip(src, seen[layer - 1][1]))  # the raw q, k, v of block l-1
+        q, k, v = raw
+        streamed = forward(model.blocks[layer], x, raw, pos=pos, src=src, layer=layer)[0]
+        by_hand = forward(model.blocks[layer], x, (q, k, v + src[2]), pos=pos, src=None, layer=layer)[0]
+        torch.testing.assert_close(streamed, by_hand)  # only the values are summed, with weight 1
+        plain = forward(model.blocks[layer], x, raw, pos=pos, src=None, layer=layer)[0]
+        assert not torch.allclose(streamed, plain)
