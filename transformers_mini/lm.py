@@ -169,7 +169,7 @@ class LMTrainer:
             abc = [r for r in scored if r["order"] == "ABC"]
             for m in ("p_io", "logit_diff", "correct"):
                 row[f"ioi_{m}"] = float(np.mean([r[m] for r in ioi]))
-            row["abc_p_io"] = float(np.mean([r["p_io"] for r in abc])) if abc else ""
+            row["abc_p_io"] = float(np.mean([r["p_io"] for r in abc]))  # the package's prompts always have them
         return row
 
     def save(self) -> None:

@@ -171,7 +171,10 @@ class Trainer:
         self.saved_step = self.step
 
     def load(self, path: Path) -> None:
-        state = load_torch(path, map_location=self.device)
+        self.load_state(load_torch(path, map_location=self.device), path)
+
+    def load_state(self, state: dict, path: Path | str = "the checkpoint") -> None:
+        """Continue from a checkpoint's ``state`` (``load`` reads it from ``path``)."""
         saved = Run.from_dict(state["run"]).to_dict()  # fills fields added since the checkpoint was written
         if resumable_part(saved) != resumable_part(self.run.to_dict()):
             raise ValueError(f"checkpoint {path} belongs to a different run configuration; use a new --out")
@@ -275,9 +278,9 @@ def evaluate_checkpoint(folder: str | Path, device: str = "auto") -> tuple[list[
     from amicl.common.runs import expect_run
 
     folder = expect_run(folder, "streams", "RUN")
-    state = load_torch(folder / "checkpoint.pt", map_location="cpu")
+    state = load_torch(folder / "checkpoint.pt", map_location="cpu")  # read once: it names its own run
     trainer = Trainer(Run.from_dict(state["run"]), device)
-    trainer.load(folder / "checkpoint.pt")
+    trainer.load_state(state, folder / "checkpoint.pt")
     own = [r for r in trainer.history if r["step"] == trainer.step]
     trainer.history, trainer.probes, trainer._loss_n = [], [], 0
     trainer.record()
