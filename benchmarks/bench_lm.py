@@ -14,6 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import bench_train
 import numpy as np
 import torch
 from bench_train import best_rate, gpt_step_flops, matmul_peak
@@ -25,7 +26,7 @@ from transformers_mini.lm_config import LMConfig
 
 def arm(stream: str, model: str, batch: int, steps: int, repeats: int, folder: Path) -> dict:
     cfg = LMConfig(model=model, stream=stream, stories=5000, batch=batch, steps=10**6)
-    tr = LMTrainer(cfg, folder)
+    tr = LMTrainer(cfg, folder, bench_train.DEVICE)
     # the batches the timed steps will draw: tokens and padded length, from a copy of the generator
     rng = np.random.default_rng()
     rng.bit_generator.state = tr.rng.bit_generator.state
@@ -57,8 +58,10 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--out", default="benchmarks/results/lm.json")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda.")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
+    bench_train.set_device(a.device)
     with tempfile.TemporaryDirectory() as tmp:
         arms = {s: arm(s, a.model, a.batch, a.steps, a.repeats, Path(tmp) / s) for s in ("none", "V")}
     result = {
@@ -66,6 +69,7 @@ def main():
         "batch": a.batch,
         "threads": a.threads,
         "cpu_count": os.cpu_count(),
+        "device": bench_train.device_name(),
         "arms": arms,
         "v_time_per_step_vs_none": arms["none"]["steps_per_s"] / arms["V"]["steps_per_s"],
         **run_metadata(),

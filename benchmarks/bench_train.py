@@ -21,12 +21,20 @@ from transformers_mini.config import ToyConfig, TrainConfig, parse_arm
 from transformers_mini.run import Run
 from transformers_mini.train import Trainer
 
+DEVICE = "cpu"  # --device sets it
+
+
+def sync() -> None:
+    """Wait for queued GPU work, so that a timer read afterwards includes it."""
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
+
 
 def trainer(seeds: list[int], arm: str = "none") -> Trainer:
     task = TaskConfig()
     cfg = ToyConfig(stream=parse_arm(arm))
     run = Run({arm: cfg}, seeds, task, TrainConfig(eval_size=10, eval_every=10, checkpoint_every=10))
-    return Trainer(run, "cpu")
+    return Trainer(run, DEVICE)
 
 
 def arm_costs(arms: list[str], steps: int, repeats: int) -> dict[str, float]:
@@ -38,9 +46,11 @@ def arm_costs(arms: list[str], steps: int, repeats: int) -> dict[str, float]:
         t.train_step()  # warm-up
     for _ in range(repeats):
         for a, t in trainers.items():
+            sync()
             start = time.perf_counter()
             for _ in range(steps):
                 t.train_step()
+            sync()
             best[a] = min(best[a], (time.perf_counter() - start) / steps)
     return best
 
@@ -49,9 +59,11 @@ def best_rate(step_fn, steps: int, repeats: int, per_call: int) -> float:
     step_fn()  # warm-up
     best = 0.0
     for _ in range(repeats):
+        sync()
         t = time.perf_counter()
         for _ in range(steps):
             step_fn()
+        sync()
         best = max(best, steps * per_call / (time.perf_counter() - t))
     return best
 
@@ -80,14 +92,19 @@ def gpt_step_flops(n_params_nonembedding: int, n_layer: int, d: int, T: int, bat
 
 def matmul_peak(rows: int, inner: int, cols: int, members: int, seconds: float = 0.5) -> float:
     """FLOP/s of a float32 batched matmul of the step's dominant shape at the current thread count."""
-    a, b = torch.randn(members, rows, inner), torch.randn(members, inner, cols)
+    a = torch.randn(members, rows, inner, device=DEVICE)
+    b = torch.randn(members, inner, cols, device=DEVICE)
     torch.bmm(a, b)
     best = 0.0
     for _ in range(3):
+        sync()
         n, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
             torch.bmm(a, b)
             n += 1
+            if n % 64 == 0:
+                sync()
+        sync()
         best = max(best, n * 2 * members * rows * inner * cols / (time.perf_counter() - start))
     return best
 
@@ -98,7 +115,7 @@ def gpt_share(threads: int) -> dict:
     from evolution.config import BaseConfig
 
     cfg = BaseConfig(min_context=256, max_context=256, batch=8, queries=1)
-    tr = BaseTrainer(cfg)
+    tr = BaseTrainer(cfg, DEVICE)
     m = cfg.model
     n_non = tr.model.n_params() - m.vocab_size * m.d_model
     steps_per_s = best_rate(tr.train_step, 5, 3, 1)
@@ -114,6 +131,17 @@ def gpt_share(threads: int) -> dict:
     }
 
 
+def set_device(device: str) -> None:
+    global DEVICE
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device here")
+    DEVICE = device
+
+
+def device_name() -> str:
+    return torch.cuda.get_device_name() if DEVICE.startswith("cuda") else "cpu"
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="benchmarks/results/train.json")
@@ -122,8 +150,10 @@ def main():
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--arms", default="none,V,K,Q,V:detach,V:lam=0.5", help="Arms whose step cost is compared.")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (float32 matmuls at full precision on both).")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    set_device(a.device)
     S = a.seeds
 
     one = trainer([0])
@@ -161,6 +191,7 @@ def main():
         "arm_cost_vs_none": {arm: c / costs["none"] for arm, c in costs.items()} if "none" in costs else {},
         "threads": a.threads,
         "cpu_count": os.cpu_count(),
+        "device": device_name(),
         "seeds": S,
         "batch": 128,
         "one_seed_steps_per_s": r_one,
