@@ -82,7 +82,7 @@ def evaluate_policy(
                 per_layer.append(stats.layer_fraction)
                 kept.append(np.concatenate(stats.kept_ages))
                 if cfg.policy == "namm" and example is None and policy.example is not None:
-                    example = policy.example.numpy()
+                    example = policy.example.cpu().numpy()
             scores = np.concatenate(scores)
             per_prompt += [
                 {"budget": key, "task": task, "prompt": i, "score": float(a), "full_score": float(b)}

@@ -9,6 +9,8 @@ per batch row (rows = members x prompts, processed ``batch_rows`` at a time), or
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -83,11 +85,15 @@ def evaluate_population(
     parameter vector in ``params`` (P, n_params), all members on the same prompts. Rows (member x
     prompt) go in batches of ``batch_rows``, through ``executor`` when given (one task per batch, so
     the numbers never depend on what runs them)."""
-    from amicl.common.parallel import run_tasks, share
+    from amicl.common.parallel import InProcessExecutor, run_tasks, share
 
     params = np.atleast_2d(np.asarray(params, dtype=np.float32))
     P = params.shape[0]
     batch_rows = check_int("batch_rows", batch_rows, lo=1)
+    device = str(next(model.parameters()).device)
+    if device != "cpu" and executor is not None and not isinstance(executor, InProcessExecutor):
+        # Dask serialises tensors through NumPy: a GPU model travels as a CPU copy, put back by each task
+        model = copy.deepcopy(model).cpu()
     shared = share(executor, model)
     tasks, task_of = [], []  # one executor task per batch, and the prompt task it belongs to
     for j, p in enumerate(prompts.values()):
@@ -98,7 +104,7 @@ def evaluate_population(
             rows = slice(lo, lo + batch_rows)
             idx = prompt[rows]
             tasks.append(
-                (shared, scorer, params[member[rows]], p.tokens[idx], p.answer[idx], n_up, norm, metric, budget)
+                (shared, device, scorer, params[member[rows]], p.tokens[idx], p.answer[idx], n_up, norm, metric, budget)
             )
             task_of.append(j)
     results = run_tasks(score_batch, tasks, executor, progress=False)
@@ -114,8 +120,10 @@ def evaluate_population(
     return per_task.mean(1), per_task, fraction.mean(1)
 
 
-def score_batch(model, scorer, params, tokens, answer, n_up, norm, metric, budget):
-    """(scores, final cache fractions) of one batch of rows, each under its own NAMM parameter row."""
+def score_batch(model, device, scorer, params, tokens, answer, n_up, norm, metric, budget):
+    """(scores, final cache fractions) of one batch of rows, each under its own NAMM parameter row, on
+    ``device`` (a no-op move when the model is already there)."""
+    model = model.to(device)
     policy = NAMM(scorer, params, n_up=n_up, budget=budget, norm=norm)
     scores, stats = prompt_scores(model, tokens, answer, policy, metric)
     return scores, stats.row_fraction

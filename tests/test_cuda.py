@@ -67,3 +67,21 @@ def test_namm_pipeline_on_cuda_with_bf16_base_training(tmp_path):
     ev = ["--tasks", "needle", "--prompts", 4, "--context", 64, "--n-up", 32, "--metric", "prob", "--device", "cuda"]
     r = run("namm", "eval", "--base", base, "--policy", "tova", "--budget", 32, *ev, "--out", tmp_path / "ev")
     assert r.exit_code == 0, r.output
+    namm = ["--policy", "namm", "--namm", tmp_path / "evo"]
+    r = run("namm", "eval", "--base", base, *namm, *ev, "--out", tmp_path / "n")
+    assert r.exit_code == 0, r.output
+
+
+def test_evolution_of_a_cuda_model_on_dask_equals_in_process(tmp_path):
+    """Dask sends tensors through NumPy, so a GPU model must travel as a CPU copy and return to the GPU."""
+    pytest.importorskip("distributed")
+    base = tmp_path / "base"
+    assert run("namm", "train-base", *TINY_BASE, "--device", "cuda", "--out", base).exit_code == 0
+    args = ["namm", "evolve", "--base", base, "--stages", "needle", "--generations", 2, "--popsize", 4]
+    args += ["--prompts", 2, "--dev-prompts", 2, "--dev-every", 1, "--context", 64, "--n-up", 32, "--threads", 1]
+    args += ["--device", "cuda"]
+    assert run(*args, "--out", tmp_path / "local").exit_code == 0
+    r = run(*args, "--executor", "dask", "--workers", 2, "--out", tmp_path / "dask")
+    assert r.exit_code == 0, r.output
+    a, b = (read_csv(tmp_path / d / "history.csv") for d in ("local", "dask"))
+    assert len(a) == 2 and a == b
