@@ -100,7 +100,7 @@ def test_members_that_reached_the_threshold_retire_and_the_rest_train_on_unchang
         assert torch.equal(p, q)
 
 
-def test_mechanism_onsets_and_their_lead_over_the_takeoff():
+def test_mechanism_onsets_are_shares_of_each_probes_own_rise():
     from transformers_mini.mechanisms import onsets
 
     probe = lambda seed, step, prev, ind: {  # noqa: E731
@@ -109,16 +109,28 @@ def test_mechanism_onsets_and_their_lead_over_the_takeoff():
         "step": step,
         "prev_token": prev,
         "induction": ind,
-        "amicl_top1": 0.1,
+        "beta_eff": "",  # a probe this run did not record: no onset, not an error
     }
-    probes = [probe(0, 0, 0.1, 0.0), probe(0, 200, 0.6, 0.2), probe(0, 400, 0.9, 0.7), probe(0, 600, 0.9, 0.9)]
-    probes += [probe(1, 0, 0.1, 0.0), probe(1, 600, 0.2, 0.1)]
-    hist = [{"arm": "V", "seed": s, "step": t, "ic": a} for s in (0, 1) for t, a in ((0, 0.1), (400, 0.3), (600, 0.8))]
-    hist = [h for h in hist if not (h["seed"] == 1 and h["step"] == 400)]
-    m0, m1 = onsets(probes, hist)
-    assert (m0["takeoff"], m0["onset_prev_token"], m0["lead_prev_token"], m0["lead_induction"]) == (600, 200, 400, 200)
-    assert m0["onset_amicl_top1_gain"] is None and m0["lead_amicl_top1_gain"] is None  # never: censored, kept
-    assert (m1["onset_prev_token"], m1["lead_prev_token"], m1["takeoff"]) == (None, None, 600)
+    # seed 0 reaches the threshold: prev_token rises 0.1 -> 0.5 (10% at 0.14, 50% at 0.3); induction
+    # falls 0.9 -> 0.1 (a rise of the other sign counts the same)
+    probes = [probe(0, 0, 0.1, 0.9), probe(0, 200, 0.2, 0.8), probe(0, 400, 0.3, 0.2), probe(0, 600, 0.5, 0.1)]
+    probes += [probe(1, 0, 0.1, 0.0), probe(1, 600, 0.2, 0.1)]  # seed 1 never reaches it
+    probes += [probe(2, 200, 0.1, 0.0), probe(2, 600, 0.5, 0.1)]  # seed 2 probed only from step 200
+    hist = [
+        {"arm": "V", "seed": s, "step": t, "ic": a} for s in (0, 1, 2) for t, a in ((0, 0.1), (400, 0.5), (600, 0.96))
+    ]
+    hist = [dict(h, ic=0.3) if h["seed"] == 1 else h for h in hist]
+    m0, m1, m2 = onsets(probes, hist, threshold=0.95)
+    assert (m0["takeoff"], m0["start_prev_token"], m0["mid_prev_token"], m0["lead_start_prev_token"]) == (
+        400,
+        200,
+        400,
+        200,
+    )
+    assert (m0["start_induction"], m0["mid_induction"], m0["lead_mid_induction"]) == (200, 400, 0)
+    assert m0["start_beta_eff"] is None and m0["complete"]
+    assert not m1["complete"] and m1["start_prev_token"] is None and m1["takeoff"] is None  # counted, no onset
+    assert not m2["complete"] and m2["mid_prev_token"] is None and m2["takeoff"] == 400
 
 
 def test_resume_refuses_a_different_run(tmp_path):

@@ -1,19 +1,21 @@
 """When each mechanism appears relative to the ICL take-off, from probes.csv and history.csv (torch-free).
 
-A mechanism's onset in one member is the first evaluated step at which its probe reaches a level:
-half the attention mass on the previous token (``prev_token`` >= 0.5), half the query's layer-2 mass
-on the matching labels (``induction`` >= 0.5), layer 2 picking AMICL's key (at the binding weight
-layer 1 shows, ``a_gain``) on half the sequences (``amicl_top1_gain`` >= 0.5). The take-off is the
-first step at which ic accuracy reaches 0.5, far above chance (1/L) and before the 0.95 that defines
-"ICL reached". ``lead`` = take-off - onset: positive when the mechanism came first. A member whose
-probe never reaches the level is censored (reported, not dropped).
+The probes reach very different levels (layer 1's mass on t-1 ends near 0.5, the effective inverse
+temperature near 3.5), so a mechanism's onset in one member is measured on its own scale: the first
+evaluated step at which the probe has covered a share (``RISE``: 10% for the start, 50% for the
+midpoint) of its change from step 0 to the member's last evaluation. The take-off is the first step at
+which ic accuracy reaches 0.5, far above chance (1/L) and the 0.25 plateau of copying any label in
+context, and before the 0.95 that defines "ICL reached". ``lead`` = take-off - onset: positive when the
+mechanism moved first. Only members probed from step 0 that reached the threshold have onsets (their
+probes rose to a trained value); the others are counted in 'n', not dropped silently.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-ONSETS = {"prev_token": 0.5, "induction": 0.5, "amicl_top1_gain": 0.5}
+ONSET_PROBES = ("prev_token", "induction", "amicl_top1_a2", "beta_eff")
+RISE = {"start": 0.1, "mid": 0.5}
 TAKEOFF = 0.5
 
 
@@ -25,35 +27,50 @@ def first_step(rows: list[dict], key: str, level: float) -> int | None:
     return None
 
 
-def onsets(probes: list[dict], history: list[dict]) -> list[dict]:
-    """Per (arm, seed): the onset of every mechanism of ``ONSETS``, the take-off and each lead."""
+def rise_step(rows: list[dict], key: str, share: float) -> int | None:
+    """First step (rows in step order, the first at step 0) at which ``key`` has covered ``share`` of its
+    change from the first row to the last; None if the probe is missing or did not change."""
+    v = [float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows]
+    if not rows or np.isnan(v[0]) or np.isnan(v[-1]) or v[-1] == v[0]:
+        return None
+    for r, x in zip(rows, v):
+        if (x - v[0]) / (v[-1] - v[0]) >= share - 1e-9:  # float rounding of an exact share
+            return int(r["step"])
+    return None
+
+
+def onsets(probes: list[dict], history: list[dict], threshold: float = 0.95) -> list[dict]:
+    """Per (arm, seed): the take-off, and for a member probed from step 0 whose ic reached ``threshold``,
+    the start and midpoint of every probe of ``ONSET_PROBES`` and their leads over the take-off."""
     out = []
     for arm, seed in dict.fromkeys((r["arm"], int(r["seed"])) for r in probes):
         mine = sorted((r for r in probes if r["arm"] == arm and int(r["seed"]) == seed), key=lambda r: int(r["step"]))
         hist = sorted((r for r in history if r["arm"] == arm and int(r["seed"]) == seed), key=lambda r: int(r["step"]))
         row = {"arm": arm, "seed": seed, "first_probe_step": int(mine[0]["step"]), "last_step": int(mine[-1]["step"])}
         row["takeoff"] = first_step(hist, "ic", TAKEOFF)
-        for key, level in ONSETS.items():
-            row[f"onset_{key}"] = first_step(mine, key, level)
-            # already there when the probes began mid-run: the onset is at or before that step
-            row[f"onset_{key}_at_first_probe"] = row[f"onset_{key}"] == row["first_probe_step"] > 0
-            both = row[f"onset_{key}"] is not None and row["takeoff"] is not None
-            row[f"lead_{key}"] = row["takeoff"] - row[f"onset_{key}"] if both else None
+        row["complete"] = row["first_probe_step"] == 0 and first_step(hist, "ic", threshold) is not None
+        for key in ONSET_PROBES:
+            for name, share in RISE.items():
+                on = rise_step(mine, key, share) if row["complete"] else None
+                row[f"{name}_{key}"] = on
+                both = on is not None and row["takeoff"] is not None
+                row[f"lead_{name}_{key}"] = row["takeoff"] - on if both else None
         out.append(row)
     return out
 
 
 def mechanism_section(rows: list[dict], arms: list[str]) -> list[str]:
-    """Markdown: per arm, the median onset of each mechanism and its lead over the take-off."""
+    """Markdown: per arm, the median start and midpoint of each probe's rise and their lead over the
+    take-off, over the members probed from step 0 that reached the threshold."""
     lines = [
         "",
-        f"Mechanisms and the take-off (ic accuracy >= {TAKEOFF}); onset = first evaluation with "
-        + ", ".join(f"{k} >= {v}" for k, v in ONSETS.items())
-        + "; lead = take-off - onset (median [min, max] over the members where both happened; "
-        "'n' = members with an onset / all). Probes start at the step the run first recorded them.",
+        f"Mechanisms and the take-off (first ic accuracy >= {TAKEOFF}): start / midpoint = first evaluation "
+        "at which a probe covered " + " / ".join(f"{v:.0%}" for v in RISE.values()) + " of its change from "
+        "step 0 to the member's last evaluation; lead = take-off - start (median [min, max]; positive: the "
+        "probe moved first). 'n' = members probed from step 0 that reached the threshold / all members.",
         "",
-        "| arm | take-off | " + " | ".join(f"{k}: onset (n) | {k}: lead" for k in ONSETS) + " |",
-        "|---" * (2 + 2 * len(ONSETS)) + "|",
+        "| arm | n | take-off | " + " | ".join(f"{k}: start | {k}: midpoint | {k}: lead" for k in ONSET_PROBES) + " |",
+        "|---" * (3 + 3 * len(ONSET_PROBES)) + "|",
     ]
 
     def spread(v: list) -> str:
@@ -62,13 +79,13 @@ def mechanism_section(rows: list[dict], arms: list[str]) -> list[str]:
 
     for arm in arms:
         mine = [r for r in rows if r["arm"] == arm]
+        done = [r for r in mine if r["complete"]]
         if not mine:
             continue
-        cells = [spread([r["takeoff"] for r in mine])]
-        for key in ONSETS:
-            on = [r[f"onset_{key}"] for r in mine]
-            n = sum(x is not None for x in on)
-            cells += [f"{spread(on)} ({n}/{len(mine)})", spread([r[f"lead_{key}"] for r in mine])]
+        cells = [f"{len(done)}/{len(mine)}", spread([r["takeoff"] for r in done])]
+        for key in ONSET_PROBES:
+            cells += [spread([r[f"start_{key}"] for r in done]), spread([r[f"mid_{key}"] for r in done])]
+            cells.append(spread([r[f"lead_start_{key}"] for r in done]))
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return lines
 
