@@ -271,6 +271,37 @@ def table(evals, out):
     click.echo(md, nl=False)
 
 
+@namm.command("compare-bases")
+@click.argument("evals", nargs=-1, type=RUN_FOLDER, required=True)
+@click.option("--other", "others", multiple=True, type=RUN_FOLDER, required=True, help="An eval of base B (repeat).")
+@click.option("--names", default="A,B", show_default=True, help="Names of the two bases, for the table.")
+@click.option("--out", type=RUN_FOLDER, default=None, help="Also write bases.md and bases.csv here.")
+def compare_bases(evals, others, names, out):
+    """Eviction tolerance of two base models: for every policy and budget evaluated on both (EVALS on base A,
+    --other on base B, the same prompts), B's normalised score minus A's, with a paired bootstrap interval."""
+    from amicl.common.io import atomic_write_bytes, write_csv
+    from amicl.common.runs import expect_run
+    from evolution.table import base_difference, base_difference_markdown
+
+    name_a, _, name_b = names.partition(",")
+    if not name_a or not name_b or "," in name_b:
+        raise click.BadParameter("give two names, e.g. none,V", param_hint="--names")
+    a = [expect_run(e, "namm-eval", "EVALS") for e in evals]
+    b = [expect_run(e, "namm-eval", "--other") for e in others]
+    rows = base_difference(a, b, {t for s in EvolveConfig().stages for t in s})
+    md = base_difference_markdown(rows, name_a, name_b)
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        flat = [
+            {k: (v[0] if isinstance(v, tuple) else v) for k, v in r.items()}
+            | {f"{k}_ci": f"{v[1]:.4f},{v[2]:.4f}" for k, v in r.items() if isinstance(v, tuple)}
+            for r in rows
+        ]
+        write_csv(Path(out) / "bases.csv", flat)
+        atomic_write_bytes(Path(out) / "bases.md", md.encode())
+    click.echo(md, nl=False)
+
+
 @click.command("namm")
 @click.argument("runs", nargs=-1, type=RUN_FOLDER, required=True)
 @click.option("--out", type=RUN_FOLDER, required=True)

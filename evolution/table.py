@@ -111,3 +111,68 @@ def summary_table(
         for r in rows
     ]
     return flat, markdown(rows, tasks, against)
+
+
+def base_difference(
+    evals_a: list[Path], evals_b: list[Path], trained: set[str], n_boot: int = 2000, seed: int = 0
+) -> list[dict]:
+    """How much more of its full-cache score base B keeps than base A under the same policy and budget:
+    per (policy, budget) present in both, B's normalised group score minus A's, with a percentile-
+    bootstrap 95% interval that resamples prompt indices jointly for the two bases (their evals draw the
+    same prompts). ValueError when the two sets share no (policy, budget) or a task's prompt counts differ.
+    Rows: policy, budget, cache fraction on each base, and per group (point, low, high) of A, B and B - A."""
+    (cells_a, frac_a), (cells_b, frac_b) = read_cells(evals_a), read_cells(evals_b)
+    keys = [k for k in cells_a if k in cells_b]
+    if not keys:
+        raise ValueError("the two sets of evals share no (policy, budget); run the same policies and budgets")
+    rng = np.random.default_rng(seed)
+    tasks = sorted({t for k in keys for t in cells_a[k] if t in cells_b[k]}, key=lambda t: (t not in trained, t))
+    idx = {}
+    for t in tasks:
+        n = {len(c[t][0]) for k in keys for c in (cells_a[k], cells_b[k]) if t in c}
+        if len(n) != 1:
+            raise ValueError(f"{t}: the evals hold different numbers of prompts ({sorted(n)}); use the same --prompts")
+        m = n.pop()
+        idx[t] = rng.integers(0, m, size=(n_boot, m))
+    groups = (("trained", [t for t in tasks if t in trained]), ("held_out", [t for t in tasks if t not in trained]))
+    rows = []
+    for key in keys:
+        row = {"policy": key[0], "budget": key[1]}
+        row["cache_a"], row["cache_b"] = float(np.mean(frac_a[key])), float(np.mean(frac_b[key]))
+        boot, point = {}, {}
+        for side, cells in (("a", cells_a), ("b", cells_b)):
+            for group, members in groups:
+                members = [t for t in members if t in cells[key]]
+                if not members:
+                    continue
+                s = [np.asarray(cells[key][t][0]) for t in members]
+                f = [np.asarray(cells[key][t][1]) for t in members]
+                point[side, group] = float(np.mean([x.mean() / y.mean() for x, y in zip(s, f)]))
+                boot[side, group] = np.mean(
+                    [x[idx[t]].mean(1) / y[idx[t]].mean(1) for t, x, y in zip(members, s, f)], 0
+                )
+        for group, _ in groups:
+            if ("a", group) in point and ("b", group) in point:
+                for side in ("a", "b"):
+                    row[f"{side}_{group}"] = (point[side, group], *np.percentile(boot[side, group], [2.5, 97.5]))
+                d = boot["b", group] - boot["a", group]
+                row[f"b_minus_a_{group}"] = (point["b", group] - point["a", group], *np.percentile(d, [2.5, 97.5]))
+        rows.append(row)
+    return rows
+
+
+def base_difference_markdown(rows: list[dict], name_a: str, name_b: str) -> str:
+    names = {"a": name_a, "b": name_b, "b_minus_a": f"{name_b} - {name_a}"}
+    cols = [f"{s}_{g}" for g in ("trained", "held_out") for s in names]
+    head = [f"{names[s]}, {g.replace('_', ' ')}" for g in ("trained", "held_out") for s in names]
+    md = [
+        f"| policy | budget | cache kept ({name_a} / {name_b}) | " + " | ".join(head) + " |",
+        "|---" * (len(cols) + 3) + "|",
+    ]
+    for r in sorted(rows, key=lambda r: (r["policy"], r["cache_a"])):
+        md.append(
+            f"| {r['policy']} | {_budget_words(r['budget'])} | {r['cache_a']:.3f} / {r['cache_b']:.3f} | "
+            + " | ".join(_interval(r.get(c)) for c in cols)
+            + " |"
+        )
+    return "\n".join(md) + "\n"

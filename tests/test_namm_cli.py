@@ -291,3 +291,38 @@ def test_bf16_autocast_trains_the_base_on_the_cpu_too(tmp_path):
     assert json.loads((tmp_path / "b" / "config.json").read_text())["base"]["precision"] == "bf16"
     rows = list(csv.DictReader(open(tmp_path / "b" / "history.csv")))
     assert 0 < float(rows[-1]["train_loss"]) < 10
+
+
+def fake_eval(folder, policy, budget, scores, full, fraction):
+    """A namm-eval folder by hand: per task, the per-prompt scores and full-cache scores."""
+    from amicl.common.io import write_csv, write_json
+
+    folder.mkdir(parents=True)
+    write_json(folder / "config.json", {"kind": "namm-eval", "eval": {"policy": policy}})
+    write_csv(folder / "eval.csv", [{"budget": budget, "task": t, "cache_fraction": fraction} for t in scores])
+    rows = [
+        {"budget": budget, "task": t, "prompt": i, "score": s, "full_score": f}
+        for t in scores
+        for i, (s, f) in enumerate(zip(scores[t], full[t]))
+    ]
+    write_csv(folder / "prompt_scores.csv", rows)
+    return folder
+
+
+def test_compare_bases_is_the_paired_difference_of_normalised_scores(tmp_path):
+    from evolution.table import base_difference
+
+    full = {"kv_retrieval": [1, 1, 1, 1], "needle": [1, 1, 0, 1]}
+    a = fake_eval(tmp_path / "a", "h2o", "64", {"kv_retrieval": [1, 0, 1, 0], "needle": [1, 1, 0, 0]}, full, 0.25)
+    b = fake_eval(tmp_path / "b", "h2o", "64", {"kv_retrieval": [1, 1, 1, 0], "needle": [1, 1, 0, 1]}, full, 0.25)
+    other = fake_eval(tmp_path / "c", "tova", "64", full, full, 0.25)  # on base A only: not compared
+    (row,) = base_difference([a, other], [b], trained={"kv_retrieval"}, n_boot=500)
+    assert row["a_trained"][0] == pytest.approx(0.5) and row["b_trained"][0] == pytest.approx(0.75)
+    assert row["b_minus_a_trained"][0] == pytest.approx(0.25)
+    assert row["b_minus_a_held_out"][0] == pytest.approx(1.0 - 2 / 3)
+    lo, hi = row["b_minus_a_trained"][1:]
+    assert 0 <= lo <= 0.25 <= hi  # B never scores below A on a prompt: no resample can make B - A negative
+    r = run("namm", "compare-bases", a, "--other", b, "--names", "none,V", "--out", tmp_path / "t")
+    assert r.exit_code == 0 and "V - none, trained" in r.stdout and (tmp_path / "t" / "bases.csv").exists()
+    with pytest.raises(ValueError, match="share no"):
+        base_difference([other], [b], trained={"kv_retrieval"})
