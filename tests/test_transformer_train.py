@@ -151,6 +151,19 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert (tmp_path / "checkpoint.pt").read_bytes() == good
 
 
+def test_on_a_gpu_a_nan_loss_is_caught_at_the_next_evaluation_before_any_checkpoint(tmp_path):
+    trainer = Trainer(tiny_run(4), "cpu")
+    trainer.check_every_step = False  # as on a GPU, where checking every step would wait for it
+    trainer.fit(tmp_path, progress=False)
+    good = (tmp_path / "checkpoint.pt").read_bytes()
+    with torch.no_grad():
+        trainer.model.readout[1].fill_(float("nan"))
+    trainer.train_step()  # not checked here
+    with pytest.raises(TrainingDiverged, match=r"between steps 5 and 5 .*\('V', 0\).*step 4 is kept"):
+        trainer.record()
+    assert (tmp_path / "checkpoint.pt").read_bytes() == good
+
+
 def test_steps_to_threshold_and_summary():
     hist = [
         {"step": s, "arm": "V", "seed": 0, "ic": a, "ic2": b, "test": 0, "iw": 0}

@@ -58,6 +58,9 @@ class Trainer:
         ]
         self.active = list(range(len(run.members)))  # members still training (see ``retire``)
         self.member_seed = torch.tensor([seeds.index(s) for _, s in run.members], device=self.device)
+        self.member_seed_host = (
+            self.member_seed.cpu().numpy()
+        )  # reading the device copy each step would wait for the GPU
         self.step = 0
         self.saved_step: int | None = None  # step of the last checkpoint written or loaded
         self.history: list[dict] = []
@@ -65,15 +68,18 @@ class Trainer:
         self.probe_sets = self._probe_sets()
         self._loss_sum = torch.zeros(len(run.members), device=self.device)
         self._loss_n = 0
+        # a check of every step's loss waits for the GPU, so that there the loss sum is checked at each
+        # evaluation instead: still before any checkpoint is written, as checkpoints follow evaluations
+        self.check_every_step = self.device.type == "cpu"
 
     # -- one step ---------------------------------------------------------------------------------
     def _batch(self):
         """(E, B, T, d), (E, B): each active member's batch; a seed with no active member draws none
         (its generator is its own, so the others' data does not change)."""
-        used = sorted(set(self.member_seed.tolist()))
+        used = sorted(set(self.member_seed_host.tolist()))
         bs = {i: self.tasks[i].sample(self.run.train.batch, self.rngs[i]) for i in used}
-        x = torch.from_numpy(np.stack([bs[int(i)].x for i in self.member_seed])).to(self.device)
-        y = torch.from_numpy(np.stack([bs[int(i)].y for i in self.member_seed])).to(self.device)
+        x = torch.from_numpy(np.stack([bs[i].x for i in self.member_seed_host])).to(self.device)
+        y = torch.from_numpy(np.stack([bs[i].y for i in self.member_seed_host])).to(self.device)
         return x, y
 
     def train_step(self) -> torch.Tensor:
@@ -83,19 +89,14 @@ class Trainer:
         logits = self.model(x)
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
         loss = loss.view(y.shape).mean(dim=1)  # (E,)
-        if not torch.isfinite(loss).all():
-            bad = [self.run.members[self.active[i]] for i in torch.nonzero(~torch.isfinite(loss)).flatten().tolist()]
-            kept = (
-                "no checkpoint was written"
-                if self.saved_step is None
-                else f"the checkpoint of step {self.saved_step} is kept"
-            )
-            raise TrainingDiverged(f"non-finite loss at step {self.step + 1} for (arm, seed) {bad}; {kept}")
+        if self.check_every_step:
+            self._check_finite(loss, f"at step {self.step + 1}")
         self.model.zero_grad(set_to_none=True)
         loss.sum().backward()  # members are independent: each gets the gradient of its own mean loss
-        with torch.no_grad():
-            for p in self.model.parameters():
-                p.mul_(1.0 - c.weight_decay).add_(p.grad, alpha=-c.lr)
+        with torch.no_grad():  # one fused launch per operation on a GPU; the same arithmetic on the CPU
+            params = list(self.model.parameters())
+            torch._foreach_mul_(params, 1.0 - c.weight_decay)
+            torch._foreach_add_(params, [p.grad for p in params], alpha=-c.lr)
         self.step += 1
         self._loss_sum += loss.detach()
         self._loss_n += 1
@@ -135,13 +136,25 @@ class Trainer:
         from transformers_mini.probes import probe_model
 
         x, classes = self.probe_sets
-        idx = self.member_seed.cpu().numpy()
+        idx = self.member_seed_host
         values = probe_model(self.model, x[self.member_seed], classes[idx], self.run.task.n_pos)
         for i, (arm, seed) in enumerate(self.run.members[m] for m in self.active):
             row = {"step": self.step, "arm": arm, "seed": seed}
             self.probes.append({**row, **{k: float(v[i]) for k, v in values.items()}})
 
+    def _check_finite(self, loss: torch.Tensor, when: str) -> None:
+        if not torch.isfinite(loss).all():
+            bad = [self.run.members[self.active[i]] for i in torch.nonzero(~torch.isfinite(loss)).flatten().tolist()]
+            kept = (
+                "no checkpoint was written"
+                if self.saved_step is None
+                else f"the checkpoint of step {self.saved_step} is kept"
+            )
+            raise TrainingDiverged(f"non-finite loss {when} for (arm, seed) {bad}; {kept}")
+
     def record(self) -> dict[str, np.ndarray]:
+        if not self.check_every_step and self._loss_n:
+            self._check_finite(self._loss_sum, f"between steps {self.step - self._loss_n + 1} and {self.step}")
         if self.probe_sets is not None:
             self.record_probes()
         acc = self.evaluate()
@@ -249,6 +262,7 @@ class Trainer:
         pos = [self.active.index(m) for m in members]
         self.model.keep_members(pos)
         self.member_seed = self.member_seed[pos]
+        self.member_seed_host = self.member_seed_host[pos]
         self._loss_sum = self._loss_sum[pos]
         self.active = list(members)
 
