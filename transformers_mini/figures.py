@@ -109,7 +109,7 @@ PROBE_PANELS = {
     "prev_token": "layer 1: mass on t-1",
     "a_gain": "layer 1: binding weight a (gain)",
     "induction": "layer 2: mass on matching labels",
-    "amicl_top1_gain": "layer 2 picks AMICL's key (a = a_gain)",
+    "amicl_top1_a2": "layer 2 picks AMICL's key (a = 2)",
     "amicl_corr_gain": "layer 2 logits vs AMICL scores (r)",
     "beta_eff": "effective inverse temperature",
     "k90": "layer 2: keys holding 90%",
