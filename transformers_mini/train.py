@@ -58,9 +58,8 @@ class Trainer:
         ]
         self.active = list(range(len(run.members)))  # members still training (see ``retire``)
         self.member_seed = torch.tensor([seeds.index(s) for _, s in run.members], device=self.device)
-        self.member_seed_host = (
-            self.member_seed.cpu().numpy()
-        )  # reading the device copy each step would wait for the GPU
+        # a host copy for the data loop: reading the device copy every step would wait for the GPU
+        self.member_seed_host = self.member_seed.cpu().numpy()
         self.step = 0
         self.saved_step: int | None = None  # step of the last checkpoint written or loaded
         self.history: list[dict] = []
