@@ -281,7 +281,7 @@ def compare_bases(evals, others, names, out):
     --other on base B, the same prompts), B's normalised score minus A's, with a paired bootstrap interval."""
     from amicl.common.io import atomic_write_bytes, write_csv
     from amicl.common.runs import expect_run
-    from evolution.table import base_difference, base_difference_markdown
+    from evolution.table import base_difference, base_difference_markdown, flatten
 
     name_a, _, name_b = names.partition(",")
     if not name_a or not name_b or "," in name_b:
@@ -292,12 +292,7 @@ def compare_bases(evals, others, names, out):
     md = base_difference_markdown(rows, name_a, name_b)
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
-        flat = [
-            {k: (v[0] if isinstance(v, tuple) else v) for k, v in r.items()}
-            | {f"{k}_ci": f"{v[1]:.4f},{v[2]:.4f}" for k, v in r.items() if isinstance(v, tuple)}
-            for r in rows
-        ]
-        write_csv(Path(out) / "bases.csv", flat)
+        write_csv(Path(out) / "bases.csv", flatten(rows))
         atomic_write_bytes(Path(out) / "bases.md", md.encode())
     click.echo(md, nl=False)
 

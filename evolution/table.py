@@ -105,12 +105,16 @@ def summary_table(
     Returns flat rows (for table.csv; intervals as "low,high") and the markdown table."""
     cells, fraction = read_cells(eval_dirs)
     rows, tasks = bootstrap_rows(cells, fraction, trained, against, n_boot, seed)
-    flat = [
+    return flatten(rows), markdown(rows, tasks, against)
+
+
+def flatten(rows: list[dict]) -> list[dict]:
+    """CSV rows: each (point, low, high) as its point, plus a ``_ci`` column "low,high"."""
+    return [
         {k: (v[0] if isinstance(v, tuple) else v) for k, v in r.items()}
         | {f"{k}_ci": f"{v[1]:.4f},{v[2]:.4f}" for k, v in r.items() if isinstance(v, tuple)}
         for r in rows
     ]
-    return flat, markdown(rows, tasks, against)
 
 
 def base_difference(
