@@ -259,6 +259,42 @@ def test_cli_bad_input(tmp_path, args, needle):
     assert needle in r.output and len(r.output.strip().splitlines()) == 1
 
 
+def test_a_learned_weight_arm_trains_apart_and_joins(tmp_path):
+    """V:learn cannot share an ensemble with fixed-weight arms, but its run pairs with theirs through join."""
+    run = lambda streams, name: CliRunner().invoke(
+        amicl, ["transformer", "compare", "--streams", streams, "--steps", "4", *CLI, "--out", str(tmp_path / name)]
+    )
+    mixed = run("none,V:learn", "mixed")
+    assert mixed.exit_code == 2 and "train the others in a run of their own" in mixed.output
+    assert not (tmp_path / "mixed").exists()
+    with pytest.raises(ValueError, match="one run share"):
+        Trainer(
+            Run.from_dict(
+                tiny_run(arms=("none",)).to_dict()
+                | {
+                    "arms": {
+                        "none": ToyConfig(d_in=TINY.input_dim, n_labels=TINY.L, init_D=TINY.D).to_dict(),
+                        "V:learn": ToyConfig(
+                            d_in=TINY.input_dim,
+                            n_labels=TINY.L,
+                            init_D=TINY.D,
+                            stream=StreamConfig(kind="V", learn=True),
+                        ).to_dict(),
+                    }
+                }
+            ),
+            "cpu",
+        )
+    assert run("none,V", "nv").exit_code == 0 and run("V:learn", "learn").exit_code == 0
+    r = CliRunner().invoke(
+        amicl, ["transformer", "join", str(tmp_path / "nv"), str(tmp_path / "learn"), "--out", str(tmp_path / "j")]
+    )
+    assert r.exit_code == 0, r.output
+    assert "| ic | V:learn |" in r.stdout
+    arms = {row["arm"] for row in read_csv(tmp_path / "j" / "members.csv")}
+    assert arms == {"none", "V", "V:learn", "amicl-memory (a=2)"}
+
+
 def test_join_pairs_separate_runs_like_one_run(tmp_path):
     """A member depends on its seed only, so none,V and K,Q trained apart and joined equal one none,V,K,Q run."""
     run = lambda streams, name: CliRunner().invoke(

@@ -153,6 +153,7 @@ def _compare(streams, kw):
     from transformers_mini.run import Run
 
     run = Run(arms, list(range(first, first + n)), task, train)
+    run.check_ensemble()
     where = ExecutorSpec.from_options(kw.pop("executor", None), kw.pop("workers", None), kw.pop("scheduler", None))
     group_size = kw.pop("group_size", None)
     if group_size is not None and group_size < n:
@@ -236,6 +237,7 @@ def phase_cmd(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--streams") from None
     base = Run(arms, list(range(first_seed, first_seed + seeds)), task, TrainConfig(**given(kw)))
+    base.check_ensemble()
     grid_b, grid_eps = comma_list(grid_b, "--grid-B", int), comma_list(grid_epsilon, "--grid-epsilon", float)
     cell_runs(base, grid_b, grid_eps)  # every cell's task is valid before anything is written
     where = ExecutorSpec.from_options(executor, workers, scheduler)

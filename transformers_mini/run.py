@@ -42,18 +42,22 @@ class Run:
             raise ValueError("need at least one arm")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ValueError(f"seeds must be distinct non-negative integers, got {self.seeds}")
-        shared = {(c.stream.source, c.stream.mix, c.stream.learn, c.init) for c in self.arms.values()}
-        if len(shared) > 1:
-            raise ValueError(
-                "the arms of one run share stream source, mix, learn and init (they train as one "
-                "ensemble); train the others in a run of their own and pair them with 'transformer join'"
-            )
         for name, cfg in self.arms.items():
             if cfg.d_in != self.task.input_dim or cfg.n_labels != self.task.L:
                 raise ValueError(
                     f"arm {name}: model d_in={cfg.d_in}, n_labels={cfg.n_labels} do not fit the task "
                     f"(input_dim={self.task.input_dim}, L={self.task.L})"
                 )
+
+    def check_ensemble(self) -> None:
+        """Training only: the arms of one run train as one batched ensemble, so they share stream source,
+        mix, learn and init. A join of separately trained runs may mix them."""
+        shared = {(c.stream.source, c.stream.mix, c.stream.learn, c.init) for c in self.arms.values()}
+        if len(shared) > 1:
+            raise ValueError(
+                "the arms of one run share stream source, mix, learn and init (they train as one "
+                "ensemble); train the others in a run of their own and pair them with 'transformer join'"
+            )
 
     @property
     def members(self) -> list[tuple[str, int]]:

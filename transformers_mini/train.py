@@ -46,6 +46,7 @@ class Trainer:
     """Holds the ensemble, the per-seed data streams and the history; ``fit`` runs to ``train.steps``."""
 
     def __init__(self, run: Run, device: str = "auto"):
+        run.check_ensemble()
         self.run = run
         self.device = resolve_device(device)
         seeds = run.seeds
