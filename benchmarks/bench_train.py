@@ -149,7 +149,7 @@ def main():
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--arms", default="none,V,K,Q,V:detach,V:lam=0.5", help="Arms whose step cost is compared.")
+    p.add_argument("--arms", default="none,V,K,Q,V:detach,V:lam=0.5,V:learn", help="Arms whose step cost is compared.")
     p.add_argument("--device", default="cpu", help="cpu or cuda (float32 matmuls at full precision on both).")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
