@@ -57,22 +57,27 @@ def plot_score_vs_cache(evals: list[Path], trained: set[str], colour: dict):
     """Normalised score against cache kept, trained and held-out tasks side by side."""
     import matplotlib.pyplot as plt
 
-    rows = [r for e in evals for r in read_csv(e / "eval.csv")]
+    rows = [(e.name, r) for e in evals for r in read_csv(e / "eval.csv")]
+    several_namms = len({name for name, r in rows if r["policy"] == "namm"}) > 1
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.5), sharey=True, layout="constrained")
     for ax, held in zip(axes, (False, True)):
         pts = defaultdict(list)
-        for r in rows:
+        for name, r in rows:
             if (r["task"] not in trained) == held:
-                pts[(r["policy"], r["budget"])].append((float(r["cache_fraction"]), float(r["normalised"])))
+                # NAMMs of several evolutions (one eval folder each) are points of their own
+                key = (r["policy"], r["budget"], name if r["policy"] == "namm" else "")
+                pts[key].append((float(r["cache_fraction"]), float(r["normalised"])))
         uniform, other = defaultdict(list), []
-        for (pol, budget), v in pts.items():
-            (uniform[pol] if budget.isdigit() else other).append((pol, budget, np.mean(v, axis=0)))
+        for (pol, budget, name), v in pts.items():
+            (uniform[pol] if budget.isdigit() else other).append((pol, name, np.mean(v, axis=0)))
         for pol, v in sorted(uniform.items()):  # one budget for every layer: a curve per policy
             v = np.array(sorted((x[2] for x in v), key=lambda x: x[0]))
             ax.plot(v[:, 0], v[:, 1], "o-", ms=4, color=colour[pol], label=f"{pol}, same budget per layer")
-        for pol, _budget, (x, y) in sorted(other, key=lambda o: o[0]):
+        stars = iter(("*", "P", "X", "p", "h", "^") * 4)
+        for pol, name, (x, y) in sorted(other, key=lambda o: o[:2]):
             if pol == "namm":
-                ax.plot(x, y, "*", ms=13, color=colour[pol], label="NAMM (its own budget)")
+                label = f"NAMM {name} (its own budget)" if several_namms else "NAMM (its own budget)"
+                ax.plot(x, y, next(stars), ms=11, color=colour[pol], mec="k", mew=0.5, label=label)
             else:  # a baseline given NAMM's measured per-layer budget (--match)
                 ax.plot(x, y, "D", ms=6, mfc="none", color=colour[pol], label=f"{pol}, NAMM's per-layer budget")
         ax.axhline(1.0, color="grey", ls="--", lw=0.8)

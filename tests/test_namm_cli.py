@@ -326,3 +326,30 @@ def test_compare_bases_is_the_paired_difference_of_normalised_scores(tmp_path):
     assert r.exit_code == 0 and "V - none, trained" in r.stdout and (tmp_path / "t" / "bases.csv").exists()
     with pytest.raises(ValueError, match="share no"):
         base_difference([other], [b], trained={"kv_retrieval"})
+
+
+def test_score_vs_cache_keeps_the_namms_of_several_evolutions_apart(tmp_path):
+    """Two NAMM evals on one figure are two labelled points, not one averaged point."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from evolution.figures import plot_score_vs_cache
+
+    header = "policy,budget,task,score,full_score,normalised,cache_fraction,prompts,context\n"
+    for name, frac, score in (("namm_a", 0.2, 0.5), ("namm_b", 0.4, 0.9)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "eval.csv").write_text(
+            header + "".join(f"namm,None,{t},{score},1,{score},{frac},4,64\n" for t in ("kv_retrieval", "needle"))
+        )
+    (tmp_path / "h2o").mkdir()
+    (tmp_path / "h2o" / "eval.csv").write_text(
+        header + "".join(f"h2o,{b},{t},0.7,1,0.7,{b / 64},4,64\n" for b in (16, 32) for t in ("kv_retrieval", "needle"))
+    )
+    evals = [tmp_path / n for n in ("namm_a", "namm_b", "h2o")]
+    fig = plot_score_vs_cache(evals, {"kv_retrieval"}, {"namm": "C0", "h2o": "C1"})
+    trained = fig.axes[0]
+    labels = trained.get_legend_handles_labels()[1]
+    assert labels == ["h2o, same budget per layer", "NAMM namm_a (its own budget)", "NAMM namm_b (its own budget)"]
+    points = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in trained.lines[:3]}
+    assert points["NAMM namm_a (its own budget)"] == ([0.2], [0.5])
+    assert points["NAMM namm_b (its own budget)"] == ([0.4], [0.9])
