@@ -48,7 +48,7 @@ def folders(tmp_path_factory):
     assert r.exit_code == 0, r.output
     (root / "empty").mkdir()
     (root / "afile").write_text("x")
-    for kind in ("streams", "namm-base", "namm-evolve", "namm-eval"):
+    for kind in ("streams", "namm-base", "namm-evolve", "namm-eval", "theory-phase"):
         (root / kind).mkdir()
         (root / kind / "config.json").write_text(json.dumps({"kind": kind}))
     return root
@@ -98,6 +98,7 @@ CASES = [
     (["transformer", "join", "{f}/streams", "{f}/streams", "--out", "{tmp}/j"], "same run twice"),
     (["transformer", "join", "{f}/streams", "--out", "{tmp}/j"], "at least two"),
     (["figures", "streams", "{f}/sweep"], "holds a memory-sweep run; expected a streams"),
+    (["figures", "phase", "{f}/theory-phase"], "has not finished (no phase.csv)"),
     # namm
     (["namm", "train-base", "--out", "{tmp}/b", "--steps", "0"], "steps must be"),
     (["namm", "train-base", "--out", "{tmp}/b", "--heads", "3"], "n_head must divide"),

@@ -309,10 +309,15 @@ def figures_streams(results, out, formats):
 def figures_phase(results, out, formats):
     """Theory vs network accuracy over the grid of a 'transformer phase' run."""
     from amicl.common.cli import comma_list
-    from amicl.common.runs import expect_run
+    from amicl.common.runs import RunFolderError, expect_run
     from transformers_mini.figures import draw_phase
 
     expect_run(results, "theory-phase", "RESULTS")
+    if not (Path(results) / "phase.csv").exists():
+        raise RunFolderError(
+            f"RESULTS: {results} is a phase run that has not finished (no phase.csv); "
+            "finish it with 'amicl transformer phase ... --resume'"
+        )
     for p in draw_phase(
         Path(results), Path(out) if out else Path(results) / "figures", tuple(comma_list(formats, "--format"))
     ):
