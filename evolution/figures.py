@@ -57,7 +57,9 @@ def plot_score_vs_cache(evals: list[Path], trained: set[str], colour: dict):
     """Normalised score against cache kept, trained and held-out tasks side by side."""
     import matplotlib.pyplot as plt
 
-    rows = [(e.name, r) for e in evals for r in read_csv(e / "eval.csv")]
+    names = [e.name for e in evals]  # an eval's label; with its parent where two folders share a name
+    names = [f"{e.parent.name}/{e.name}" if names.count(e.name) > 1 else e.name for e in evals]
+    rows = [(name, r) for e, name in zip(evals, names) for r in read_csv(e / "eval.csv")]
     several_namms = len({name for name, r in rows if r["policy"] == "namm"}) > 1
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.5), sharey=True, layout="constrained")
     for ax, held in zip(axes, (False, True)):

@@ -353,3 +353,12 @@ def test_score_vs_cache_keeps_the_namms_of_several_evolutions_apart(tmp_path):
     points = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in trained.lines[:3]}
     assert points["NAMM namm_a (its own budget)"] == ([0.2], [0.5])
     assert points["NAMM namm_b (its own budget)"] == ([0.4], [0.9])
+    # folders of the same name (run_x/namm, run_y/namm) are told apart by their parents
+    for src, run in (("namm_a", "run_x"), ("namm_b", "run_y")):
+        (tmp_path / run).mkdir()
+        (tmp_path / src).rename(tmp_path / run / "namm")
+    fig = plot_score_vs_cache(
+        [tmp_path / "run_x" / "namm", tmp_path / "run_y" / "namm"], {"kv_retrieval"}, {"namm": "C0"}
+    )
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert labels == ["NAMM run_x/namm (its own budget)", "NAMM run_y/namm (its own budget)"]
