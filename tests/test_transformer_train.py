@@ -267,24 +267,12 @@ def test_a_learned_weight_arm_trains_apart_and_joins(tmp_path):
     mixed = run("none,V:learn", "mixed")
     assert mixed.exit_code == 2 and "train the others in a run of their own" in mixed.output
     assert not (tmp_path / "mixed").exists()
+    cfg = lambda **kw: ToyConfig(d_in=TINY.input_dim, n_labels=TINY.L, init_D=TINY.D, **kw)
+    mixed_run = Run(
+        {"none": cfg(), "V:learn": cfg(stream=StreamConfig(kind="V", learn=True))}, [0], TINY, TrainConfig()
+    )
     with pytest.raises(ValueError, match="one run share"):
-        Trainer(
-            Run.from_dict(
-                tiny_run(arms=("none",)).to_dict()
-                | {
-                    "arms": {
-                        "none": ToyConfig(d_in=TINY.input_dim, n_labels=TINY.L, init_D=TINY.D).to_dict(),
-                        "V:learn": ToyConfig(
-                            d_in=TINY.input_dim,
-                            n_labels=TINY.L,
-                            init_D=TINY.D,
-                            stream=StreamConfig(kind="V", learn=True),
-                        ).to_dict(),
-                    }
-                }
-            ),
-            "cpu",
-        )
+        Trainer(mixed_run, "cpu")
     assert run("none,V", "nv").exit_code == 0 and run("V:learn", "learn").exit_code == 0
     r = CliRunner().invoke(
         amicl, ["transformer", "join", str(tmp_path / "nv"), str(tmp_path / "learn"), "--out", str(tmp_path / "j")]
