@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def plot_score_vs_cache(evals: list[Path], trained: set[str], colour: dict):
         for pol, v in sorted(uniform.items()):  # one budget for every layer: a curve per policy
             v = np.array(sorted((x[2] for x in v), key=lambda x: x[0]))
             ax.plot(v[:, 0], v[:, 1], "o-", ms=4, color=colour[pol], label=f"{pol}, same budget per layer")
-        stars = iter(("*", "P", "X", "p", "h", "^") * 4)
+        stars = itertools.cycle(("*", "P", "X", "p", "h", "^"))
         for pol, name, (x, y) in sorted(other, key=lambda o: o[:2]):
             if pol == "namm":
                 label = f"NAMM {name} (its own budget)" if several_namms else "NAMM (its own budget)"
