@@ -413,7 +413,24 @@ def test_phase_grid_trains_every_cell_resumes_and_draws(tmp_path):
     assert {int(r["steps"]) for r in read_csv(tmp_path / "phase" / "phase.csv") if r["arm"] == "V"} == {3}
     r = CliRunner().invoke(amicl, ["figures", "phase", out, "--format", "png"])
     assert r.exit_code == 0 and (tmp_path / "phase" / "figures" / "phase.png").exists(), r.output
+    assert (tmp_path / "phase" / "figures" / "phase_curves.png").exists()
+    # read at a smaller budget, the longer run is the 2-step run (no lr schedule): the same table
+    r = CliRunner().invoke(amicl, [*args, "--steps", "2", "--resume"])
+    assert r.exit_code == 0, r.output
+    assert read_csv(tmp_path / "phase" / "phase.csv") == rows
     r = CliRunner().invoke(amicl, [*args[:3], "3", *args[4:], "--steps", "2"])
     assert r.exit_code == 2 and "B must divide N" in r.stderr
     r = CliRunner().invoke(amicl, ["figures", "phase", str(tmp_path / "phase" / "cells" / "B1_eps0.1")])
     assert r.exit_code == 2 and "expected a theory-phase run" in r.stderr
+
+
+def test_phase_budget_reads_each_member_at_that_step_or_refuses():
+    from transformers_mini.phase import budget_history
+
+    history = [{"step": str(s), "arm": a, "seed": "0", "ic": str(s / 10)} for s in (0, 2, 4) for a in ("none", "V")]
+    kept = budget_history(history, 2)
+    assert [(r["step"], r["arm"]) for r in kept] == [("0", "none"), ("0", "V"), ("2", "none"), ("2", "V")]
+    with pytest.raises(ValueError, match="not every member was evaluated at step 3"):
+        budget_history(history, 3)
+    with pytest.raises(ValueError, match="at step 4"):
+        budget_history(history[:-1], 4)  # V's last evaluation is missing

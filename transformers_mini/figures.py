@@ -212,13 +212,14 @@ def plot_covariates(members: list[dict], arms: list[str], threshold: float):
 
 def draw_phase(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]:
     """phase.*: ic and ic2 accuracy over the (B, epsilon) grid, the AMICL memory beside each trained arm
-    (mean over seeds, written in each cell)."""
+    (mean over seeds, written in each cell); phase_curves.*: each cell's ic accuracy over training."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from amicl.common.io import read_json
+    from transformers_mini.phase import cell_name
 
     cfg = read_json(Path(results) / "config.json")
     rows = read_csv(Path(results) / "phase.csv")
@@ -250,6 +251,37 @@ def draw_phase(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]:
     fig.suptitle(f"ICL accuracy: AMICL memory (untrained) vs networks after {steps:,} steps", fontsize=9)
     fig.tight_layout()
     written = save_figure(fig, Path(out), "phase", formats)
+    plt.close(fig)
+
+    # phase_curves: per cell, every member's ic accuracy over training, the memory's as a line
+    fig, axes = plt.subplots(len(Bs), len(eps), figsize=(2.8 * len(eps), 2.2 * len(Bs)), sharex=True, sharey=True)
+    axes = np.asarray(axes).reshape(len(Bs), len(eps))
+    arms = list(cfg["run"]["arms"])
+    for a, B in enumerate(Bs):
+        for b, e in enumerate(eps):
+            ax = axes[len(Bs) - 1 - a, b]  # B grows upwards, as in phase.*
+            history = read_csv(Path(results) / "cells" / cell_name(B, e) / "history.csv")
+            for k, arm in enumerate(arms):
+                for seed in dict.fromkeys(int(r["seed"]) for r in history):
+                    mine = [r for r in history if r["arm"] == arm and int(r["seed"]) == seed]
+                    ax.plot([int(r["step"]) for r in mine], [float(r["ic"]) for r in mine], color=f"C{k}", lw=0.9)
+                ax.plot([], [], color=f"C{k}", label=arm)
+            memory = [
+                float(r["ic"]) for r in rows if r["arm"] not in arms and int(r["B"]) == B and float(r["epsilon"]) == e
+            ]
+            if memory:
+                ax.axhline(np.mean(memory), color="k", ls="--", lw=0.8, label="AMICL memory")
+            ax.axvline(steps, color="0.6", ls=":", lw=0.8)
+            ax.set_title(f"B={B}, epsilon={e:g}", fontsize=8)
+            ax.set_ylim(0, 1.02)
+    for ax in axes[-1]:
+        ax.set_xlabel("step", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("ic accuracy", fontsize=8)
+    axes[0, 0].legend(fontsize=6, loc="upper left")
+    fig.suptitle(f"ICL (ic) over training in every cell, one line per seed; dotted: the budget ({steps:,})", fontsize=9)
+    fig.tight_layout()
+    written += save_figure(fig, Path(out), "phase_curves", formats)
     plt.close(fig)
     return written
 

@@ -51,13 +51,25 @@ def train_cells(out: Path, runs: dict[str, Run], device: str, executor=None, thr
     run_tasks(train_group, tasks, executor, desc="phase cells")
 
 
+def budget_history(history: list[dict], steps: int, name: str = "cell") -> list[dict]:
+    """The evaluations up to the budget. The optimiser has no schedule (plain SGD, fixed lr), so a
+    longer run read at step ``steps`` is exactly a ``steps``-step run; every member must have been
+    evaluated at that very step (ValueError otherwise)."""
+    kept = [r for r in history if int(r["step"]) <= steps]
+    members = {(r["arm"], r["seed"]) for r in history}
+    at = {(r["arm"], r["seed"]) for r in kept if int(r["step"]) == steps}
+    if not members or at != members:
+        raise ValueError(f"{name}: not every member was evaluated at step {steps:,}")
+    return kept
+
+
 def summarise(out: Path, runs: dict[str, Run]) -> list[dict]:
     """phase.csv rows: per cell, arm and seed the final accuracies (and the memory's on the same sets)."""
     from transformers_mini.compare import memory_on_test_sets
 
     rows = []
     for name, run in runs.items():
-        history = read_csv(out / "cells" / name / "history.csv")
+        history = budget_history(read_csv(out / "cells" / name / "history.csv"), run.train.steps, name)
         members = summarise_members(history, run.train.threshold) + memory_on_test_sets(run)
         for m in members:
             row = {"cell": name, "B": run.task.B, "epsilon": run.task.epsilon, "arm": m["arm"], "seed": m["seed"]}
