@@ -271,6 +271,7 @@ def draw_phase(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]:
             ]
             if memory:
                 ax.axhline(np.mean(memory), color="k", ls="--", lw=0.8, label="AMICL memory")
+            ax.axhline(B / cfg["run"]["task"]["N"], color="0.5", ls="-.", lw=0.6, label="copy a context label (B/N)")
             ax.axvline(steps, color="0.6", ls=":", lw=0.8)
             ax.set_title(f"B={B}, epsilon={e:g}", fontsize=8)
             ax.set_ylim(0, 1.02)
