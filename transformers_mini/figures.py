@@ -279,7 +279,7 @@ def draw_phase(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]:
         ax.set_xlabel("step", fontsize=8)
     for ax in axes[:, 0]:
         ax.set_ylabel("ic accuracy", fontsize=8)
-    axes[0, 0].legend(fontsize=6, loc="upper left")
+    axes[-1, 0].legend(fontsize=6, loc="center left")  # the lowest B: its curves stay low
     fig.suptitle(f"ICL (ic) over training in every cell, one line per seed; dotted: the budget ({steps:,})", fontsize=9)
     fig.tight_layout()
     written += save_figure(fig, Path(out), "phase_curves", formats)
