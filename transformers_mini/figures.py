@@ -224,20 +224,22 @@ def draw_phase(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]:
     cfg = read_json(Path(results) / "config.json")
     rows = read_csv(Path(results) / "phase.csv")
     Bs, eps = cfg["grid"]["B"], cfg["grid"]["epsilon"]
-    cols = list(dict.fromkeys(r["arm"] for r in rows if r["arm"].startswith("amicl")))
-    cols += [a for a in cfg["run"]["arms"]]
+    memory_arms = list(dict.fromkeys(r["arm"] for r in rows if r["arm"].startswith("amicl")))
+    arms = list(cfg["run"]["arms"])
+    cols = memory_arms + arms
+
+    def cell_mean(which: list[str], B: int, e: float, test_set: str) -> float:
+        """Mean accuracy over the rows of arms ``which`` in cell (B, e); NaN where there are none."""
+        v = [float(r[test_set]) for r in rows if r["arm"] in which and int(r["B"]) == B and float(r["epsilon"]) == e]
+        return float(np.mean(v)) if v else np.nan
+
     fig, axes = plt.subplots(2, len(cols), figsize=(2.9 * len(cols), 5.4), squeeze=False)
     for i, test_set in enumerate(("ic", "ic2")):
         for j, arm in enumerate(cols):
             grid = np.full((len(Bs), len(eps)), np.nan)
             for a, B in enumerate(Bs):
                 for b, e in enumerate(eps):
-                    v = [
-                        float(r[test_set])
-                        for r in rows
-                        if r["arm"] == arm and int(r["B"]) == B and float(r["epsilon"]) == e
-                    ]
-                    grid[a, b] = np.mean(v) if v else np.nan
+                    grid[a, b] = cell_mean([arm], B, e, test_set)
             ax = axes[i, j]
             ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", origin="lower", aspect="auto")
             for (a, b), v in np.ndenumerate(grid):
@@ -256,7 +258,6 @@ def draw_phase(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]:
     # phase_curves: per cell, every member's ic accuracy over training, the memory's as a line
     fig, axes = plt.subplots(len(Bs), len(eps), figsize=(2.8 * len(eps), 2.2 * len(Bs)), sharex=True, sharey=True)
     axes = np.asarray(axes).reshape(len(Bs), len(eps))
-    arms = list(cfg["run"]["arms"])
     for a, B in enumerate(Bs):
         for b, e in enumerate(eps):
             ax = axes[len(Bs) - 1 - a, b]  # B grows upwards, as in phase.*
@@ -266,11 +267,9 @@ def draw_phase(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]:
                     mine = [r for r in history if r["arm"] == arm and int(r["seed"]) == seed]
                     ax.plot([int(r["step"]) for r in mine], [float(r["ic"]) for r in mine], color=f"C{k}", lw=0.9)
                 ax.plot([], [], color=f"C{k}", label=arm)
-            memory = [
-                float(r["ic"]) for r in rows if r["arm"] not in arms and int(r["B"]) == B and float(r["epsilon"]) == e
-            ]
-            if memory:
-                ax.axhline(np.mean(memory), color="k", ls="--", lw=0.8, label="AMICL memory")
+            memory = cell_mean(memory_arms, B, e, "ic")
+            if not np.isnan(memory):
+                ax.axhline(memory, color="k", ls="--", lw=0.8, label="AMICL memory")
             ax.axhline(B / cfg["run"]["task"]["N"], color="0.5", ls="-.", lw=0.6, label="copy a context label (B/N)")
             ax.axvline(steps, color="0.6", ls=":", lw=0.8)
             ax.set_title(f"B={B}, epsilon={e:g}", fontsize=8)
