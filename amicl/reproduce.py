@@ -2,7 +2,7 @@
 
 Each experiment is a sweep saved in its own folder; a folder that already holds config.json is
 complete and is skipped, so an interrupted reproduction resumes where it stopped. The comparison
-with the published values (notebook outputs and figures, ``shared/reference/amicl-paper.md`` sec. 1)
+with the published values (notebook outputs and figures, ``docs/reference.md`` sec. 1)
 is written to comparison.csv / comparison.md and printed.
 """
 

@@ -47,8 +47,26 @@ def test_add_refuses_what_is_not_a_run(tmp_path, root):
     (tmp_path / "x").mkdir()
     r = run("artifacts", "add", "x", tmp_path / "x", "--files", "base.pt")
     assert r.exit_code == 2 and "has no config.json" in r.stderr
-    r = run("artifacts", "add", "../x", tmp_path / "x", "--files", "base.pt")
-    assert r.exit_code == 2 and "plain words" in r.stderr
+    for bad in ("../x", "manifest.json", "x" * 300, ".hidden", ""):
+        r = run("artifacts", "add", bad, tmp_path / "x", "--files", "base.pt")
+        assert r.exit_code == 2 and "plain words" in r.stderr and len(r.stderr.strip().splitlines()) == 1, bad
+
+
+def test_add_never_overwrites_an_artifact_or_reads_outside_the_run(tmp_path, root):
+    assert run("namm", "train-base", *TINY_BASE, "--out", tmp_path / "base").exit_code == 0
+    assert run("artifacts", "add", "b", tmp_path / "base", "--files", "base.pt").exit_code == 0
+    before = {p.name: p.read_bytes() for p in (root / "b").iterdir()}, (root / "manifest.json").read_bytes()
+    r = run("artifacts", "add", "b", tmp_path / "base", "--files", "base.pt")
+    assert r.exit_code == 2 and "already exists" in r.stderr
+    r = run("artifacts", "add", "c", tmp_path / "base", "--files", "../base/base.pt")
+    assert r.exit_code == 2 and "inside the run folder" in r.stderr and not (root / "c").exists()
+    assert ({p.name: p.read_bytes() for p in (root / "b").iterdir()}, (root / "manifest.json").read_bytes()) == before
+
+
+def test_the_recorded_command_holds_no_machine_path():
+    argv = ["/x/.venv/bin/amicl", "namm", "evolve", "--base", "/runs/base", "--out", "/runs/evo", "--resume"]
+    assert artifacts.relative_command(argv) == "amicl namm evolve --base ../base --out . --resume"
+    assert artifacts.relative_command([]) is None
 
 
 def test_a_trained_toy_ships_and_reproduces_its_history(tmp_path, root):

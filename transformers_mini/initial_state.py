@@ -1,8 +1,8 @@
 """What a toy model looks like at step 0, per seed: the covariates that may decide when ICL appears.
 
 Seeds differ in take-off time far more than arms do (results/streams), and the official code's seeds
-are known to differ in their third MLP layer's scalar bias and activity (shared/reference,
-lm-ioi-probes-scale.md sec. 6). Recorded per seed, on a fixed batch drawn from the seed's own task
+are known to differ in their third MLP layer's scalar bias and activity (docs/reference.md
+sec. 5). Recorded per seed, on a fixed batch drawn from the seed's own task
 by a stream that training never uses (spawn key 4):
 
 - ``init_b1..b3``: the MLP layers' scalar biases;

@@ -38,7 +38,7 @@ def toy_init(config: ToyConfig, generator: torch.Generator) -> dict[str, torch.T
     }
     if c.init == "official":
         # The official JAX init splits 4 keys and reads keys[4] and keys[5], which clamp to keys[3]
-        # (shared/reference/lm-ioi-probes-scale.md sec. 6): the second and third scalar biases are one
+        # (docs/reference.md sec. 5): the second and third scalar biases are one
         # draw, b2 = b3, and on jax >= 0.5 (partitionable threefry: element i of any shape drawn from a
         # key is the i-th normal of that key) the readout is the third layer's first d x n_labels
         # entries in row-major order, rescaled from variance 2/d to 1/d. The marginals are unchanged.

@@ -27,7 +27,7 @@ probe set (the ``ic`` test: novel classes, bursty contexts, only in-context lear
   about 1/sqrt(d). The V stream adds x W_v1 to layer 2's values outside these weights, so it shows in
   the attention probes, not here.
 
-Sources: shared/reference/lm-ioi-probes-scale.md sec. 4 (Olsson et al. 2022, Elhage et al. 2021,
+Sources: docs/reference.md sec. 4 (Olsson et al. 2022, Elhage et al. 2021,
 Reddy 2024, Ramsauer et al. 2020).
 """
 

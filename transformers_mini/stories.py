@@ -19,8 +19,8 @@ import numpy as np
 
 from amicl.common.validate import check_choice, check_int
 
-# Single-token first names in GPT-2's vocabulary with a leading space (shared/reference sec. 2 lists the
-# first 19); the story world and the IOI prompts share them, as the IOI set shares its names with GPT-2's.
+# Single-token first names in GPT-2's vocabulary with a leading space (docs/reference.md sec. 2 lists
+# the first 19); the story world and the IOI prompts share them, as the IOI set shares its names with GPT-2's.
 GIRLS = ("Mary", "Lily", "Sue", "Anna", "Lucy", "Kate", "Emma", "Mia", "Zoe", "Sara", "Daisy", "Amy",
          "Emily", "Alice", "Rose", "Grace", "Helen", "Jane", "Lisa", "Kim", "Eva", "Ruth", "Nora", "Beth")  # fmt: skip
 BOYS = ("John", "Ben", "Tom", "Tim", "Max", "Sam", "Jack", "Jake", "James", "Dan", "Bob", "Joe",

@@ -9,6 +9,8 @@ sha256, the command and the commit that made it; a file that does not match is r
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -16,6 +18,10 @@ from amicl.common.io import DamagedFile, read_json, write_json
 
 PREFIX = "builtin:"
 ROOT = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def sha256(path: Path) -> str:
@@ -68,29 +74,59 @@ def ship(src: Path, dst: Path) -> None:
     save(dst, state)
 
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def check_name(name: str) -> str:
+    """An artifact name: a plain word of letters, digits, '-' and '_' (at most 64), so a folder of its own."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ValueError(f"artifact names are plain words (letters, digits, '-', '_'; at most 64), got {name!r}")
+    return name
+
+
+def relative_command(argv: list[str]) -> str | None:
+    """A run's command as a user would retype it: ``amicl`` for the executable and every absolute path
+    relative to the run's own ``--out`` folder (so no machine's paths are recorded)."""
+    if not argv:
+        return None
+    args = list(argv[1:])
+    out = args[args.index("--out") + 1] if "--out" in args[:-1] else None
+    if out is not None:
+        args = [os.path.relpath(a, out) if os.path.isabs(a) else a for a in args]
+    return " ".join(["amicl", *args])
+
+
 def add(name: str, run: Path, files: list[str], root: Path | None = None) -> dict:
-    """Copy ``files`` of the finished run folder ``run`` into the artifact ``name`` and record them."""
+    """Copy ``files`` of the finished run folder ``run`` into the new artifact ``name`` and record them.
+
+    Refuses (``ValueError``) a name that is not a plain word or that is taken (built-in artifacts are
+    never overwritten), and a file that is not a plain file name inside ``run``.
+    """
     run, root = Path(run), root or ROOT
-    if not name or "/" in name or name.startswith("."):
-        raise ValueError(f"artifact names are plain words, got {name!r}")
-    if "config.json" not in files:
-        files = ["config.json", *files]
+    check_name(name)
+    entries = manifest(root)
+    if name in entries or (root / name).exists():
+        raise ValueError(f"builtin:{name} already exists; artifacts are never overwritten, choose another name")
+    files = list(dict.fromkeys(["config.json", *files]))
+    for f in files:
+        if Path(f).name != f or f.startswith("."):
+            raise ValueError(f"--files names files inside the run folder, got {f!r}")
     missing = [f for f in files if not (run / f).is_file()]
     if missing:
         raise ValueError(f"{run} has no {missing[0]}")
     cfg = read_json(run / "config.json")
-    folder = root / name
-    folder.mkdir(parents=True, exist_ok=True)
     entry = {
         "kind": cfg.get("kind"),
-        "command": " ".join(cfg.get("argv", [])) or None,
+        "command": relative_command(cfg.get("argv", [])),
         "commit": cfg.get("git_sha"),
+        "version": (cfg.get("versions") or {}).get("amicl"),
         "files": {},
     }
+    folder = root / name
+    folder.mkdir(parents=True)
     for f in files:
         ship(run / f, folder / f)
         entry["files"][f] = {"bytes": (folder / f).stat().st_size, "sha256": sha256(folder / f)}
-    entries = manifest(root)
     entries[name] = entry
     write_json(root / "manifest.json", {"artifacts": entries})
     return entry
