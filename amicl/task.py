@@ -8,7 +8,7 @@
    class means and labels redrawn every trial, no positional code, the last token zero.
 
 Both produce ``Episodes`` (content tokens, the label id of every token, the target), which is what the
-associative-memory model in ``amicl.memory`` reads, so the memory theory and the Transformer can be
+associative-memory model in ``amicl.memory.hopfield`` reads, so the memory theory and the Transformer can be
 scored on the very same sequences (``episodes_from_batch``).
 """
 

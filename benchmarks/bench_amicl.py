@@ -16,9 +16,9 @@ import time
 
 import numpy as np
 
-from amicl import reference
 from amicl.common.io import run_metadata, write_json
-from amicl.memory import MemoryConfig, retrieve
+from amicl.memory import reference
+from amicl.memory.hopfield import MemoryConfig, retrieve
 from amicl.task import EpisodeConfig, sample_episodes
 
 
@@ -71,8 +71,8 @@ def end_to_end(D: int, T: int, trials: int, threads: int, min_seconds: float, re
     the RNG limit measured in the same run: NumPy's normals/s x threads / normals per episode."""
     import numba
 
-    from amicl.kernels import stream_normals_kernel
-    from amicl.streaming import _tables, score_stream
+    from amicl.memory.kernels import stream_normals_kernel
+    from amicl.memory.streaming import _tables, score_stream
 
     numba.set_num_threads(threads)
     cfg, mem = EpisodeConfig(D=D, T=T, K=512), MemoryConfig(a=2.0)

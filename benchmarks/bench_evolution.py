@@ -25,7 +25,7 @@ from evolution.policies import NAMM
 from evolution.rollout import rollout
 from evolution.scorers import BAM
 from evolution.tasks import sample
-from transformers_mini.model import GPT
+from transformers_mini.core.model import GPT
 
 
 def timed(fn):

@@ -20,8 +20,8 @@ import torch
 from bench_train import best_rate, gpt_step_flops, matmul_peak
 
 from amicl.common.io import run_metadata, write_json
-from transformers_mini.lm import LMTrainer, pad_batch
-from transformers_mini.lm_config import LMConfig
+from transformers_mini.lm.config import LMConfig
+from transformers_mini.lm.train import LMTrainer, pad_batch
 
 
 def arm(stream: str, model: str, batch: int, steps: int, repeats: int, folder: Path) -> dict:

@@ -17,9 +17,9 @@ import torch
 
 from amicl.common.io import run_metadata, write_json
 from amicl.task import TaskConfig
-from transformers_mini.config import ToyConfig, TrainConfig, parse_arm
-from transformers_mini.run import Run
-from transformers_mini.train import Trainer
+from transformers_mini.core.config import ToyConfig, TrainConfig, parse_arm
+from transformers_mini.toy.run import Run
+from transformers_mini.toy.train import Trainer
 
 DEVICE = "cpu"  # --device sets it
 

@@ -27,7 +27,7 @@ from amicl.common.runs import expect_run, train_with_evals
 from amicl.common.validate import RunStopped
 from evolution.config import BaseConfig
 from evolution.tasks import ANSWER, sample
-from transformers_mini.model import GPT
+from transformers_mini.core.model import GPT
 
 
 def answer_logits(model: GPT, tokens: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from amicl.common.cli import (
     threads_option,
 )
 from evolution.config import MASKS, METRICS, POLICIES, SCORERS, BaseConfig, EvalConfig, EvolveConfig
-from transformers_mini.config import PRECISIONS, GPTConfig
+from transformers_mini.core.config import PRECISIONS, GPTConfig
 
 BASE_MODEL = BaseConfig().model
 RUN_FOLDER = click.Path(file_okay=False)
@@ -82,7 +82,7 @@ def train_base(stream, device, threads, out, resume, **kw):
 
     from amicl.common.cli import set_torch_threads
     from amicl.common.runs import claim_run_folder
-    from transformers_mini.config import parse_arm
+    from transformers_mini.core.config import parse_arm
 
     model = replace(BASE_MODEL, **given(kw, ("n_layer", "d_model", "n_head", "n_kv_head", "token_shift")))
     if stream is not None:
@@ -98,7 +98,7 @@ def train_base(stream, device, threads, out, resume, **kw):
     with claim_run_folder(out, "namm-base", resume, marker="base.pt"):
         set_torch_threads(threads)
         from evolution.base import BaseTrainer
-        from transformers_mini.train import resolve_device
+        from transformers_mini.core.device import resolve_device
 
         trainer = BaseTrainer(cfg, resolve_device(device))
         if resume:
@@ -171,7 +171,7 @@ def evolve(base_dir, full_cma, device, threads, executor, workers, scheduler, ou
         from evolution.evolve import Evolution
 
         with where.open() as pool:
-            from transformers_mini.train import resolve_device
+            from transformers_mini.core.device import resolve_device
 
             run = Evolution(cfg, load_base(base_dir, resolve_device(device)), executor=pool)
             if resume:
@@ -235,7 +235,7 @@ def eval_cmd(base_dir, policy, namm_dir, budget, budget_fraction, match_dir, dev
         expect_run(namm_dir, "namm-evolve", "--namm")
     with claim_run_folder(out, "namm-eval"):
         set_torch_threads(threads)
-        from transformers_mini.train import resolve_device
+        from transformers_mini.core.device import resolve_device
 
         rows = evaluate_policy(
             Path(base_dir), cfg, Path(out), Path(namm_dir) if namm_dir else None, resolve_device(device)

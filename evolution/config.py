@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from amicl.common.registry import Registry
 from amicl.common.validate import check_choice, check_float, check_int, config_from_dict
 from evolution.tasks import TASKS
-from transformers_mini.config import PRECISIONS, GPTConfig
+from transformers_mini.core.config import PRECISIONS, GPTConfig
 
 # Memory policies: ``POLICIES[name](n_up, budget)`` for the training-free ones; ``namm`` also needs a
 # scorer, its parameters and normalisation statistics (``evolution.evaluate.load_namm``).

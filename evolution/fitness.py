@@ -21,7 +21,7 @@ from evolution.rollout import rollout
 from evolution.scorers import Scorer
 from evolution.spectrogram import NormStats
 from evolution.tasks import Prompts
-from transformers_mini.model import GPT
+from transformers_mini.core.model import GPT
 
 
 def prompt_scores(model: GPT, tokens: np.ndarray, answer: np.ndarray, policy, metric: str):

@@ -18,7 +18,7 @@ import torch
 from amicl.common.validate import check_int
 from evolution.scorers import Scorer
 from evolution.spectrogram import HOP, N_FFT, NormStats, age_embedding, attention_spectrogram, ema_frames
-from transformers_mini.attention import KVCache
+from transformers_mini.core.attention import KVCache
 
 CARRY = N_FFT - HOP  # attention values carried over from the previous window
 

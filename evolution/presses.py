@@ -20,7 +20,7 @@ import torch
 
 from amicl.common.validate import check_float, check_int
 from evolution.policies import MemoryPolicy, _aligned
-from transformers_mini.attention import KVCache
+from transformers_mini.core.attention import KVCache
 
 
 class TOVA(MemoryPolicy):

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from transformers_mini.attention import KVCache
-from transformers_mini.model import GPT
+from transformers_mini.core.attention import KVCache
+from transformers_mini.core.model import GPT
 
 
 @dataclass

@@ -43,8 +43,8 @@ def test_toy_training_on_cuda_matches_the_cpu(tmp_path):
 def test_policies_keep_the_same_tokens_on_cuda(policy):
     from evolution.config import POLICIES
     from evolution.rollout import rollout
-    from transformers_mini.config import GPTConfig
-    from transformers_mini.model import GPT
+    from transformers_mini.core.config import GPTConfig
+    from transformers_mini.core.model import GPT
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=32, block_size=256, n_layer=2, n_head=4, n_kv_head=2, d_model=32, pos="rotary"))

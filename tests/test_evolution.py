@@ -8,9 +8,9 @@ from evolution.presses import TOVA, KeyDiff, PyramidKV, SnapKV, pyramid_budgets
 from evolution.rollout import rollout
 from evolution.scorers import BAM, MLPScorer
 from evolution.spectrogram import NormStats, age_embedding, attention_spectrogram, ema_frames
-from transformers_mini.attention import KVCache
-from transformers_mini.config import GPTConfig
-from transformers_mini.model import GPT
+from transformers_mini.core.attention import KVCache
+from transformers_mini.core.config import GPTConfig
+from transformers_mini.core.model import GPT
 
 torch.set_num_threads(1)
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from amicl import reference
-from amicl.memory import SEPARATIONS, SIMILARITIES, MemoryConfig, retrieve
+from amicl.memory import reference
+from amicl.memory.hopfield import SEPARATIONS, SIMILARITIES, MemoryConfig, retrieve
 from amicl.task import EpisodeConfig, Episodes, ICLTask, TaskConfig, episodes_from_batch, sample_episodes
 
 COMBOS = [

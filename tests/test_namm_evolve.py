@@ -7,8 +7,8 @@ from evolution.evolve import Evolution, EvolveConfig
 from evolution.fitness import evaluate_population, gather_norm_stats, reference_scores
 from evolution.scorers import BAM
 from evolution.tasks import sample
-from transformers_mini.config import GPTConfig
-from transformers_mini.model import GPT
+from transformers_mini.core.config import GPTConfig
+from transformers_mini.core.model import GPT
 
 torch.set_num_threads(1)
 TINY_GPT = GPTConfig(vocab_size=256, block_size=512, n_layer=2, n_head=4, n_kv_head=2, d_model=32, pos="rotary")

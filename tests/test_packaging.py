@@ -12,7 +12,7 @@ def readme_commands():
 def test_ci_runs_exactly_the_readme_test_command():
     main_job, tests = readme_commands()
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
-    assert ci[-1] == tests
+    assert tests in ci
     assert "torch==2.13.0" in main_job and "torch==2.13.0" in tests
     assert "amicl reproduce" in main_job
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from amicl.memory import MemoryConfig, retrieve
+from amicl.memory.hopfield import MemoryConfig, retrieve
 from amicl.task import ICLTask, TaskConfig, episodes_from_batch
-from transformers_mini.config import ToyConfig
-from transformers_mini.model import ToyTransformer
-from transformers_mini.probes import (
+from transformers_mini.core.config import ToyConfig
+from transformers_mini.core.model import ToyTransformer
+from transformers_mini.toy.probes import (
     PROBES,
     agreement,
     amicl_scores,

@@ -9,9 +9,9 @@ from amicl.common.registry import Registry
 from evolution.config import POLICIES, SCORERS
 from evolution.rollout import rollout
 from evolution.tasks import TASKS, sample
-from transformers_mini.attention import KVCache
-from transformers_mini.config import STREAMS, GPTConfig, StreamConfig, ToyConfig
-from transformers_mini.model import GPT, ToyTransformer
+from transformers_mini.core.attention import KVCache
+from transformers_mini.core.config import STREAMS, GPTConfig, StreamConfig, ToyConfig
+from transformers_mini.core.model import GPT, ToyTransformer
 
 torch.set_num_threads(1)
 
@@ -105,10 +105,10 @@ def _choices(command, option: str) -> tuple:
 
 
 def test_cli_choices_are_the_registries():
-    from amicl.cli import memory
-    from amicl.reference import SEP_CODES, SIM_CODES
+    from amicl.memory.cli import memory
+    from amicl.memory.reference import SEP_CODES, SIM_CODES
     from evolution.cli import eval_cmd, evolve
-    from transformers_mini.cli import train_cmd
+    from transformers_mini.toy.cli import train_cmd
 
     assert _choices(eval_cmd, "policy") == POLICIES.names
     assert _choices(evolve, "scorer") == SCORERS.names

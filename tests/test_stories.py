@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from transformers_mini.stories import (
+from transformers_mini.lm.stories import (
     IOI_OBJECTS,
     IOI_PLACES,
     IOI_TEMPLATES,

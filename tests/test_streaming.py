@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from scipy.stats import kstest, norm
 
-from amicl import reference
-from amicl.memory import SEPARATIONS, SIMILARITIES, MemoryConfig, retrieve
-from amicl.streaming import score_stream, stream_episodes, stream_key
+from amicl.memory import reference
+from amicl.memory.hopfield import SEPARATIONS, SIMILARITIES, MemoryConfig, retrieve
+from amicl.memory.streaming import score_stream, stream_episodes, stream_key
 from amicl.task import EpisodeConfig, sample_episodes
 
 
@@ -65,7 +65,7 @@ def test_results_do_not_depend_on_threads_or_chunking():
 def test_ziggurat_moments_over_a_million_draws():
     """Mean, variance and fourth moment of 10^6 draws within 4 standard errors of N(0, 1)'s (a table
     error of 0.8% in the variance, which a KS test on 2e5 draws passes, fails here)."""
-    from amicl.kernels import stream_normals_kernel
+    from amicl.memory.kernels import stream_normals_kernel
 
     z = stream_normals_kernel(np.uint64(stream_key(9)), 1_000_000, *reference.ziggurat_tables())
     n = z.size

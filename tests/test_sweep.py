@@ -5,8 +5,8 @@ import pytest
 
 from amicl.common.parallel import InProcessExecutor, make_executor, run_tasks
 from amicl.common.stats import binomial_ci
-from amicl.memory import MemoryConfig
-from amicl.sweep import RunSpec, SweepResult, parse_grid, sweep
+from amicl.memory.hopfield import MemoryConfig
+from amicl.memory.sweep import RunSpec, SweepResult, parse_grid, sweep
 from amicl.task import EpisodeConfig, TaskConfig
 
 SMALL = RunSpec(MemoryConfig(), EpisodeConfig(K=50, D=30, T=12), trials=300)

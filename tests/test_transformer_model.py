@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from amicl.task import ICLTask, TaskConfig
-from transformers_mini.attention import KVCache, attend, attend_causal_fused
-from transformers_mini.config import GPTConfig, StreamConfig, ToyConfig, TrainConfig
-from transformers_mini.model import GPT, Block, ToyTransformer, toy_init
+from transformers_mini.core.attention import KVCache, attend, attend_causal_fused
+from transformers_mini.core.config import GPTConfig, StreamConfig, ToyConfig, TrainConfig
+from transformers_mini.core.model import GPT, Block, ToyTransformer, toy_init
 
 torch.set_num_threads(1)
 

@@ -10,12 +10,12 @@ from tiny import TINY_TOY
 from amicl.cli import amicl
 from amicl.common.io import read_csv
 from amicl.task import TaskConfig
-from transformers_mini.compare import bootstrap_arms
-from transformers_mini.config import StreamConfig, ToyConfig, TrainConfig
-from transformers_mini.model import ToyTransformer
-from transformers_mini.probes import PROBES
-from transformers_mini.run import Run, steps_to_threshold, summarise_members
-from transformers_mini.train import Trainer, TrainingDiverged
+from transformers_mini.core.config import StreamConfig, ToyConfig, TrainConfig
+from transformers_mini.core.model import ToyTransformer
+from transformers_mini.toy.compare import bootstrap_arms
+from transformers_mini.toy.probes import PROBES
+from transformers_mini.toy.run import Run, steps_to_threshold, summarise_members
+from transformers_mini.toy.train import Trainer, TrainingDiverged
 
 torch.set_num_threads(1)
 TINY = TaskConfig(K=16, L=8, N=2, Nmax=3, D=12)
@@ -101,7 +101,7 @@ def test_members_that_reached_the_threshold_retire_and_the_rest_train_on_unchang
 
 
 def test_mechanism_onsets_are_shares_of_each_probes_own_rise():
-    from transformers_mini.mechanisms import onsets
+    from transformers_mini.toy.mechanisms import onsets
 
     probe = lambda seed, step, prev, ind: {  # noqa: E731
         "arm": "V",
@@ -330,7 +330,7 @@ def test_join_pairs_separate_runs_like_one_run(tmp_path):
 def test_censored_runs_count_against_their_arm_not_dropped():
     """Seed 2's V run never reached the threshold: it is censored, so none is first on that seed and V's
     Kaplan-Meier median is not the median of the runs that did reach it."""
-    from transformers_mini.compare import paired_seed_table, survival_section
+    from transformers_mini.toy.compare import paired_seed_table, survival_section
 
     def member(arm, seed, steps):
         return {"arm": arm, "seed": seed, "steps_ic": steps, "steps_ic2": steps, "last_step": 5000}
@@ -356,7 +356,7 @@ def test_censored_runs_count_against_their_arm_not_dropped():
 
 
 def test_initial_covariates_read_the_seeds_init():
-    from transformers_mini.initial_state import initial_covariates
+    from transformers_mini.toy.initial_state import initial_covariates
 
     task = TaskConfig(K=8, L=8, N=2, Nmax=2, D=16, B=0, p_B=0.0, p_C=0.0)
     run = tiny_run(1, ("none", "V"), (0, 1), task)
@@ -383,7 +383,7 @@ def test_ablation_arms_train_side_by_side_and_pair_with_the_baseline(tmp_path):
 
 
 def test_covariate_section_ranks_a_censored_baseline_last_and_splits_slow_from_fast():
-    from transformers_mini.compare import COVARIATES, covariate_section
+    from transformers_mini.toy.compare import COVARIATES, covariate_section
 
     members = []
     for seed, (none, v) in enumerate([(1000, 900), (2000, 1500), (3000, 2000), (None, 2500)]):
@@ -425,7 +425,7 @@ def test_phase_grid_trains_every_cell_resumes_and_draws(tmp_path):
 
 
 def test_phase_budget_reads_each_member_at_that_step_or_refuses():
-    from transformers_mini.phase import budget_history
+    from transformers_mini.toy.phase import budget_history
 
     history = [{"step": str(s), "arm": a, "seed": "0", "ic": str(s / 10)} for s in (0, 2, 4) for a in ("none", "V")]
     kept = budget_history(history, 2)

@@ -15,7 +15,7 @@ import numpy as np
 from amicl.common.io import read_csv, read_json
 from amicl.common.runs import expect_run
 from amicl.task import TaskConfig
-from transformers_mini.config import ToyConfig, TrainConfig
+from transformers_mini.core.config import ToyConfig, TrainConfig
 
 
 def seed_streams(seed: int):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from amicl.common.io import atomic_write_bytes, read_csv, read_json, write_csv, write_json
-from transformers_mini.run import Run, load_history, resumable_part, seed_streams, summarise_members
+from transformers_mini.toy.run import Run, load_history, resumable_part, seed_streams, summarise_members
 
 N_BOOT = 10_000
 
@@ -62,7 +62,7 @@ def bootstrap_arms(steps: dict[str, np.ndarray], base: str = "none", seed: int =
 
 def memory_on_test_sets(run: Run, a: float = 2.0) -> list[dict]:
     """The AMICL memory (dot, argmax, one step) on each seed's very test sequences."""
-    from amicl.memory import MemoryConfig, retrieve
+    from amicl.memory.hopfield import MemoryConfig, retrieve
     from amicl.task import ICLTask, episodes_from_batch
 
     rows = []
@@ -308,7 +308,7 @@ def covariate_section(members: list[dict], arms: list[str], base: str = "none", 
 
 def with_covariates(run: Run, members: list[dict]) -> list[dict]:
     """members with every seed's initial-state covariates (``initial_state``) added to its rows."""
-    from transformers_mini.initial_state import initial_covariates
+    from transformers_mini.toy.initial_state import initial_covariates
 
     cov = {seed: initial_covariates(run, seed) for seed in run.seeds}
     return [{**r, **cov[int(r["seed"])]} if r["arm"] in run.arms else r for r in members]
@@ -362,7 +362,7 @@ def analyse(out: Path, paper_claim: float = 0.24) -> str:
     survival, survival_rows = survival_section(members, arms)
     lines += survival + paired_seed_table(members, arms) + covariate_section(members, arms)
     if (out / "probes.csv").exists():
-        from transformers_mini.mechanisms import final_probe_section, mechanism_section, onsets
+        from transformers_mini.toy.mechanisms import final_probe_section, mechanism_section, onsets
 
         probes = read_csv(out / "probes.csv")
         mech = onsets(probes, history)

@@ -21,25 +21,15 @@ from amicl.common.io import load_torch, run_metadata, save_torch, write_csv, wri
 from amicl.common.runs import drive
 from amicl.common.validate import RunStopped
 from amicl.task import ICLTask
-from transformers_mini.model import ToyTransformer
-from transformers_mini.run import Run, probe_stream, resumable_part, seed_streams, summarise_members
+from transformers_mini.core.device import resolve_device
+from transformers_mini.core.model import ToyTransformer
+from transformers_mini.toy.run import Run, probe_stream, resumable_part, seed_streams, summarise_members
 
 EVAL_CHUNK = 2000
 
 
 class TrainingDiverged(RunStopped):
     """The loss became NaN or inf; the run folder keeps its last checkpoint, if one was written."""
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when present; ``cuda`` without a GPU is an error."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda; got {device!r}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda requested but torch.cuda.is_available() is False")
-    return torch.device(device)
 
 
 class Trainer:
@@ -64,7 +54,7 @@ class Trainer:
         self.step = 0
         self.saved_step: int | None = None  # step of the last checkpoint written or loaded
         self.history: list[dict] = []
-        self.probes: list[dict] = []  # mechanistic probes per evaluation and member (transformers_mini.probes)
+        self.probes: list[dict] = []  # mechanistic probes per evaluation and member (transformers_mini.toy.probes)
         self.probe_sets = self._probe_sets()
         self._loss_sum = torch.zeros(len(run.members), device=self.device)
         self._loss_n = 0
@@ -133,7 +123,7 @@ class Trainer:
         return torch.from_numpy(np.stack([b.x for b in sets])).to(self.device), np.stack([b.classes for b in sets])
 
     def record_probes(self) -> None:
-        from transformers_mini.probes import probe_model
+        from transformers_mini.toy.probes import probe_model
 
         x, classes = self.probe_sets
         idx = self.member_seed_host

@@ -16,7 +16,7 @@ from amicl.common.cli import (
     threads_option,
 )
 from amicl.task import TaskConfig
-from transformers_mini.config import (
+from transformers_mini.core.config import (
     INITS,
     STREAM_MIXES,
     STREAM_SOURCES,
@@ -150,7 +150,7 @@ def _compare(streams, kw):
         raise click.BadParameter(str(exc), param_hint="--streams") from None
     out, resume, device, threads = Path(kw.pop("out")), kw.pop("resume"), kw.pop("device"), kw.pop("threads")
     train = TrainConfig(**given(kw, TrainConfig.__dataclass_fields__))
-    from transformers_mini.run import Run
+    from transformers_mini.toy.run import Run
 
     run = Run(arms, list(range(first, first + n)), task, train)
     run.check_ensemble()
@@ -162,8 +162,8 @@ def _compare(streams, kw):
         raise click.UsageError("--executor process or dask trains seed groups in parallel: give --group-size too")
     with claim_run_folder(out, "streams", resume, marker="checkpoint.pt"):
         set_torch_threads(threads)
-        from transformers_mini.compare import analyse
-        from transformers_mini.train import Trainer
+        from transformers_mini.toy.compare import analyse
+        from transformers_mini.toy.train import Trainer
 
         trainer = Trainer(run, device)
         if resume:
@@ -185,8 +185,8 @@ def _compare_groups(run, size, where, out: Path, resume: bool, device: str, thre
     from amicl.common.io import write_json
     from amicl.common.parallel import run_tasks
     from amicl.common.runs import claim_run_folder
-    from transformers_mini.compare import analyse, join_runs
-    from transformers_mini.train import train_group
+    from transformers_mini.toy.compare import analyse, join_runs
+    from transformers_mini.toy.train import train_group
 
     groups = [run.seeds[i : i + size] for i in range(0, len(run.seeds), size)]
     folders = [out / "groups" / f"seeds{g[0]}-{g[-1]}" for g in groups]
@@ -225,8 +225,8 @@ def phase_cmd(
     from amicl.common.cli import comma_list, set_torch_threads
     from amicl.common.parallel import ExecutorSpec
     from amicl.common.runs import claim_run_folder
-    from transformers_mini.phase import cell_runs, run_phase
-    from transformers_mini.run import Run
+    from transformers_mini.toy.phase import cell_runs, run_phase
+    from transformers_mini.toy.run import Run
 
     task = TaskConfig()
     try:
@@ -258,7 +258,7 @@ def evaluate_cmd(run, device, threads, out):
     from amicl.common.cli import set_torch_threads
     from amicl.common.io import run_metadata, write_csv, write_json
     from amicl.common.runs import claim_run_folder
-    from transformers_mini.train import evaluate_checkpoint
+    from transformers_mini.toy.train import evaluate_checkpoint
 
     with claim_run_folder(out, "streams-eval", False):
         set_torch_threads(threads)
@@ -283,7 +283,7 @@ def evaluate_cmd(run, device, threads, out):
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for the joined results.")
 def join_cmd(parts, out):
     """Analyse runs made separately on the same seeds (e.g. none,V and K,Q) as one paired comparison."""
-    from transformers_mini.compare import analyse, join_runs
+    from transformers_mini.toy.compare import analyse, join_runs
 
     join_runs(Path(out), [Path(p) for p in parts])
     click.echo(analyse(Path(out)))
@@ -295,7 +295,7 @@ def join_cmd(parts, out):
 @click.option("--format", "formats", default="png,pdf")
 def figures_streams(results, out, formats):
     """Learning curves with seed bands and the steps-to-threshold distribution of a comparison."""
-    from transformers_mini.figures import draw_streams
+    from transformers_mini.toy.figures import draw_streams
 
     out = Path(out) if out else Path(results) / "figures"
     for p in draw_streams(Path(results), out, tuple(f.strip() for f in formats.split(",") if f.strip())):
@@ -310,7 +310,7 @@ def figures_phase(results, out, formats):
     """Theory vs network accuracy over the grid of a 'transformer phase' run."""
     from amicl.common.cli import comma_list
     from amicl.common.runs import RunFolderError, expect_run
-    from transformers_mini.figures import draw_phase
+    from transformers_mini.toy.figures import draw_phase
 
     expect_run(results, "theory-phase", "RESULTS")
     if not (Path(results) / "phase.csv").exists():

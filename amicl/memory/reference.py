@@ -1,6 +1,6 @@
 """Plain-NumPy reference of every AMICL kernel, vectorised over episodes: the executable specification.
 
-``amicl.kernels`` must agree with these functions to rtol 1e-10 in float64 (tests/test_kernels.py).
+``amicl.memory.kernels`` must agree with these functions to rtol 1e-10 in float64 (tests/test_kernels.py).
 Nothing here is tuned for speed beyond vectorising over the episode axis.
 
 Notation (AMICL notebook; Ramsauer et al. 2020; Millidge et al. 2022, "Universal Hopfield Networks"):
@@ -140,7 +140,7 @@ def retrieve_single_loop(tokens, token_labels, decoy, a: float) -> int:
 
 
 # ------------------------------------------------------------------------------------------------
-# The streaming generator's random numbers, in plain Python: the specification ``amicl.kernels``'
+# The streaming generator's random numbers, in plain Python: the specification ``amicl.memory.kernels``'
 # streaming kernels must reproduce draw for draw (tests/test_streaming.py).
 
 MASK64 = (1 << 64) - 1

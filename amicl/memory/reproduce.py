@@ -79,8 +79,8 @@ PUBLISHED = [
 
 def run_experiments(out: Path, trials: int, seed: int, where=None, only=None, echo=click.echo) -> None:
     from amicl.common.parallel import ExecutorSpec
-    from amicl.memory import MemoryConfig
-    from amicl.sweep import DATA_KINDS, RunSpec, sweep
+    from amicl.memory.hopfield import MemoryConfig
+    from amicl.memory.sweep import DATA_KINDS, RunSpec, sweep
 
     with (where or ExecutorSpec()).open() as ex:
         for name, (kind, mem, data, grid) in EXPERIMENTS.items():
@@ -95,7 +95,7 @@ def run_experiments(out: Path, trials: int, seed: int, where=None, only=None, ec
 
 def comparison(out: Path) -> list[dict]:
     """Rows comparing each published value with the measured accuracy and its 95% interval."""
-    from amicl.sweep import SweepResult
+    from amicl.memory.sweep import SweepResult
 
     rows = []
     cache = {}
@@ -186,7 +186,7 @@ def reproduce_amicl(out, trials, seed, executor, workers, scheduler, only):
 
 
 def _reproduce(root: Path, trials: int, seed: int, where, only) -> None:
-    from amicl.figures import draw_all, save_matrices
+    from amicl.memory.figures import draw_all, save_matrices
 
     run_experiments(root, trials, seed, where, only)
     if not (root / "matrices" / "config.json").exists():

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from amicl.common.io import atomic_write_bytes, read_csv, read_json, run_metadata, write_csv, write_json
-from transformers_mini.run import Run, resumable_part, summarise_members
+from transformers_mini.toy.run import Run, resumable_part, summarise_members
 
 SETS = ("ic", "ic2", "iw")
 
@@ -45,7 +45,7 @@ def train_cells(out: Path, runs: dict[str, Run], device: str, executor=None, thr
     """Train (or finish) every cell, each in ``out/cells/NAME``, as tasks of ``executor`` (default: in
     turn, in this process); cells are independent, so the numbers do not depend on what trains them."""
     from amicl.common.parallel import run_tasks
-    from transformers_mini.train import train_group
+    from transformers_mini.toy.train import train_group
 
     tasks = [(run.to_dict(), str(out / "cells" / name), device, threads) for name, run in runs.items()]
     run_tasks(train_group, tasks, executor, desc="phase cells")
@@ -65,7 +65,7 @@ def budget_history(history: list[dict], steps: int, name: str = "cell") -> list[
 
 def summarise(out: Path, runs: dict[str, Run]) -> list[dict]:
     """phase.csv rows: per cell, arm and seed the final accuracies (and the memory's on the same sets)."""
-    from transformers_mini.compare import memory_on_test_sets
+    from transformers_mini.toy.compare import memory_on_test_sets
 
     rows = []
     for name, run in runs.items():

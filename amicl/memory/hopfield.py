@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from amicl import reference
 from amicl.common.validate import check_choice, check_float, check_int, config_from_dict
+from amicl.memory import reference
 from amicl.task import Episodes
 
 SIMILARITIES = tuple(reference.SIM_CODES)
@@ -111,7 +111,7 @@ def retrieve(episodes: Episodes, config: MemoryConfig = MemoryConfig(), backend:
             tokens, labels, decoy, bank, c.a, c.similarity, c.separation, c.beta, c.n, c.max_iter, c.tol
         )
     else:
-        from amicl.kernels import retrieve_kernel
+        from amicl.memory.kernels import retrieve_kernel
 
         use_bank = bank is not None
         bank_arr = np.ascontiguousarray(bank if use_bank else np.zeros((1, tokens.shape[2])), dtype=np.float64)

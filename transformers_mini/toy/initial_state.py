@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from amicl.task import ICLTask
-from transformers_mini.run import Run, seed_streams
+from transformers_mini.toy.run import Run, seed_streams
 
 PROBE_BATCH = 512
 
@@ -27,8 +27,8 @@ PROBE_BATCH = 512
 @torch.no_grad()
 def initial_covariates(run: Run, seed: int, batch: int = PROBE_BATCH) -> dict:
     """The covariates of ``seed``'s initial model under ``run``'s task (any arm: the init is shared)."""
-    from transformers_mini.config import StreamConfig
-    from transformers_mini.model import ToyTransformer
+    from transformers_mini.core.config import StreamConfig
+    from transformers_mini.core.model import ToyTransformer
 
     arm = next(iter(run.arms.values()))
     base = type(arm).from_dict({**arm.to_dict(), "stream": StreamConfig().to_dict()})

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from amicl.common.validate import check_choice, check_float, check_int, config_from_dict
-from transformers_mini.config import PRECISIONS, GPTConfig, StreamConfig
+from transformers_mini.core.config import PRECISIONS, GPTConfig, StreamConfig
 
 MODELS = {
     "cpu": GPTConfig(vocab_size=4096, block_size=256, n_layer=4, n_head=4, d_model=128, pos="learned", scale=False,

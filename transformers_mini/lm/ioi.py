@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from transformers_mini.stories import IOIPrompt
+from transformers_mini.lm.stories import IOIPrompt
 
 METRICS = ("p_io", "p_s", "logit_diff", "correct", "p_names")
 
@@ -115,9 +115,9 @@ def _versus(arm: dict) -> str:
 
 def markdown(summary: list[dict], arms: list[dict], per_template: list[dict]) -> str:
     lines = [
-        "IOI on the package's frames (names, places and objects never seen in training); P(IO): probability of the",
-        "right name at the next token (the AMICL paper's metric; it reports ~7% -> ~41% for its 8M models on",
-        "TinyStories, baseline -> V-pass); mean [95% bootstrap interval over prompts].",
+        "IOI on the package's frames (places and objects never seen in training; the names are the stories');",
+        "P(IO): probability of the right name at the next token (the AMICL paper's metric; it reports ~7% -> ~41%",
+        "for its 8M models on TinyStories, baseline -> V-pass); mean [95% bootstrap interval over prompts].",
         "",
         "| run | arm | seed | prompts | n | P(IO) | P(S) | logit diff | IO > S | P(IO)+P(S) |",
         "|---|---|---|---|---|---|---|---|---|---|",

@@ -19,7 +19,7 @@ import numpy as np
 from amicl.common.io import read_json, run_metadata, write_csv, write_json, write_npz
 from amicl.common.stats import binomial_ci
 from amicl.common.validate import check_choice, check_int
-from amicl.memory import MemoryConfig, retrieve
+from amicl.memory.hopfield import MemoryConfig, retrieve
 from amicl.task import TEST_SETS, EpisodeConfig, ICLTask, TaskConfig, episodes_from_batch, sample_episodes
 
 DATA_KINDS = {"episodes": EpisodeConfig, "reddy": TaskConfig}
@@ -155,7 +155,7 @@ def run_chunk(spec_dict: dict, seed: int, chunk: int, size: int) -> np.ndarray:
     """Score ``size`` trials of chunk number ``chunk``; returns (size,) bool correct (worker task)."""
     spec = RunSpec.from_dict(spec_dict)
     if spec.engine == "stream":  # episodes chunk * STREAM_CHUNK onward of the seed's stream
-        from amicl.streaming import score_stream
+        from amicl.memory.streaming import score_stream
 
         return score_stream(spec.data, spec.memory, size, seed, first=chunk * STREAM_CHUNK)
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1, chunk)))

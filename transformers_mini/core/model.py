@@ -14,8 +14,8 @@ import math
 import torch
 from torch import nn
 
-from transformers_mini.attention import KVCache, attend, attend_causal_fused, mix_stream
-from transformers_mini.config import STREAMS, GPTConfig, ToyConfig
+from transformers_mini.core.attention import KVCache, attend, attend_causal_fused, mix_stream
+from transformers_mini.core.config import STREAMS, GPTConfig, ToyConfig
 
 _PROJ = {"Q": 0, "K": 1, "V": 2}
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from amicl.common.io import read_json, run_metadata, save_figure, write_json, write_npz
 from amicl.common.runs import run_kind
-from amicl.memory import MemoryConfig
+from amicl.memory.hopfield import MemoryConfig
 from amicl.task import EpisodeConfig
 
 SIMS = ("dot", "pearson", "euclidean", "manhattan")
@@ -29,7 +29,7 @@ def save_matrices(
     seed: int = 0,
 ):
     """Score matrices sim(m_i, m_j) of one notebook episode for every similarity -> matrices.npz."""
-    from amicl.memory import score_matrix
+    from amicl.memory.hopfield import score_matrix
     from amicl.task import sample_episodes
 
     cfg = episode
@@ -62,7 +62,7 @@ def plot_sweep(folder: Path):
     """One figure for a sweep folder; returns the matplotlib figure (None if the grid is empty)."""
     import matplotlib.pyplot as plt
 
-    from amicl.sweep import SweepResult
+    from amicl.memory.sweep import SweepResult
 
     res = SweepResult.load(folder)
     rows = res.rows()
@@ -131,7 +131,7 @@ def plot_sweep(folder: Path):
 def plot_matrices(folder: Path):
     import matplotlib.pyplot as plt
 
-    from amicl.reference import separation
+    from amicl.memory.reference import separation
 
     cfg = read_json(folder / "config.json")["matrices"]
     with np.load(folder / "matrices.npz") as z:

@@ -1,6 +1,6 @@
-"""numba kernels behind ``amicl.memory``: one fused pass per episode, episodes in parallel (prange).
+"""numba kernels behind ``amicl.memory.hopfield``: one fused pass per episode, episodes in parallel (prange).
 
-Each kernel mirrors ``amicl.reference`` (the specification) and is tested against it in float64 to
+Each kernel mirrors ``amicl.memory.reference`` (the specification) and is tested against it in float64 to
 rtol 1e-10. Integer codes select the similarity and separation (``reference.SIM_CODES``,
 ``reference.SEP_CODES``), so one compiled kernel serves every configuration.
 
@@ -150,7 +150,7 @@ def _retrieve_one(x, labels, dec, bank, use_bank, a, inv, sim, sep, beta, n, max
 def retrieve_kernel(tokens, token_labels, decoy, bank, use_bank, a, sim, sep, beta, n, max_iter, tol):
     """Fused bind -> similarity -> separation -> (iterate) -> output -> readout for every episode.
 
-    Same contract as ``amicl.reference.retrieve``. tokens (E, T, D), token_labels (E, T),
+    Same contract as ``amicl.memory.reference.retrieve``. tokens (E, T, D), token_labels (E, T),
     decoy (E, D), bank (M, D) (ignored unless use_bank). Returns pred, weights, output, n_iter.
     """
     E, T, D = tokens.shape

@@ -1,13 +1,13 @@
 """AMICL end to end in constant memory: draw an episode, score it, keep only whether it was right.
 
 ``score_stream`` is the fast path behind sweeps of notebook episodes: each worker thread generates its
-episodes and scores them with the same fused retrieval as ``amicl.memory.retrieve``, so memory is
+episodes and scores them with the same fused retrieval as ``amicl.memory.hopfield.retrieve``, so memory is
 O(threads x T x D) whatever the number of trials, and generation runs at the speed of the random
 number generator instead of NumPy's materialised (E, T, D) arrays. Episode ``e`` of root ``seed`` is
 drawn from its own stream (SplitMix64 seeded from (seed, e), normals by a 256-layer ziggurat), so
 results are identical for any thread or worker count, and every grid point of a sweep sees the same
 episodes (common random numbers). ``stream_episodes`` materialises the very same episodes, so the
-stream can be checked against ``amicl.reference`` draw for draw and scored by any backend.
+stream can be checked against ``amicl.memory.reference`` draw for draw and scored by any backend.
 
 The distribution is that of ``amicl.task.sample_episodes`` (tests/test_streaming.py); the numbers are
 not, since the two consume different generators.
@@ -20,9 +20,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from amicl import reference
 from amicl.common.validate import check_int
-from amicl.memory import MemoryConfig
+from amicl.memory import reference
+from amicl.memory.hopfield import MemoryConfig
 from amicl.task import EpisodeConfig, Episodes
 
 
@@ -43,7 +43,7 @@ def _noise_std(config: EpisodeConfig) -> float:
 
 def stream_episodes(config: EpisodeConfig, n: int, seed: int = 0, first: int = 0) -> Episodes:
     """Episodes ``first .. first+n-1`` of ``seed``'s stream, materialised (for inspection and tests)."""
-    from amicl.kernels import stream_episodes_kernel
+    from amicl.memory.kernels import stream_episodes_kernel
 
     n, first = check_int("n", n, lo=1), check_int("first", first, lo=0)
     c = config
@@ -59,7 +59,7 @@ def score_stream(
     """correct (n,) bool: episodes ``first .. first+n-1`` of ``seed``'s stream scored by ``memory``,
     never holding more than one episode per thread. Equal to ``retrieve(stream_episodes(...), memory)``
     (to the rounding of the fused kernel) and independent of ``threads``."""
-    from amicl.kernels import stream_score_kernel
+    from amicl.memory.kernels import stream_score_kernel
 
     n, first = check_int("n", n, lo=1), check_int("first", first, lo=0)
     c, m = config, memory

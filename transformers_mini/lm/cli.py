@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from amicl.common.cli import CONTEXT, config_option, device_option, given, threads_option
-from transformers_mini.config import PRECISIONS
-from transformers_mini.lm_config import MODELS, TOKENIZERS, LMConfig
+from transformers_mini.core.config import PRECISIONS
+from transformers_mini.lm.config import MODELS, TOKENIZERS, LMConfig
 
 
 @click.group(context_settings=CONTEXT)
@@ -45,8 +45,8 @@ def train_cmd(device, threads, out, resume, **kw):
     cfg = LMConfig(**given(kw))
     with claim_run_folder(out, "lm", resume, marker="lm.pt"):
         set_torch_threads(threads)
-        from transformers_mini.lm import LMTrainer
-        from transformers_mini.train import resolve_device
+        from transformers_mini.core.device import resolve_device
+        from transformers_mini.lm.train import LMTrainer
 
         trainer = LMTrainer(cfg, Path(out), resolve_device(device))
         if resume:
@@ -93,10 +93,17 @@ def ioi_cmd(runs, prompts, templates, seed, last, device, threads, out):
     folders = [expect_run(r, "lm", "RUNS") for r in runs]
     with claim_run_folder(out, "lm-ioi"):
         set_torch_threads(threads)
-        from transformers_mini.ioi import compare_arms, late_training, markdown, per_template, score_prompts, summarise
-        from transformers_mini.lm import load_lm
-        from transformers_mini.stories import ioi_prompts
-        from transformers_mini.train import resolve_device
+        from transformers_mini.core.device import resolve_device
+        from transformers_mini.lm.ioi import (
+            compare_arms,
+            late_training,
+            markdown,
+            per_template,
+            score_prompts,
+            summarise,
+        )
+        from transformers_mini.lm.stories import ioi_prompts
+        from transformers_mini.lm.train import load_lm
 
         ps = ioi_prompts(prompts, seed, templates)
         rows, configs = [], []
@@ -133,7 +140,7 @@ def figures_lm(runs, ioi_dir, out, formats):
     """Validation loss of language-model runs per arm, and their IOI scores."""
     from amicl.common.cli import comma_list
     from amicl.common.runs import expect_run
-    from transformers_mini.figures import draw_lm
+    from transformers_mini.lm.figures import draw_lm
 
     folders = [expect_run(r, "lm", "RUNS") for r in runs]
     ioi = expect_run(ioi_dir, "lm-ioi", "--ioi") if ioi_dir else None

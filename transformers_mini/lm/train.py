@@ -5,7 +5,8 @@ The AMICL paper's 8M model (``MODELS["paper-8m"]``): pre-LN, learned positions, 
 "V-pass" adds block l-1's raw values in every block l >= 2 (``--stream V``). Training as the paper's:
 batches of whole stories, right-padded with EOS and cut at the context, next-token loss that never
 targets EOS, Adam(lr 1e-3, betas 0.9/0.95), constant lr, no weight decay, no clipping. The CPU default
-(``cpu``) is the same recipe at 4 layers x 128 wide on a locally trained byte-level BPE of 4,096 tokens.
+(``cpu``) is the same recipe at 4 layers x 128 wide on a locally trained byte-level BPE of at most 4,096
+tokens (751 on the default story world, whose corpus has no more merges).
 Checkpoints hold the model, the optimiser, the batch generator and the history: resume is exact.
 """
 
@@ -20,9 +21,9 @@ import torch
 from amicl.common.io import atomic_write_bytes, load_torch, run_metadata, save_torch, write_csv, write_json
 from amicl.common.runs import train_with_evals
 from amicl.common.validate import RunStopped
-from transformers_mini.lm_config import LMConfig
-from transformers_mini.model import GPT
-from transformers_mini.stories import NAMES, ioi_prompts, stories
+from transformers_mini.core.model import GPT
+from transformers_mini.lm.config import LMConfig
+from transformers_mini.lm.stories import NAMES, ioi_prompts, stories
 
 EOS = "<|endoftext|>"
 
@@ -162,7 +163,7 @@ class LMTrainer:
         with the ABC controls' P(IO) beside them."""
         row = {"val_loss": self.val_loss()}
         if self.ioi:
-            from transformers_mini.ioi import score_prompts
+            from transformers_mini.lm.ioi import score_prompts
 
             scored = score_prompts(self.model, self.tok, self.ioi)
             ioi = [r for r in scored if r["order"] != "ABC"]

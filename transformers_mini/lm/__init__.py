@@ -1,0 +1,2 @@
+"""The language model: story world and tokenizer, training with the values stream, IOI scoring,
+figures and ``amicl lm``."""

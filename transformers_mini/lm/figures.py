@@ -1,0 +1,68 @@
+"""Figures of the language model, drawn from its run folders and ``lm ioi`` results (never by re-running)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from amicl.common.io import read_csv, save_figure
+
+
+def draw_lm(runs: list[Path], out: Path, ioi: Path | None = None, formats=("png", "pdf")) -> list[Path]:
+    """lm_loss.*: validation loss against steps per arm (thin: each seed; bold: the mean over seeds at the
+    steps all share), beside it P(IO) of the IOI prompts monitored during training where the runs have
+    it; given an ``lm ioi`` folder, ioi.*: P(IO) per arm and seed with prompt intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from amicl.common.io import read_json
+
+    hists = {}
+    for r in runs:
+        cfg = read_json(Path(r) / "config.json")["lm"]
+        hists.setdefault(cfg["stream"], []).append(read_csv(Path(r) / "history.csv"))
+    panels = [("val_loss", "validation loss")]
+    if any(h.get("ioi_p_io") not in ("", None) for runs_ in hists.values() for hist in runs_ for h in hist):
+        panels.append(("ioi_p_io", "P(IO) at evaluation\n(dashed: ABC controls)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.4), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
+        for i, (arm, runs_) in enumerate(hists.items()):
+            for col, style in ((key, "-"), ("abc_p_io", "--")) if key == "ioi_p_io" else ((key, "-"),):
+                curves = []
+                for hist in runs_:
+                    rows = [h for h in hist if h.get(col) not in ("", None)]
+                    curves.append(([int(h["step"]) for h in rows], [float(h[col]) for h in rows]))
+                curves = [c for c in curves if c[0]]
+                if not curves:
+                    continue
+                for steps, y in curves:
+                    ax.plot(steps, y, style, color=f"C{i}", lw=0.6, alpha=0.5)
+                n = min(len(c[0]) for c in curves)
+                label_ = f"{arm} ({len(curves)} seed{'s' if len(curves) > 1 else ''})" if style == "-" else None
+                ax.plot(curves[0][0][:n], np.mean([y[:n] for _, y in curves], 0), style, color=f"C{i}", lw=1.6,
+                        label=label_)  # fmt: skip
+        ax.set_xlabel("training step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_yscale("log")  # the loss falls from ln(vocabulary) to under 1: on a linear axis the arms merge
+    axes[0][0].legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    written = save_figure(fig, Path(out), "lm_loss", formats)
+    plt.close(fig)
+    if ioi is not None:
+        rows = [r for r in read_csv(Path(ioi) / "ioi.csv") if r["prompts"] == "IOI"]
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        for j, r in enumerate(rows):
+            i = list(dict.fromkeys(x["arm"] for x in rows)).index(r["arm"])
+            lo, hi = float(r["p_io"]) - float(r["p_io_low"]), float(r["p_io_high"]) - float(r["p_io"])
+            ax.bar(j, float(r["p_io"]), color=f"C{i}", yerr=[[lo], [hi]], capsize=3)
+        ax.set_xticks(range(len(rows)), [f"{r['arm']}\nseed {r['seed']}" for r in rows], fontsize=7)
+        ax.set_ylabel("P(IO), IOI prompts")
+        ax.grid(alpha=0.3, axis="y")
+        fig.tight_layout()
+        written += save_figure(fig, Path(out), "ioi", formats)
+        plt.close(fig)
+    return written
