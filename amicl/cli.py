@@ -18,6 +18,7 @@ from amicl.common.cli import CONTEXT, LazyGroup, RootGroup
     context_settings=CONTEXT,
     lazy={
         "memory": "amicl.memory.cli:memory",
+        "tables": "amicl.tables:tables_cmd",
         "transformer": "transformers_mini.toy.cli:transformer",
         "namm": "evolution.cli:namm",
         "lm": "transformers_mini.lm.cli:lm",
@@ -73,7 +74,7 @@ def artifacts():
 @artifacts.command("list")
 def artifacts_list():
     """Every built-in artifact: its kind, size, and the command and commit that made it."""
-    from amicl.common.artifacts import manifest
+    from amicl.common.artifacts import manifest, pending
 
     entries = manifest()
     if not entries:
@@ -81,6 +82,8 @@ def artifacts_list():
     for name, e in entries.items():
         size = sum(f["bytes"] for f in e["files"].values())
         click.echo(f"builtin:{name}  {e['kind']}  {size:,} bytes  commit {str(e['commit'])[:10]}  {e['command']}")
+    for name, e in pending().items():
+        click.echo(f"builtin:{name}  {e['kind']}  not shipped in this release: {e['why']}")
 
 
 @artifacts.command("add")

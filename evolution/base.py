@@ -47,6 +47,13 @@ class BaseTrainer:
         self.step = 0
         self.saved_step: int | None = None
         self.history: list[dict] = []
+        for t in config.tasks:  # a training prompt of every task must fit the shortest context (own RNG: no draw)
+            try:
+                sample(t, 1, config.contexts[0], np.random.default_rng(0), config.filler_frac, config.queries)
+            except ValueError:
+                raise ValueError(
+                    f"--min-context {config.contexts[0]} is too short for task {t} with {config.queries} queries"
+                ) from None
         eval_rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(2,)))
         self.eval_sets = {
             (t, c): sample(t, config.eval_size, c, eval_rng, config.filler_frac)

@@ -22,7 +22,7 @@ from amicl.common.cli import (
     threads_option,
 )
 from evolution.config import MASKS, METRICS, POLICIES, SCORERS, BaseConfig, EvalConfig, EvolveConfig
-from transformers_mini.core.config import PRECISIONS, GPTConfig
+from transformers_mini.core.config import PRECISION_HELP, PRECISIONS, GPTConfig
 
 BASE_MODEL = BaseConfig().model
 RUN_FOLDER = click.Path(file_okay=False)
@@ -71,7 +71,7 @@ def _model_option(name, *decls, help=""):
 @config_option(BaseConfig, "tasks", help="Comma-separated tasks to train on.")
 @config_option(BaseConfig, "eval_every", type=int)
 @config_option(BaseConfig, "seed", type=click.IntRange(min=0))
-@config_option(BaseConfig, "precision", type=click.Choice(PRECISIONS), help="bf16: bfloat16 autocast (for CUDA).")
+@config_option(BaseConfig, "precision", type=click.Choice(PRECISIONS), help=PRECISION_HELP)
 @device_option
 @threads_option
 @click.option("--out", type=RUN_FOLDER, required=True)
@@ -80,8 +80,7 @@ def train_base(stream, device, threads, out, resume, **kw):
     """Train the small GPT (rotary, grouped KV heads) on the synthetic long-context tasks."""
     from dataclasses import replace
 
-    from amicl.common.cli import set_torch_threads
-    from amicl.common.runs import claim_run_folder
+    from amicl.common.cli import training_run
     from transformers_mini.core.config import parse_arm
 
     model = replace(BASE_MODEL, **given(kw, ("n_layer", "d_model", "n_head", "n_kv_head", "token_shift")))
@@ -95,13 +94,13 @@ def train_base(stream, device, threads, out, resume, **kw):
     if kw["tasks"] is not None:
         kw["tasks"] = tuple(comma_list(kw["tasks"], "--tasks"))
     cfg = BaseConfig(model=model, **given(kw, BaseConfig.__dataclass_fields__))
-    with claim_run_folder(out, "namm-base", resume, marker="base.pt"):
-        set_torch_threads(threads)
+    with training_run(out, "namm-base", resume, "base.pt", threads) as folder:
         from evolution.base import BaseTrainer
         from transformers_mini.core.device import resolve_device
 
-        trainer = BaseTrainer(cfg, resolve_device(device))
-        if resume:
+        device = resolve_device(device)
+        trainer = BaseTrainer(cfg, device)
+        if folder.resume:
             trainer.load(Path(out))
         click.echo(f"base model: {trainer.model.n_params():,} parameters", err=True)
         hist = trainer.fit(Path(out))
@@ -154,9 +153,9 @@ def evolve(base_dir, full_cma, device, threads, executor, workers, scheduler, ou
     (--threads torch threads each); the numbers do not change."""
     from dataclasses import replace
 
-    from amicl.common.cli import set_torch_threads
+    from amicl.common.cli import training_run
     from amicl.common.parallel import ExecutorSpec
-    from amicl.common.runs import claim_run_folder, expect_run
+    from amicl.common.runs import expect_run
 
     where = replace(ExecutorSpec.from_options(executor, workers, scheduler), threads=threads or 1)
 
@@ -165,8 +164,7 @@ def evolve(base_dir, full_cma, device, threads, executor, workers, scheduler, ou
         kw["generations"] = tuple(comma_list(kw["generations"], "--generations", int))
     cfg = EvolveConfig(**given(kw), **({"separable": False} if full_cma else {}))
     expect_run(base_dir, "namm-base", "--base")
-    with claim_run_folder(out, "namm-evolve", resume, marker="evolution.pkl"):
-        set_torch_threads(threads)
+    with training_run(out, "namm-evolve", resume, "evolution.pkl", threads) as folder:
         from evolution.base import load_base
         from evolution.evolve import Evolution
 
@@ -174,7 +172,7 @@ def evolve(base_dir, full_cma, device, threads, executor, workers, scheduler, ou
             from transformers_mini.core.device import resolve_device
 
             run = Evolution(cfg, load_base(base_dir, resolve_device(device)), executor=pool)
-            if resume:
+            if folder.resume:
                 run.load(Path(out))
                 click.echo(f"resuming at generation {run.engine.generation}", err=True)
             hist = run.run(Path(out))

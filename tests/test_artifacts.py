@@ -1,6 +1,8 @@
 """Built-in artifacts: a run copied into the package with its manifest, loaded as builtin:NAME, and
 refused in one line when a file no longer matches."""
 
+import json
+
 import pytest
 import torch
 from click.testing import CliRunner
@@ -110,3 +112,20 @@ def test_an_evolved_namm_ships_without_its_search_state_and_scores_the_same(tmp_
     r = run("namm", "eval", "--base", "builtin:b", "--namm", "builtin:n", *ev, "--out", tmp_path / "s")
     assert r.exit_code == 0, r.output
     assert read_csv(tmp_path / "a" / "eval.csv") == read_csv(tmp_path / "s" / "eval.csv")
+
+
+def test_a_pending_artifact_is_refused_in_one_line_until_it_is_added(tmp_path, root):
+    assert run("namm", "train-base", *TINY_BASE, "--out", tmp_path / "base").exit_code == 0
+    (root / "p").mkdir(parents=True)
+    (root / "p" / "config.json").write_text("{}")  # what a clone holds of an artifact whose weights are missing
+    why = "its weights were never committed"
+    (root / "manifest.json").write_text(
+        json.dumps({"artifacts": {}, "pending": {"p": {"kind": "namm-base", "why": why}}})
+    )
+    assert f"builtin:p  namm-base  not shipped in this release: {why}" in run("artifacts", "list").stdout
+    ev = ["--policy", "tova", "--budget", 16, "--tasks", "needle", "--prompts", 2, "--context", 64, "--n-up", 32]
+    r = run("namm", "eval", "--base", "builtin:p", *ev, "--out", tmp_path / "ev")
+    assert r.exit_code == 2 and f"builtin:p is not shipped in this release: {why}" in r.stderr
+    assert run("artifacts", "add", "p", tmp_path / "base", "--files", "base.pt").exit_code == 0
+    assert "p" in artifacts.manifest(root) and not artifacts.pending(root)
+    assert run("namm", "eval", "--base", "builtin:p", *ev, "--metric", "prob", "--out", tmp_path / "ev2").exit_code == 0

@@ -70,3 +70,43 @@ def test_phase_cells_on_dask_equal_in_process(tmp_path, scheduler):
     assert r.exit_code == 0, r.output
     a, b = (read_csv(tmp_path / d / "phase.csv") for d in ("local", "dask"))
     assert a == b and len(a) == 6
+
+
+@pytest.fixture
+def not_dask():
+    """A TCP server that answers every connection with an HTTP reply: something, but not a Dask scheduler."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+
+    def serve():
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nhi" * 64)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+def test_a_dead_or_wrong_scheduler_is_one_line_within_the_timeout(tmp_path, not_dask):
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    for address in (dead, not_dask, "nonsense"):
+        started = time.monotonic()
+        r = run("memory", "run", "--trials", 10, "--executor", "dask", "--scheduler", address)
+        assert r.exit_code == 2, r.output
+        lines = [ln for ln in r.output.splitlines() if ln.strip()]
+        assert len(lines) == 1 and address in lines[0] and "Traceback" not in r.output, r.output
+        assert time.monotonic() - started < 25

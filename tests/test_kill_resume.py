@@ -1,5 +1,7 @@
-"""kill -9 at random moments of a short ``namm evolve``: every restart resumes from the last whole
-checkpoint, no stray temporary file survives, and the finished run equals an uninterrupted one."""
+"""kill -9 and Ctrl-C at random moments of every kind of long run (toy, language model, NAMM base,
+evolution, phase grid): every restart of the same command (with --resume once the folder holds a run)
+continues from the last whole checkpoint, no stray temporary file survives, and the finished run's
+history equals an uninterrupted one's."""
 
 import subprocess
 import sys
@@ -46,34 +48,50 @@ def base(tmp_path_factory):
     return out
 
 
-def test_kill_9_at_random_moments_resumes_exactly_and_leaves_no_stray_files(base, tmp_path):
+# fmt: off
+TOY = ["--K", 8, "--L", 8, "--N", 2, "--Nmax", 2, "--D", 16, "--batch", 8, "--eval-size", 20, "--threads", 1,
+       "--device", "cpu"]
+LM = ["--stories", 300, "--steps", 8, "--batch", 4, "--context", 64, "--vocab", 400, "--eval-every", 2,
+      "--val-batches", 1, "--threads", 1, "--device", "cpu"]
+PHASE = ["--grid-B", "1,2", "--grid-epsilon", "0.1", "--seeds", 1, "--eval-size", 20, "--steps", 6, "--eval-every", 1,
+         "--checkpoint-every", 1, "--threads", 1, "--device", "cpu"]
+COMMANDS = {  # kind -> (command, the files that must equal the uninterrupted run's)
+    "toy": (["transformer", "train", *TOY, "--steps", 60, "--eval-every", 5, "--checkpoint-every", 5], ["history.csv"]),
+    "lm": (["lm", "train", *LM], ["history.csv"]),
+    "base": (["namm", "train-base", *TINY_BASE, "--steps", 40, "--eval-every", 4], ["history.csv"]),
+    "evolve": (["namm", "evolve", "--base", "{base}", *EVOLVE], ["history.csv", "best_params.npy"]),
+    "phase": (["transformer", "phase", *PHASE], ["phase.csv"]),
+}
+# fmt: on
+
+
+@pytest.mark.parametrize("kind", list(COMMANDS))
+def test_kills_and_interrupts_at_random_moments_resume_exactly(kind, base, tmp_path):
+    import signal
+
+    args, files = COMMANDS[kind]
+    args = [str(a).format(base=base) for a in args]
     t0 = time.monotonic()
-    r = cli("namm", "evolve", "--base", base, *EVOLVE, "--out", tmp_path / "straight")
+    r = cli(*args, "--out", tmp_path / "straight")
     assert r.returncode == 0, r.stderr
     duration = time.monotonic() - t0
-    out, rng, kills = tmp_path / "killed", np.random.default_rng(0), 0
+    out, rng, stops = tmp_path / "stopped", np.random.default_rng(0), 0
     while True:
-        resume = ["--resume"] if (out / "evolution.pkl").exists() else []
-        proc = subprocess.Popen(
-            [*CLI, "namm", "evolve", "--base", str(base), *EVOLVE, *resume, "--out", str(out)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        resume = ["--resume"] if (out / "config.json").exists() else []
+        proc = subprocess.Popen([*CLI, *args, *resume, "--out", str(out)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)  # fmt: skip
         try:
-            proc.wait(timeout=rng.uniform(0.3, 1.0) * duration if kills < 3 else None)
+            proc.wait(timeout=rng.uniform(0.4, 1.0) * duration if stops < 2 else None)
         except subprocess.TimeoutExpired:
-            proc.kill()  # SIGKILL: no handler runs, whatever the process was writing
+            proc.send_signal(signal.SIGKILL if stops == 0 else signal.SIGINT)  # kill -9, then Ctrl-C
             proc.wait()
-            kills += 1
+            stops += 1
             continue
         assert proc.returncode == 0, proc.stderr.read()
         break
-    assert kills == 3
-    assert not list(out.glob(".*.tmp")), "a killed atomic write left its temporary file behind"
-    for name in ("history.csv", "best_params.npy"):
-        straight, killed = (tmp_path / "straight" / name).read_bytes(), (out / name).read_bytes()
-        if name == "history.csv":
-            assert straight == killed
-        else:
+    assert not list(out.rglob(".*.tmp")), "a stopped atomic write left its temporary file behind"
+    for name in files:
+        if name.endswith(".npy"):
             assert np.array_equal(np.load(tmp_path / "straight" / name), np.load(out / name))
+        else:
+            assert (tmp_path / "straight" / name).read_bytes() == (out / name).read_bytes(), name

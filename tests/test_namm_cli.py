@@ -38,6 +38,8 @@ def base(tmp_path_factory):
         64,
         "--max-context",
         128,
+        "--queries",
+        1,
         "--stream",
         "V",  # the values stream, so that every policy below is run on a residual-stream base (issue 14)
         *SMALL,

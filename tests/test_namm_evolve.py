@@ -116,7 +116,7 @@ def test_base_training_resumes_exactly(tmp_path):
 
 
 def test_context_curriculum_admits_one_doubling_per_stage():
-    cfg = BaseConfig(model=TINY_GPT, min_context=64, max_context=512, curriculum=3)
+    cfg = BaseConfig(model=TINY_GPT, min_context=64, max_context=512, curriculum=3, queries=1)
     trainer = BaseTrainer(cfg)
     seen = {}
     for step in range(12):

@@ -12,7 +12,7 @@ from amicl.common.io import read_csv
 from amicl.task import TaskConfig
 from transformers_mini.core.config import StreamConfig, ToyConfig, TrainConfig
 from transformers_mini.core.model import ToyTransformer
-from transformers_mini.toy.compare import bootstrap_arms
+from transformers_mini.toy.compare import arm_statistics
 from transformers_mini.toy.probes import PROBES
 from transformers_mini.toy.run import Run, steps_to_threshold, summarise_members
 from transformers_mini.toy.train import Trainer, TrainingDiverged
@@ -186,15 +186,18 @@ def test_evaluation_accuracy_is_an_exact_fraction():
         assert a.dtype == np.float64 and np.allclose(a * n, np.round(a * n), rtol=0, atol=1e-9)
 
 
-def test_bootstrap_speedup_is_paired():
+def test_arm_statistics_are_paired_and_censor_at_the_cap():
     base = np.array([1000.0, 2000, 3000, 4000, 5000])
-    rows = {r["arm"]: r for r in bootstrap_arms({"none": base, "V": base * 0.5, "same": base.copy()}, n_boot=2000)}
-    assert rows["none"]["median_steps"] == 3000
-    assert rows["V"]["fewer_steps_vs_none"] == pytest.approx(0.5)
-    assert rows["V"]["fewer_ci_low"] == pytest.approx(0.5) and rows["V"]["fewer_ci_high"] == pytest.approx(0.5)
-    assert rows["same"]["fewer_ci_low"] == 0 == rows["same"]["fewer_ci_high"]
-    censored = bootstrap_arms({"none": base, "V": np.full(5, np.inf)}, n_boot=200)[1]
-    assert censored["n_reached"] == 0 and censored["median_steps"] == np.inf
+    arms = {"none": base, "V": base * 0.5, "same": base.copy()}
+    rows = {r["arm"]: r for r in arm_statistics(arms, cap=10_000)}
+    assert rows["none"]["median_steps"] == 3000 and "median_saving_vs_none" not in rows["none"]
+    for name in ("median_saving", "ratio_of_medians", "ratio_of_means"):  # paired: no spread at all
+        assert rows["V"][f"{name}_vs_none"] == pytest.approx(0.5)
+        assert rows["V"][f"{name}_low"] == pytest.approx(0.5) and rows["V"][f"{name}_high"] == pytest.approx(0.5)
+        assert rows["same"][f"{name}_low"] == 0 == rows["same"][f"{name}_high"]
+    censored = arm_statistics({"none": base, "V": np.full(5, np.inf)}, cap=10_000)[1]
+    assert censored["n_reached"] == 0 and censored["median_steps"] == np.inf and censored["never_rate"] == 1.0
+    assert censored["median_saving_vs_none"] == pytest.approx(1 - 10_000 / 3000)  # at the cap: a bound
 
 
 def test_runs_must_fit_the_task():

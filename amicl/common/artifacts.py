@@ -33,8 +33,19 @@ def sha256(path: Path) -> str:
 
 
 def manifest(root: Path | None = None) -> dict:
+    """name -> entry of every artifact shipped in this release."""
     path = (root or ROOT) / "manifest.json"
     return read_json(path)["artifacts"] if path.exists() else {}
+
+
+def pending(root: Path | None = None) -> dict:
+    """name -> entry of artifacts recorded but not shipped in this release, each with ``why``."""
+    path = (root or ROOT) / "manifest.json"
+    return read_json(path).get("pending", {}) if path.exists() else {}
+
+
+def _write_manifest(root: Path, entries: dict, waiting: dict) -> None:
+    write_json(root / "manifest.json", {"artifacts": entries, **({"pending": waiting} if waiting else {})})
 
 
 def resolve(spec, root: Path | None = None) -> Path:
@@ -44,6 +55,8 @@ def resolve(spec, root: Path | None = None) -> Path:
         return Path(spec)
     name, root = text[len(PREFIX) :], root or ROOT
     entries = manifest(root)
+    if name in pending(root):
+        raise ValueError(f"builtin:{name} is not shipped in this release: {pending(root)[name]['why']}")
     if name not in entries:
         known = ", ".join(sorted(entries)) or "none are installed"
         raise ValueError(f"no built-in artifact {name!r}; available: {known}")
@@ -105,7 +118,7 @@ def add(name: str, run: Path, files: list[str], root: Path | None = None) -> dic
     run, root = Path(run), root or ROOT
     check_name(name)
     entries = manifest(root)
-    if name in entries or (root / name).exists():
+    if name in entries or ((root / name).exists() and name not in pending(root)):
         raise ValueError(f"builtin:{name} already exists; artifacts are never overwritten, choose another name")
     files = list(dict.fromkeys(["config.json", *files]))
     for f in files:
@@ -123,10 +136,12 @@ def add(name: str, run: Path, files: list[str], root: Path | None = None) -> dic
         "files": {},
     }
     folder = root / name
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=name in pending(root))
     for f in files:
         ship(run / f, folder / f)
         entry["files"][f] = {"bytes": (folder / f).stat().st_size, "sha256": sha256(folder / f)}
     entries[name] = entry
-    write_json(root / "manifest.json", {"artifacts": entries})
+    waiting = pending(root)
+    waiting.pop(name, None)  # a pending artifact becomes a shipped one
+    _write_manifest(root, entries, waiting)
     return entry

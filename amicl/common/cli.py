@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import MISSING, fields
 
 import click
@@ -59,6 +60,10 @@ class RootGroup(LazyGroup):
         except RunStopped as exc:
             click.echo(f"Stopped: {exc}", err=True)
             sys.exit(1)
+        except OSError as exc:  # a read or write a library made outside amicl.common.io
+            where = f" ({exc.filename})" if exc.filename else ""
+            click.echo(f"Error: {exc.strerror or type(exc).__name__}{where}", err=True)
+            sys.exit(2)
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
@@ -160,6 +165,20 @@ def device_option(f):
     return click.option(
         "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="auto: CUDA when present."
     )(f)
+
+
+@contextmanager
+def training_run(out, kind: str, resume: bool, marker: str, threads: int | None):
+    """The start every training command shares: claim ``out`` (``claim_run_folder``), then set torch's
+    threads. Yields the claimed folder; ``folder.resume`` is True when its checkpoint is to be loaded.
+    ``--resume`` on a run stopped before its first checkpoint starts it afresh, and says so."""
+    from amicl.common.runs import claim_run_folder
+
+    with claim_run_folder(out, kind, resume, marker=marker) as folder:
+        if resume and not folder.resume:
+            click.echo(f"nothing to resume in {out} (no {marker} yet): starting afresh", err=True)
+        set_torch_threads(threads)
+        yield folder
 
 
 def set_torch_threads(n: int | None) -> None:

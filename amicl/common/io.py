@@ -23,9 +23,24 @@ from pathlib import Path
 import numpy as np
 
 
+class WriteFailed(ValueError):
+    """A result that could not be written (no space, no permission, a file where a folder should be);
+    the file it would have replaced is untouched."""
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temporary file and ``os.replace``; returns the path."""
+    """Write ``data`` to ``path`` via a temporary file and ``os.replace``; returns the path. A write that
+    fails (a full disk, a read-only folder) raises ``WriteFailed`` naming the path and leaves the old
+    file in place."""
     path = Path(path)
+    try:
+        return _write(path, data)
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise WriteFailed(f"cannot write {path}: {why}; the previous file there, if any, is intact") from None
+
+
+def _write(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -85,9 +100,24 @@ def write_csv(path, rows: list[dict]) -> Path:
     return atomic_write_bytes(path, buf.getvalue().encode())
 
 
-def read_csv(path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+def read_csv(path, columns: tuple[str, ...] = ()) -> list[dict]:
+    """The rows of a CSV this package wrote (rectangular, UTF-8). ``DamagedFile`` for a file that is not
+    such a table (binary bytes, a row cut short or too long) or that lacks one of ``columns``;
+    ``FileNotFoundError`` if absent."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise DamagedFile(path, exc) from None
+    for i, row in enumerate(rows):
+        if None in row or None in row.values():
+            raise DamagedFile(path, hint=f"row {i + 2} has {'more' if None in row else 'fewer'} fields than the header")
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DamagedFile(path, hint=f"it has no {missing[0]!r} column")
+    return rows
 
 
 def write_npz(path, **arrays) -> Path:

@@ -87,6 +87,24 @@ class ExecutorSpec:
                 yield ex
 
 
+SCHEDULER_TIMEOUT = 10  # seconds a Dask scheduler has to answer before --scheduler is refused
+
+
+def connect(address: str, timeout: float = SCHEDULER_TIMEOUT):
+    """A ``distributed.Client`` of the scheduler at ``address``, or a one-line ``ValueError`` when nothing
+    answers there as a Dask scheduler within ``timeout`` seconds (no 30 s wait, no traceback)."""
+    from distributed import Client
+
+    if "://" not in address and ":" not in address:
+        raise ValueError(f"--scheduler {address!r}: give a scheduler address such as tcp://host:8786")
+    try:
+        return Client(address, timeout=timeout)
+    except Exception as exc:  # refused, timed out, or a server whose reply is not Dask's protocol
+        raise ValueError(
+            f"--scheduler {address}: no Dask scheduler answered within {timeout:g} s ({type(exc).__name__})"
+        ) from None
+
+
 @contextmanager
 def _dask_executor(spec: ExecutorSpec):
     from distributed import Client, LocalCluster
@@ -95,7 +113,7 @@ def _dask_executor(spec: ExecutorSpec):
     if spec.scheduler is None:
         cluster = LocalCluster(n_workers=spec.pool_size, threads_per_worker=1, processes=True, dashboard_address=None)
     try:
-        with Client(cluster or spec.scheduler) as client:
+        with Client(cluster) if cluster is not None else connect(spec.scheduler) as client:
             yield ThreadedExecutor(client.get_executor(pure=False), spec.threads, client)
     finally:
         if cluster is not None:

@@ -111,8 +111,9 @@ def expect_run(folder, kinds: str | tuple[str, ...], option: str) -> Path:
 class RunFolder:
     """A claimed run folder: holds the exclusive lock until ``release()`` (or the process ends)."""
 
-    def __init__(self, path: Path, fd: int):
+    def __init__(self, path: Path, fd: int, resume: bool = False):
         self.path, self._fd = path, fd
+        self.resume = resume  # a checkpoint is there and --resume asked to continue it
 
     def release(self) -> None:
         if self._fd is not None:
@@ -131,8 +132,10 @@ def claim_run_folder(out, kind: str, resume: bool = False, marker: str = "config
 
     ``marker`` is the file a resumable run needs (its checkpoint). Refuses (``RunFolderError``): a path
     that cannot be created or written; a folder another live process writes; a run of another kind; a
-    run of this kind unless ``resume``; ``resume`` without ``marker``; a non-empty folder that holds no
-    run. Removes stray ``.*.tmp`` files of killed atomic writes.
+    checkpointed run of this kind unless ``resume``; a non-empty folder that holds no run. A run of this
+    kind stopped before its first checkpoint holds no work: a rerun starts it afresh, with or without
+    ``resume`` (``RunFolder.resume`` says whether there is a checkpoint to continue). Removes stray
+    ``.*.tmp`` files of killed atomic writes.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown run kind {kind!r}")
@@ -154,7 +157,7 @@ def claim_run_folder(out, kind: str, resume: bool = False, marker: str = "config
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
-        _check_contents(out, kind, resume, marker)
+        folder.resume = _check_contents(out, kind, resume, marker)
     except BaseException:
         folder.release()
         raise
@@ -163,11 +166,14 @@ def claim_run_folder(out, kind: str, resume: bool = False, marker: str = "config
     return folder
 
 
-def _check_contents(out: Path, kind: str, resume: bool, marker: str) -> None:
+def _check_contents(out: Path, kind: str, resume: bool, marker: str) -> bool:
+    """Refuse what ``claim_run_folder`` refuses; True when there is a checkpoint to resume."""
     existing = run_kind(out)
     if existing is not None and existing != kind:
         raise RunFolderError(f"--out {out} holds a {existing} run, not a {kind} run; choose another --out")
     has_marker = (out / marker).exists()
+    if marker != "config.json" and existing == kind and not has_marker:
+        return False  # stopped before its first checkpoint: nothing to lose, start afresh
     if resume and not has_marker:
         raise RunFolderError(f"--resume: no {marker} in {out}")
     if not resume and (existing is not None or has_marker):
@@ -179,6 +185,7 @@ def _check_contents(out: Path, kind: str, resume: bool, marker: str) -> None:
         raise RunFolderError(f"--out {out} already holds a {existing or kind} run; {hint}")
     if existing is None and not has_marker and any(not p.name.startswith(".") for p in out.iterdir()):
         raise RunFolderError(f"--out {out} is not empty and holds no run; choose a new or empty folder")
+    return resume
 
 
 def drive(

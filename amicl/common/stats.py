@@ -1,8 +1,111 @@
-"""Interval estimates used in every results table."""
+"""The package's estimators, stated once: every results table reports through these.
+
+Paired comparisons of arms trained on the same seeds (steps to a threshold; a run that never reaches it
+is censored at the cap):
+
+- primary: the median of the per-seed paired savings, 1 - arm/base, with a BCa bootstrap interval over
+  seeds (``paired_savings``); a censored run enters at the cap, so its saving is a bound;
+- secondary, shown beside it: the ratio of medians and the ratio of means, 1 - median(arm)/median(base)
+  and 1 - mean(arm)/mean(base), with paired bootstrap intervals;
+- the never-learns rate at the cap with its Clopper-Pearson interval (``never_learns``);
+- a survival comparison stratified by seed (``stratified_logrank``, the paired log-rank test) beside
+  the exact sign test on who reached the threshold first (``paired_sign_test``).
+
+Bootstrap intervals are ``scipy.stats.bootstrap`` (BCa where the resamples allow it, percentile where
+BCa is undefined, e.g. when every seed gives the same value or a bound is infinite).
+"""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+
+LEVEL = 0.95
+N_RESAMPLES = 9999
+
+
+def bootstrap_ci(data: tuple, statistic, *, paired: bool = True, seed: int = 0, level: float = LEVEL,
+                 n_resamples: int = N_RESAMPLES) -> tuple[float, float, str]:  # fmt: skip
+    """``scipy.stats.bootstrap`` interval of ``statistic(*data)`` (vectorised over ``axis=-1``): BCa,
+    or the percentile interval where BCa is undefined. Returns (low, high, method)."""
+    from scipy.stats import bootstrap
+
+    data = tuple(np.asarray(d, dtype=float) for d in data)
+    if any(d.ndim != 1 or len(d) < 2 for d in data):
+        raise ValueError("bootstrap_ci needs 1-d samples of at least 2 values")
+    for method in ("BCa", "percentile"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # degenerate BCa warns and returns NaN: fall back below
+            res = bootstrap(data, statistic, paired=paired, vectorized=True, axis=-1, confidence_level=level,
+                            n_resamples=n_resamples, method=method, rng=np.random.default_rng(seed))  # fmt: skip
+        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+        if not (np.isnan(lo) or np.isnan(hi)):
+            return lo, hi, method
+    point = float(statistic(*data))
+    return point, point, "degenerate"  # every resample gives one value
+
+
+def _saving(base, arm, axis=-1):
+    return np.median(1.0 - arm / base, axis=axis)
+
+
+def _ratio_of_medians(base, arm, axis=-1):
+    return 1.0 - np.median(arm, axis=axis) / np.median(base, axis=axis)
+
+
+def _ratio_of_means(base, arm, axis=-1):
+    return 1.0 - np.mean(arm, axis=axis) / np.mean(base, axis=axis)
+
+
+ESTIMATORS = {  # name -> (statistic, what it is); the first is the primary
+    "median_saving": (_saving, "median of per-seed paired savings 1 - arm/base"),
+    "ratio_of_medians": (_ratio_of_medians, "1 - median(arm)/median(base)"),
+    "ratio_of_means": (_ratio_of_means, "1 - mean(arm)/mean(base)"),
+}
+
+
+def paired_savings(base, arm, cap: float, seed: int = 0, level: float = LEVEL) -> dict:
+    """Fewer steps with ``arm`` than with ``base`` on the same seeds, by every estimator in ``ESTIMATORS``.
+
+    base, arm: (S,) steps to the threshold per seed, aligned; ``inf`` (or a value above ``cap``) for a
+    run that never reached it, which enters at ``cap``. Returns {name: point, name_low, name_high,
+    name_method} for each estimator, plus ``n`` and ``censored_base``/``censored_arm``.
+    """
+    base, arm = np.asarray(base, dtype=float), np.asarray(arm, dtype=float)
+    if base.shape != arm.shape or base.ndim != 1 or len(base) < 2:
+        raise ValueError("paired_savings needs two aligned 1-d arrays of at least 2 seeds")
+    if not (np.isfinite(cap) and cap > 0):
+        raise ValueError(f"cap must be a positive number of steps, got {cap}")
+    if np.any(base <= 0) or np.any(arm <= 0):
+        raise ValueError("steps to the threshold must be positive")
+    out = {"n": len(base), "censored_base": int((base > cap).sum()), "censored_arm": int((arm > cap).sum())}
+    b, a = np.minimum(base, cap), np.minimum(arm, cap)
+    for name, (stat, _) in ESTIMATORS.items():
+        lo, hi, method = bootstrap_ci((b, a), stat, seed=seed, level=level)
+        out.update({name: float(stat(b, a)), f"{name}_low": lo, f"{name}_high": hi, f"{name}_method": method})
+    return out
+
+
+def never_learns(reached, level: float = LEVEL) -> dict:
+    """The share of runs that never reached the threshold by the cap, with its Clopper-Pearson interval."""
+    reached = np.asarray(reached, dtype=bool)
+    if reached.ndim != 1 or not len(reached):
+        raise ValueError("never_learns needs a non-empty 1-d array")
+    k, n = int((~reached).sum()), len(reached)
+    lo, hi = binomial_ci(k, n, level)
+    return {"never": k, "n": n, "rate": k / n, "rate_low": float(lo), "rate_high": float(hi)}
+
+
+def mean_ci(x, seed: int = 0, level: float = LEVEL) -> tuple[float, float, float]:
+    """Mean and its bootstrap interval (BCa where defined) over the values."""
+    x = np.asarray(x, dtype=float)
+    if x.ndim != 1 or len(x) == 0:
+        raise ValueError("no values to summarise")
+    if len(x) == 1:
+        return float(x[0]), float(x[0]), float(x[0])
+    lo, hi, _ = bootstrap_ci((x,), lambda v, axis=-1: np.mean(v, axis=axis), seed=seed, level=level)
+    return float(x.mean()), lo, hi
 
 
 def binomial_ci(k, n, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
@@ -47,25 +150,47 @@ def km_median(times, reached) -> float:
 
 
 def logrank(times_a, reached_a, times_b, reached_b) -> tuple[float, float]:
-    """Two-sided log-rank test of equal survival in groups a and b: (chi-square statistic, p value)."""
-    from scipy.stats import chi2
-
+    """Two-sided log-rank test of equal survival in independent groups a and b: (chi-square, p)."""
     t = np.r_[np.asarray(times_a, float), np.asarray(times_b, float)]
     e = np.r_[np.asarray(reached_a, bool), np.asarray(reached_b, bool)]
     in_a = np.r_[np.ones(len(times_a), bool), np.zeros(len(times_b), bool)]
-    observed_minus_expected, variance = 0.0, 0.0
+    return stratified_logrank(t, e, in_a, np.zeros(len(t)))
+
+
+def stratified_logrank(times, reached, in_a, strata) -> tuple[float, float]:
+    """Two-sided log-rank test of equal survival in groups a and b within strata (e.g. seeds, so that
+    paired arms are compared only with each other): observed-minus-expected and variance summed over
+    strata. times: (n,) step reached or last evaluated; reached: (n,) bool; in_a: (n,) bool; strata: (n,).
+    Returns (chi-square statistic, p). With one stratum it is the ordinary log-rank test; with pairs
+    and no ties it is the normal approximation of the sign test."""
+    from scipy.stats import chi2
+
+    t, e = np.asarray(times, float), np.asarray(reached, bool)
+    a, g = np.asarray(in_a, bool), np.asarray(strata)
+    if not (t.shape == e.shape == a.shape == g.shape) or t.ndim != 1 or not len(t):
+        raise ValueError("stratified_logrank needs equally long, non-empty 1-d arrays")
+    o_minus_e, var = 0.0, 0.0
+    for s in np.unique(g):
+        m = g == s
+        d_oe, d_var = _logrank_terms(t[m], e[m], a[m])
+        o_minus_e, var = o_minus_e + d_oe, var + d_var
+    if var == 0:
+        return 0.0, 1.0
+    stat = o_minus_e**2 / var
+    return float(stat), float(chi2.sf(stat, 1))
+
+
+def _logrank_terms(t, e, in_a) -> tuple[float, float]:
+    """Observed minus expected events of group a, and its hypergeometric variance, over event times."""
+    o_minus_e, var = 0.0, 0.0
     for s in np.unique(t[e]):
         at_risk = t >= s
         n, n_a = at_risk.sum(), (at_risk & in_a).sum()
-        d = ((t == s) & e).sum()
-        d_a = ((t == s) & e & in_a).sum()
-        observed_minus_expected += d_a - d * n_a / n
+        d, d_a = ((t == s) & e).sum(), ((t == s) & e & in_a).sum()
+        o_minus_e += d_a - d * n_a / n
         if n > 1:
-            variance += d * (n_a / n) * (1 - n_a / n) * (n - d) / (n - 1)
-    if variance == 0:
-        return 0.0, 1.0
-    stat = observed_minus_expected**2 / variance
-    return float(stat), float(chi2.sf(stat, 1))
+            var += d * (n_a / n) * (1 - n_a / n) * (n - d) / (n - 1)
+    return float(o_minus_e), float(var)
 
 
 def paired_sign_test(first: np.ndarray) -> tuple[int, int, float]:

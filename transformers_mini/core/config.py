@@ -12,6 +12,9 @@ STREAM_MIXES = ("add", "convex")
 INITS = ("independent", "official")
 POSITIONS = ("learned", "rotary")
 PRECISIONS = ("fp32", "bf16")  # bf16: the forward pass under bfloat16 autocast (weights stay fp32)
+PRECISION_HELP = (
+    "bf16: bfloat16 autocast over fp32 weights, meant for CUDA; on a CPU it runs (slower), e.g. to test the path."
+)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from amicl.common.cli import CONTEXT, config_option, device_option, given, threads_option
-from transformers_mini.core.config import PRECISIONS
+from transformers_mini.core.config import PRECISION_HELP, PRECISIONS
 from transformers_mini.lm.config import MODELS, TOKENIZERS, LMConfig
 
 
@@ -32,24 +32,25 @@ def lm():
 @config_option(LMConfig, "val_batches", type=int)
 @config_option(LMConfig, "ioi_prompts", type=click.IntRange(min=0))
 @config_option(LMConfig, "seed", type=click.IntRange(min=0))
-@config_option(LMConfig, "precision", type=click.Choice(PRECISIONS), help="bf16: bfloat16 autocast (CUDA).")
+@config_option(LMConfig, "precision", type=click.Choice(PRECISIONS), help=PRECISION_HELP)
 @device_option
 @threads_option
 @click.option("--out", type=click.Path(file_okay=False), required=True)
 @click.option("--resume", is_flag=True, help="Continue the run checkpointed in --out.")
 def train_cmd(device, threads, out, resume, **kw):
     """Train one language model (one arm, one seed); validation loss every --eval-every steps."""
-    from amicl.common.cli import set_torch_threads
-    from amicl.common.runs import claim_run_folder
+    from amicl.common.cli import training_run
 
     cfg = LMConfig(**given(kw))
-    with claim_run_folder(out, "lm", resume, marker="lm.pt"):
-        set_torch_threads(threads)
+    with training_run(out, "lm", resume, "lm.pt", threads) as folder:
         from transformers_mini.core.device import resolve_device
-        from transformers_mini.lm.train import LMTrainer
+        from transformers_mini.lm.train import LMTrainer, start_afresh
 
-        trainer = LMTrainer(cfg, Path(out), resolve_device(device))
-        if resume:
+        device = resolve_device(device)
+        if not folder.resume:
+            start_afresh(cfg, Path(out))
+        trainer = LMTrainer(cfg, Path(out), device)
+        if folder.resume:
             trainer.load()
             click.echo(f"resuming at step {trainer.step}", err=True)
         click.echo(f"{trainer.model.n_params():,} parameters, vocabulary {trainer.tok.get_vocab_size():,}", err=True)
@@ -87,13 +88,19 @@ def train_cmd(device, threads, out, resume, **kw):
 def ioi_cmd(runs, prompts, templates, seed, last, device, threads, out):
     """Score IOI on every run; writes ioi_prompts.csv, ioi.csv and ioi.md, and compares the arms."""  # noqa: D401
     from amicl.common.cli import set_torch_threads
-    from amicl.common.io import atomic_write_bytes, read_csv, run_metadata, write_csv, write_json
+    from amicl.common.io import atomic_write_bytes, run_metadata, write_csv, write_json
     from amicl.common.runs import claim_run_folder, expect_run
 
     folders = [expect_run(r, "lm", "RUNS") for r in runs]
+    if len({f.resolve() for f in folders}) < len(folders):
+        raise click.BadParameter("a run is given twice; each is scored once", param_hint="RUNS")
+    # a run is labelled by its folder name, or by its path where two folders share a name
+    names = [f.name for f in folders]
+    labels = [f.name if names.count(f.name) == 1 else str(f) for f in folders]
     with claim_run_folder(out, "lm-ioi"):
         set_torch_threads(threads)
         from transformers_mini.core.device import resolve_device
+        from transformers_mini.lm.config import read_history
         from transformers_mini.lm.ioi import (
             compare_arms,
             late_training,
@@ -107,16 +114,17 @@ def ioi_cmd(runs, prompts, templates, seed, last, device, threads, out):
 
         ps = ioi_prompts(prompts, seed, templates)
         rows, configs = [], []
-        for f in folders:
+        histories = [read_history(f) for f in folders]
+        for f, label in zip(folders, labels):
             model, tok, cfg = load_lm(f, resolve_device(device))
             configs.append(cfg)
-            rows += [{"run": f.name, "arm": cfg.stream, "seed": cfg.seed, **r} for r in score_prompts(model, tok, ps)]
+            rows += [{"run": label, "arm": cfg.stream, "seed": cfg.seed, **r} for r in score_prompts(model, tok, ps)]
         summary = summarise(rows)
         arms = compare_arms(summary)
         md = markdown(summary, arms, per_template([r for r in rows if r["order"] != "ABC"]))
         late, late_md = late_training(
-            [{"run": f.name, "arm": c.stream, "seed": c.seed, "history": read_csv(f / "history.csv")}
-             for f, c in zip(folders, configs)], last
+            [{"run": label, "arm": c.stream, "seed": c.seed, "history": h}
+             for label, c, h in zip(labels, configs, histories)], last
         )  # fmt: skip
         if late:
             md += "\n" + late_md

@@ -17,6 +17,9 @@ MODELS = {
 TOKENIZERS = ("bpe", "gpt2")
 
 
+MAX_VOCAB = 1 << 20  # a local BPE larger than this has no use at this scale
+
+
 @dataclass(frozen=True)
 class LMConfig:
     """One language-model run. ``corpus``: None for the story world (``stories`` train/val stories
@@ -60,6 +63,7 @@ class LMConfig:
         for name, lo in (("vocab", 256 + 1), ("stories", 10), ("context", 8), ("batch", 1), ("steps", 1),
                          ("eval_every", 1), ("val_batches", 1), ("seed", 0), ("ioi_prompts", 0)):  # fmt: skip
             object.__setattr__(self, name, check_int(name, getattr(self, name), lo=lo))
+        check_int("vocab", self.vocab, hi=MAX_VOCAB)  # the tokenizers library aborts the process beyond u32
         object.__setattr__(self, "lr", check_float("lr", self.lr, lo=0.0, lo_open=True))
         if self.context > MODELS[self.model].block_size:
             raise ValueError(
@@ -78,3 +82,17 @@ class LMConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "LMConfig":
         return config_from_dict(cls, d)
+
+
+def read_history(folder: Path) -> list[dict]:
+    """A run's history.csv: its evaluations, at least one; missing, empty or damaged is one line."""
+    from amicl.common.io import DamagedFile, read_csv
+    from amicl.common.runs import RunFolderError
+
+    path = Path(folder) / "history.csv"
+    if not path.exists():
+        raise RunFolderError(f"{folder} has no history.csv; rerun its lm train with --resume to rewrite it")
+    rows = read_csv(path, columns=("step", "val_loss"))
+    if not rows:
+        raise DamagedFile(path, hint="it holds no evaluation; rerun its lm train with --resume to rewrite it")
+    return rows

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amicl.common.io import read_csv, save_figure
+from amicl.common.io import DamagedFile, read_csv, save_figure
 
 
 def draw_lm(runs: list[Path], out: Path, ioi: Path | None = None, formats=("png", "pdf")) -> list[Path]:
@@ -19,11 +19,17 @@ def draw_lm(runs: list[Path], out: Path, ioi: Path | None = None, formats=("png"
     import matplotlib.pyplot as plt
 
     from amicl.common.io import read_json
+    from amicl.common.runs import expect_run
+    from transformers_mini.lm.config import LMConfig, read_history
 
     hists = {}
     for r in runs:
-        cfg = read_json(Path(r) / "config.json")["lm"]
-        hists.setdefault(cfg["stream"], []).append(read_csv(Path(r) / "history.csv"))
+        folder = expect_run(r, "lm", "RUNS")
+        try:
+            stream = LMConfig.from_dict(read_json(folder / "config.json")["lm"]).stream
+        except (KeyError, TypeError) as exc:
+            raise DamagedFile(folder / "config.json", exc) from None
+        hists.setdefault(stream, []).append(read_history(folder))
     panels = [("val_loss", "validation loss")]
     if any(h.get("ioi_p_io") not in ("", None) for runs_ in hists.values() for hist in runs_ for h in hist):
         panels.append(("ioi_p_io", "P(IO) at evaluation\n(dashed: ABC controls)"))
@@ -53,7 +59,10 @@ def draw_lm(runs: list[Path], out: Path, ioi: Path | None = None, formats=("png"
     written = save_figure(fig, Path(out), "lm_loss", formats)
     plt.close(fig)
     if ioi is not None:
-        rows = [r for r in read_csv(Path(ioi) / "ioi.csv") if r["prompts"] == "IOI"]
+        from amicl.common.runs import expect_run
+
+        need = ("prompts", "arm", "seed", "p_io", "p_io_low", "p_io_high")
+        rows = [r for r in read_csv(expect_run(ioi, "lm-ioi", "--ioi") / "ioi.csv", need) if r["prompts"] == "IOI"]
         fig, ax = plt.subplots(figsize=(5, 3.4))
         for j, r in enumerate(rows):
             i = list(dict.fromkeys(x["arm"] for x in rows)).index(r["arm"])

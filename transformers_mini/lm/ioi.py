@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from amicl.common.stats import mean_ci
 from transformers_mini.lm.stories import IOIPrompt
 
 METRICS = ("p_io", "p_s", "logit_diff", "correct", "p_names")
@@ -50,15 +51,6 @@ def score_prompts(model, tok, prompts: list[IOIPrompt], batch: int = 64) -> list
                     "p_names": float(logp[j, a].exp() + logp[j, b].exp()),
                 }
     return rows
-
-
-def mean_ci(x, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and bootstrap 95% interval over the rows."""
-    x = np.asarray(x, dtype=float)
-    if len(x) == 0:
-        raise ValueError("no values to summarise")
-    boot = np.random.default_rng(seed).choice(x, (n_boot, len(x))).mean(1)
-    return float(x.mean()), float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
 
 
 def summarise(rows: list[dict]) -> list[dict]:

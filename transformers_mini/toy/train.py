@@ -300,9 +300,9 @@ def train_group(run: dict, folder: str, device: str, threads: int | None = None)
         torch.set_num_threads(threads)
     folder = Path(folder)
     started = run_kind(folder) is not None
-    with claim_run_folder(folder, "streams", started, marker="checkpoint.pt"):
+    with claim_run_folder(folder, "streams", started, marker="checkpoint.pt") as claimed:
         trainer = Trainer(Run.from_dict(run), device)
-        if started:
+        if claimed.resume:
             trainer.load(folder / "checkpoint.pt")
         trainer.fit(folder, progress=False)
     return trainer.step

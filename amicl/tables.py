@@ -1,0 +1,101 @@
+"""Tables generated from committed result files, so that a number in a document cannot drift from its
+evidence.
+
+A document marks a generated table with an opening and a closing comment::
+
+    <!-- table streams-savings results/streams/none_V_24seeds ic -->
+    | ... generated lines ... |
+    <!-- /table -->
+
+The opening names a generator of ``TABLES`` and its arguments (paths relative to the repository root).
+``amicl tables`` rewrites every marked block of the documents from the result files; ``amicl tables
+--check`` changes nothing and fails (exit 1) when a block differs from what its generator gives, which
+the tests run on every document of the repository.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from amicl.common.io import atomic_write_bytes
+from amicl.common.registry import Registry
+
+# name -> "module:function"; a generator takes (root, *args) and returns the table's markdown lines
+TABLES = Registry(
+    "table",
+    {
+        "amicl-comparison": "amicl.memory.tables:comparison",
+        "streams-savings": "transformers_mini.toy.tables:savings",
+        "include": "amicl.tables:include",
+        "results-index": "amicl.tables:results_index",
+    },
+)
+BLOCK = re.compile(r"(<!-- table (?P<spec>[^>]*?) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+DOCUMENTS = ("README.md", "docs/*.md", "results/README.md", "results/*/README.md")
+
+
+def include(root: Path, path: str) -> list[str]:
+    """A generated markdown file, verbatim (e.g. a run's table.md)."""
+    return (root / path).read_text().rstrip("\n").split("\n")
+
+
+def results_index(root: Path, folder: str = "results") -> list[str]:
+    """Every run folder under ``folder``: its kind, the command that made it (as a user would retype it,
+    paths relative to the run's own folder) and the commit it was made at."""
+    from amicl.common.artifacts import relative_command
+    from amicl.common.io import read_json
+    from amicl.common.runs import run_kind
+
+    lines = ["| run folder | kind | command | commit |", "|---|---|---|---|"]
+    for cfg in sorted((Path(root) / folder).rglob("config.json")):
+        meta = read_json(cfg)
+        command = relative_command(meta.get("argv") or [])
+        command = f"`{command}`" if command else "not recorded"
+        commit = str(meta.get("git_sha") or "")[:10] or "-"
+        lines.append(f"| {cfg.parent.relative_to(root).as_posix()} | {run_kind(cfg.parent)} | {command} | {commit} |")
+    return lines
+
+
+def render(text: str, root: Path) -> str:
+    """``text`` with every marked block regenerated."""
+
+    def one(m: re.Match) -> str:
+        name, *args = m.group("spec").split()
+        try:
+            lines = TABLES[name](root, *args)
+        except (OSError, KeyError, IndexError, TypeError) as exc:
+            raise ValueError(f"table {m.group('spec')!r}: {exc}") from None
+        return m.group(1) + "\n".join(lines) + "\n" + m.group(4)
+
+    return BLOCK.sub(one, text)
+
+
+def documents(root: Path) -> list[Path]:
+    return sorted({p for pattern in DOCUMENTS for p in root.glob(pattern)})
+
+
+def stale(root: Path) -> list[Path]:
+    """The documents whose marked tables differ from what their generators give now."""
+    return [p for p in documents(root) if render(p.read_text(), root) != p.read_text()]
+
+
+@click.command("tables")
+@click.option("--check", is_flag=True, help="Change nothing; exit 1 if a generated table is out of date.")
+@click.option("--root", type=click.Path(exists=True, file_okay=False), default=".", help="The repository root.")
+def tables_cmd(check, root):
+    """Regenerate the tables marked in README.md, docs/ and results/*/README.md from the result files."""
+    root = Path(root)
+    if check:
+        out = stale(root)
+        for p in out:
+            click.echo(f"out of date: {p.relative_to(root)} (run amicl tables)", err=True)
+        raise SystemExit(1 if out else 0)
+    for p in documents(root):
+        text = p.read_text()
+        new = render(text, root)
+        if new != text:
+            atomic_write_bytes(p, new.encode())
+            click.echo(f"rewrote {p.relative_to(root)}")

@@ -1,0 +1,93 @@
+"""The package's estimators (amicl/common/stats.py) against hand computations on small data, and the
+survival functions against lifelines, the field's tested implementation."""
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+
+from amicl.common import stats
+
+BASE = np.array([100.0, 200.0, 300.0, 400.0, 1000.0])
+ARM = np.array([80.0, 150.0, 270.0, 400.0, 500.0])
+
+
+def test_paired_savings_by_hand():
+    out = stats.paired_savings(BASE, ARM, cap=2000, seed=1)
+    # per-seed savings 0.2, 0.25, 0.1, 0.0, 0.5 -> median 0.2
+    assert out["median_saving"] == pytest.approx(0.2)
+    assert out["ratio_of_medians"] == pytest.approx(1 - 270 / 300)
+    assert out["ratio_of_means"] == pytest.approx(1 - 1400 / 2000)
+    for name in stats.ESTIMATORS:
+        assert out[f"{name}_low"] <= out[name] <= out[f"{name}_high"], name
+    assert out["n"] == 5 and out["censored_base"] == out["censored_arm"] == 0
+
+
+def test_a_censored_run_enters_at_the_cap():
+    base = np.array([100.0, 200.0, np.inf, 400.0])
+    arm = np.array([50.0, 100.0, 500.0, np.inf])
+    out = stats.paired_savings(base, arm, cap=1000)
+    # savings 0.5, 0.5, 1 - 500/1000 = 0.5, 1 - 1000/400 = -1.5 -> median 0.5
+    assert out["median_saving"] == pytest.approx(0.5)
+    assert out["censored_base"] == 1 and out["censored_arm"] == 1
+    assert out["ratio_of_means"] == pytest.approx(1 - 1650 / 1700)
+
+
+def test_identical_savings_give_a_degenerate_interval_not_nan():
+    out = stats.paired_savings(np.array([100.0, 200.0, 300.0]), np.array([50.0, 100.0, 150.0]), cap=1000)
+    assert out["median_saving"] == out["median_saving_low"] == out["median_saving_high"] == 0.5
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [dict(base=BASE, arm=ARM[:3], cap=10), dict(base=BASE, arm=ARM, cap=0), dict(base=-BASE, arm=ARM, cap=10)],
+)
+def test_paired_savings_refuses_bad_input(bad):
+    with pytest.raises(ValueError):
+        stats.paired_savings(**bad)
+
+
+def test_the_bootstrap_interval_covers_a_known_mean():
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(40):
+        x = rng.normal(1.0, 1.0, 30)
+        _, lo, hi = stats.mean_ci(x, seed=int(rng.integers(1 << 30)))
+        hits += lo <= 1.0 <= hi
+    assert hits >= 33  # nominal 95%: 38 of 40 expected; fewer than 33 would be P < 0.01
+
+
+def test_never_learns_is_a_binomial_rate_with_the_exact_interval():
+    out = stats.never_learns([True] * 23 + [False])
+    ci = binomtest(1, 24).proportion_ci(method="exact")
+    assert out["never"] == 1 and out["rate"] == pytest.approx(1 / 24)
+    assert out["rate_low"] == pytest.approx(ci.low) and out["rate_high"] == pytest.approx(ci.high)
+    assert stats.never_learns([True] * 5)["rate_high"] == pytest.approx(1 - 0.025 ** (1 / 5))
+
+
+def test_stratified_logrank_on_pairs_is_the_sign_test_normal_approximation():
+    # 8 pairs (strata); arm a first in 7 of them, no ties: (7 - 1)^2 / 8 with O-E = +-1/2, var = 1/4 each
+    t = np.array([[10, 20], [11, 21], [12, 22], [13, 23], [14, 24], [15, 25], [16, 26], [30, 17]], float)
+    times, in_a = t.ravel(), np.tile([True, False], 8)
+    strata = np.repeat(np.arange(8), 2)
+    chi2, p = stats.stratified_logrank(times, np.ones(16, bool), in_a, strata)
+    assert chi2 == pytest.approx((7 - 1) ** 2 / 8)
+    # ignoring the pairing, the same data give a different (independent-groups) statistic
+    assert stats.logrank(t[:, 0], np.ones(8, bool), t[:, 1], np.ones(8, bool))[0] != pytest.approx(chi2)
+
+
+def test_logrank_and_kaplan_meier_match_lifelines():
+    lifelines = pytest.importorskip("lifelines")
+    from lifelines.statistics import logrank_test
+
+    rng = np.random.default_rng(3)
+    ta, tb = rng.integers(1, 40, 25).astype(float), rng.integers(5, 50, 30).astype(float)
+    ea, eb = rng.random(25) < 0.8, rng.random(30) < 0.7
+    ours = stats.logrank(ta, ea, tb, eb)
+    ref = logrank_test(ta, tb, event_observed_A=ea, event_observed_B=eb)
+    assert ours[0] == pytest.approx(ref.test_statistic, rel=1e-10)
+    assert ours[1] == pytest.approx(ref.p_value, rel=1e-8)
+    steps, surv = stats.kaplan_meier(ta, ea)
+    km = lifelines.KaplanMeierFitter().fit(ta, ea).survival_function_["KM_estimate"]
+    for s, v in zip(steps, surv):
+        assert km.loc[s] == pytest.approx(v, rel=1e-12)
+    assert stats.km_median(ta, ea) == lifelines.KaplanMeierFitter().fit(ta, ea).median_survival_time_

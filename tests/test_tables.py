@@ -1,0 +1,47 @@
+"""Generated tables: every marked table in the repository's documents is what its generator gives from
+the committed result files, so a number cannot drift from its evidence."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from amicl.cli import amicl
+from amicl.tables import TABLES, documents, render, stale
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_generated_table_in_the_repository_is_up_to_date():
+    assert sum("<!-- table " in p.read_text() for p in documents(ROOT)) >= 3  # the mechanism is in use
+    assert stale(ROOT) == [], "run `amicl tables` and commit the documents"
+
+
+def test_a_changed_result_makes_its_table_stale_and_the_command_rewrites_it(tmp_path):
+    run = tmp_path / "results" / "streams" / "r"
+    run.mkdir(parents=True)
+    shutil.copy(ROOT / "results/streams/none_V_24seeds/compare.csv", run / "compare.csv")
+    doc = tmp_path / "README.md"
+    doc.write_text("before\n<!-- table streams-savings results/streams/r ic -->\nold\n<!-- /table -->\nafter\n")
+    assert stale(tmp_path) == [doc]
+    r = CliRunner().invoke(amicl, ["tables", "--check", "--root", str(tmp_path)])
+    assert r.exit_code == 1 and "out of date: README.md" in r.stderr
+    assert CliRunner().invoke(amicl, ["tables", "--root", str(tmp_path)]).exit_code == 0
+    text = doc.read_text()
+    assert text.startswith("before\n") and text.endswith("after\n") and "| V | 24/24 |" in text and "old" not in text
+    assert stale(tmp_path) == []
+    (run / "compare.csv").write_text((run / "compare.csv").read_text().replace("25500.0", "25000.0"))
+    assert stale(tmp_path) == [doc]
+
+
+def test_a_bad_marker_is_one_line_naming_it():
+    with pytest.raises(ValueError, match="unknown table 'nope'"):
+        render("<!-- table nope x -->\n<!-- /table -->", ROOT)
+    with pytest.raises(ValueError, match="streams-savings results/none"):
+        render("<!-- table streams-savings results/none ic -->\n<!-- /table -->", ROOT)
+
+
+@pytest.mark.parametrize("name", list(TABLES))
+def test_every_generator_is_importable_and_documented(name):
+    assert callable(TABLES[name]) and TABLES[name].__doc__
