@@ -14,19 +14,19 @@ scored on the very same sequences (``episodes_from_batch``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
 
-from amicl.common.validate import check_choice, check_float, check_int, config_from_dict
+from amicl.common.validate import Config, check_choice, check_float, check_int
 
 TEST_SETS = ("test", "ic", "ic2", "iw")
 NOISE_SCALES = ("1/D", "1/sqrt(D)")
 
 
 @dataclass(frozen=True)
-class TaskConfig:
+class TaskConfig(Config):
     """Parameters of Reddy's generator (defaults: the AMICL toy-Transformer runs).
 
     K classes, L labels (class k has label k mod L), N context pairs, positional code of width
@@ -109,13 +109,6 @@ class TaskConfig:
     def test_sets(self) -> tuple[str, ...]:
         """The test sets this config can build (``ic``/``ic2`` need bursty sequences, B > 0)."""
         return TEST_SETS if self.B > 0 else ("test", "iw")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TaskConfig":
-        return config_from_dict(cls, d)
 
 
 @dataclass(frozen=True)
@@ -304,7 +297,7 @@ def episodes_from_batch(batch: Batch, task: ICLTask, rng: np.random.Generator) -
 
 
 @dataclass(frozen=True)
-class EpisodeConfig:
+class EpisodeConfig(Config):
     """The AMICL notebook's episodes: D dims, K classes (one label each), T tokens, noise epsilon.
 
     ``noise`` is the std of the item noise n before epsilon: "1/D" as in the notebook, or
@@ -330,13 +323,6 @@ class EpisodeConfig:
         check_choice("noise", self.noise, NOISE_SCALES)
         if self.T % 2:
             raise ValueError(f"T must be even ((item, label) pairs), got T={self.T}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "EpisodeConfig":
-        return config_from_dict(cls, d)
 
 
 def sample_episodes(config: EpisodeConfig, size: int, rng: np.random.Generator) -> Episodes:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from amicl.common.registry import Registry
-from amicl.common.validate import check_choice, check_float, check_int, config_from_dict
+from amicl.common.validate import Config, check_choice, check_float, check_int
 from evolution.tasks import TASKS
 from transformers_mini.core.config import PRECISIONS, GPTConfig
 
@@ -33,7 +33,7 @@ METRICS = ("accuracy", "prob")
 
 
 @dataclass(frozen=True)
-class BaseConfig:
+class BaseConfig(Config):
     """What to train: the model, the task mix and the optimisation (AdamW, warm-up, clipping)."""
 
     model: GPTConfig = field(
@@ -104,13 +104,9 @@ class BaseConfig:
     def to_dict(self) -> dict:
         return {**asdict(self), "model": self.model.to_dict(), "tasks": list(self.tasks)}
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "BaseConfig":
-        return config_from_dict(cls, d)
-
 
 @dataclass(frozen=True)
-class EvolveConfig:
+class EvolveConfig(Config):
     # the tasks the frozen base model (results/namm/base_curriculum) does well enough to be scored on;
     # icl_classification and needle are kept back as held-out tasks, passage_retrieval and multi_hop
     # are near chance for it (a full-cache score of 0 leaves the normalised fitness undefined)
@@ -164,16 +160,9 @@ class EvolveConfig:
         """The registered scorer, built with this config's mask where it takes one (BAM)."""
         return SCORERS[self.scorer](mask=self.mask) if self.scorer == "bam" else SCORERS[self.scorer]()
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "EvolveConfig":
-        return config_from_dict(cls, d)
-
 
 @dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(Config):
     """One ``amicl namm eval``: a policy at one or more budgets on fresh prompts of every task, scored
     against the full cache on the same prompts. ``budgets``: token counts per (layer, head), per-layer
     lists, or None (the policy's own budget: full cache, or NAMM's score < 0 rule)."""

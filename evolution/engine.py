@@ -14,15 +14,15 @@ adapts per-coordinate scales at ~1e-3 and costs O(N) per candidate instead of O(
 from __future__ import annotations
 
 import pickle
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
-from amicl.common.validate import check_float, check_int
+from amicl.common.validate import Config, check_float, check_int
 
 
 @dataclass(frozen=True)
-class EngineConfig:
+class EngineConfig(Config):
     """dim parameters, population ``popsize`` (lambda), ``mu`` parents (0 = lambda // 2), initial step
     ``sigma0``, ``separable`` (diagonal covariance) and the engine's own ``seed``."""
 
@@ -41,9 +41,6 @@ class EngineConfig:
         object.__setattr__(self, "seed", check_int("seed", self.seed, lo=0))
         if not isinstance(self.separable, bool):
             raise ValueError(f"separable must be a bool, got {self.separable!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class _LocalRandn:

@@ -85,3 +85,12 @@ def test_nothing_cites_a_path_outside_the_repository():
         text = (ROOT / f).read_text(errors="replace")
         for bad in ("../shared", "shared/reference", "shared/DESIGN"):
             assert bad not in text, f"{f} cites {bad}, which is not in the repository"
+
+
+def test_no_function_is_longer_than_80_lines():
+    long = []
+    for path in SOURCES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
+    assert not long, long

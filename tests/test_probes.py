@@ -177,3 +177,28 @@ def test_one_probe_set_per_member_equals_probing_each_member_alone():
         alone = probe_model(ToyTransformer([cfg], [seed]), b.x, b.classes, TASK.n_pos)
         for name in PROBES:
             assert both[name][i] == pytest.approx(alone[name][0], rel=1e-5, abs=1e-9), name
+
+
+def test_a_probe_is_one_registration_computed_tabulated_timed_and_drawn(probe_batch, monkeypatch):
+    """Registering a dummy probe (layer 1's mean attention on the first token) puts it in probe_model's
+    output, the final-probe table, the onset analysis and its own panel of the figure (a ninth panel
+    grows the grid instead of being dropped)."""
+    from transformers_mini.toy import mechanisms, probe_specs
+    from transformers_mini.toy.figures import plot_probes
+
+    monkeypatch.setattr(probe_specs, "PROBES", list(probe_specs.PROBES))
+    first = probe_specs.Probe("first_token", "layer 1: mass on token 0", onset=True, final=True,
+                              compute=lambda c: c["attn1"][..., 0].mean((1, 2)).numpy())  # fmt: skip
+    probe_specs.register(first)
+    with pytest.raises(ValueError, match="registered already"):
+        probe_specs.register(first)
+    _, batch = probe_batch
+    out = probe_model(shift_head_model(), batch.x, batch.classes, TASK.n_pos)
+    assert "first_token" in out and out["first_token"].shape == (1,) and 0 <= out["first_token"][0] <= 1
+    rows = [{"arm": "none", "seed": 0, "step": s, **{k: float(v[0]) + s for k, v in out.items()}} for s in (0, 10)]
+    assert "first_token" in mechanisms.final_probe_section(rows, ["none"])[3]
+    history = [{"arm": "none", "seed": 0, "step": s, "ic": ic} for s, ic in ((0, 0.0), (10, 0.99))]
+    assert "start_first_token" in mechanisms.onsets(rows, history)[0]
+    fig = plot_probes(rows, history, ["none"])
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert len(titles) == len(probe_specs.panels()) == 9 and "layer 1: mass on token 0" in titles

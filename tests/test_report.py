@@ -53,6 +53,19 @@ def test_reproduce_all_fills_every_section_and_resumes(tmp_path, monkeypatch):
     assert "| V | " in md and "24% fewer steps" in md
     assert all(f"| {p} |" in md for p in POLICIES)
     assert "amicl transformer compare --streams none,V" in md  # the command behind the numbers
+    # Part A: the committed headlines, regenerated from results/ by the documents' own generators
+    assert "# Part A. The committed headlines" in md and "(not available" not in md
+    assert "| V | 24/24 | 0% [0%, 14%] | 25,500 [24,750, 26,000] | 18.5% [17.5%, 20.0%]" in md
+    assert "Source: `results/namm/sweeps/table_frozen/table.md`" in md and "| keydiff |" in md
+    # Part B: every shipped toy model evaluated now, or said to be pending
+    assert "# Part B. The shipped models, checked now" in md
+    from amicl.common.artifacts import manifest, pending
+
+    for name in pending():
+        assert f"builtin:{name} is not shipped in this release" in md
+    for name, entry in manifest().items():
+        if entry["kind"] == "streams":
+            assert f"### builtin:{name}" in md and "| no |" not in md.split(f"### builtin:{name}")[1].split("#")[0]
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 5 and "<table>" in page and 'src="http' not in page
     before = (out / "steps.json").read_text()

@@ -6,7 +6,7 @@ The CLI turns these messages into ``click.BadParameter`` (exit code 2), so they 
 from __future__ import annotations
 
 import math
-from dataclasses import fields
+from dataclasses import asdict, fields
 from typing import Iterable
 
 
@@ -65,6 +65,19 @@ def _range(lo, hi, lo_open: bool = False, hi_open: bool = False) -> str:
     left = "(" if lo_open or lo is None else "["
     right = ")" if hi_open or hi is None else "]"
     return f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+
+
+class Config:
+    """Base of the package's frozen config dataclasses: ``to_dict`` (for config.json and checkpoints) and
+    ``from_dict`` (refusing unknown fields) written once, so a config states only its fields and checks.
+    A config whose fields need converting for JSON overrides ``to_dict``."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        return config_from_dict(cls, d)
 
 
 def config_from_dict(cls, d: dict):

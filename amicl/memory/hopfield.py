@@ -16,11 +16,11 @@ Hopfield network (Ramsauer et al. 2020), the rectified power n the dense associa
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
-from amicl.common.validate import check_choice, check_float, check_int, config_from_dict
+from amicl.common.validate import Config, check_choice, check_float, check_int
 from amicl.memory import reference
 from amicl.task import Episodes
 
@@ -30,7 +30,7 @@ BACKENDS = ("numba", "numpy")
 
 
 @dataclass(frozen=True)
-class MemoryConfig:
+class MemoryConfig(Config):
     """The memory model: binding weight ``a``, similarity, separation (``beta`` for softmax, ``n`` for
     power) and the number of Hopfield iterations (0 = one-step retrieval) with tolerance ``tol``."""
 
@@ -67,13 +67,6 @@ class MemoryConfig:
             int(self.max_iter),
             float(self.tol),
         )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "MemoryConfig":
-        return config_from_dict(cls, d)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-from amicl.common.validate import check_choice, check_float, check_int, config_from_dict
+from amicl.common.validate import Config, check_choice, check_float, check_int
 
 STREAMS = ("none", "V", "K", "Q")
 STREAM_SOURCES = ("previous", "first")
@@ -18,7 +18,7 @@ PRECISION_HELP = (
 
 
 @dataclass(frozen=True)
-class StreamConfig:
+class StreamConfig(Config):
     """A residual attention stream: layer l's projection ``kind`` (V, K or Q) also receives the same
     projection computed by an earlier layer from that layer's own input.
 
@@ -45,13 +45,6 @@ class StreamConfig:
         for name in ("learn", "detach"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"stream {name} must be a bool, got {getattr(self, name)!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "StreamConfig":
-        return config_from_dict(cls, d)
 
 
 def parse_arm(spec: str, defaults: dict | None = None) -> StreamConfig:
@@ -83,7 +76,7 @@ def parse_arm(spec: str, defaults: dict | None = None) -> StreamConfig:
 
 
 @dataclass(frozen=True)
-class ToyConfig:
+class ToyConfig(Config):
     """The AMICL / Reddy two-layer ICL model (AMICL code, ``transformer_v2_v_residuals_*.py``).
 
     One head per layer with d_in x d_in Q, K, V, no 1/sqrt(d) scaling, no LayerNorm, no output
@@ -113,16 +106,9 @@ class ToyConfig:
                 "init 'official' ties the readout to the third MLP layer: needs mlp_layers >= 3 and d_in >= n_labels"
             )
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ToyConfig":
-        return config_from_dict(cls, d)
-
 
 @dataclass(frozen=True)
-class GPTConfig:
+class GPTConfig(Config):
     """A GPT-style decoder: pre-LN blocks, MLP, learned or rotary positions, grouped KV heads.
 
     ``scale=True`` divides attention logits by sqrt(d_head) (the AMICL 8M model does not).
@@ -175,16 +161,9 @@ class GPTConfig:
     def d_head(self) -> int:
         return self.d_model // self.n_head
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "GPTConfig":
-        return config_from_dict(cls, d)
-
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """Training of the ICL toy as in the AMICL code: plain SGD, lr 0.01, decoupled multiplicative
     weight decay theta <- (1 - weight_decay) theta - lr grad, online batches of 128, the four test sets
     evaluated every ``eval_every`` steps; ``threshold`` defines steps-to-ICL."""
@@ -211,10 +190,3 @@ class TrainConfig:
             raise ValueError(
                 f"checkpoint_every ({self.checkpoint_every}) must be a multiple of eval_every ({self.eval_every})"
             )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        return config_from_dict(cls, d)

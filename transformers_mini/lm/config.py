@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from amicl.common.validate import check_choice, check_float, check_int, config_from_dict
+from amicl.common.validate import Config, check_choice, check_float, check_int
 from transformers_mini.core.config import PRECISIONS, GPTConfig, StreamConfig
 
 MODELS = {
@@ -21,7 +21,7 @@ MAX_VOCAB = 1 << 20  # a local BPE larger than this has no use at this scale
 
 
 @dataclass(frozen=True)
-class LMConfig:
+class LMConfig(Config):
     """One language-model run. ``corpus``: None for the story world (``stories`` train/val stories
     generated from ``seed``), or a text file (stories separated by blank lines) or JSON lines with a
     ``text`` field, its last 1% held out for validation."""
@@ -75,13 +75,6 @@ class LMConfig:
     def gpt(self, vocab_size: int) -> GPTConfig:
         stream = StreamConfig(kind="V") if self.stream == "V" else StreamConfig()
         return replace(MODELS[self.model], vocab_size=vocab_size, stream=stream)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LMConfig":
-        return config_from_dict(cls, d)
 
 
 def read_history(folder: Path) -> list[dict]:

@@ -249,12 +249,12 @@ def phase_cmd(
 @click.argument("run", type=RUN_OR_ARTIFACT)
 @device_option
 @threads_option
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for eval.csv and probes.csv.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for eval.csv/md and probes.csv.")
 def evaluate_cmd(run, device, threads, out):
     """Accuracy and probes of a trained streams run (a folder or builtin:NAME) on its own test sets, and
     whether they reproduce the numbers its history holds for that step."""
     from amicl.common.cli import set_torch_threads
-    from amicl.common.io import run_metadata, write_csv, write_json
+    from amicl.common.io import atomic_write_bytes, run_metadata, write_csv, write_json
     from amicl.common.runs import claim_run_folder
     from transformers_mini.toy.train import evaluate_checkpoint
 
@@ -265,15 +265,16 @@ def evaluate_cmd(run, device, threads, out):
         if probes:
             write_csv(Path(out) / "probes.csv", probes)
         write_json(Path(out) / "config.json", {"kind": "streams-eval", "run": str(run), **run_metadata()})
-    sets = [k for k in rows[0] if k not in ("step", "arm", "seed", "train_loss")]
-    click.echo("| arm | seed | step | " + " | ".join(sets) + " | same as the run's history |")
-    click.echo("|---|---|---|" + "---|" * (len(sets) + 1))
-    for r in rows:
-        mine = [o for o in own if (o["arm"], o["seed"]) == (r["arm"], r["seed"])]
-        same = "yes" if mine and all(mine[0][k] == r[k] for k in sets) else ("no" if mine else "not recorded")
-        click.echo(
-            f"| {r['arm']} | {r['seed']} | {r['step']} | " + " | ".join(f"{r[k]:.4f}" for k in sets) + f" | {same} |"
-        )
+        sets = [k for k in rows[0] if k not in ("step", "arm", "seed", "train_loss")]
+        lines = ["| arm | seed | step | " + " | ".join(sets) + " | same as the run's history |",
+                 "|---|---|---|" + "---|" * (len(sets) + 1)]  # fmt: skip
+        for r in rows:
+            mine = [o for o in own if (o["arm"], o["seed"]) == (r["arm"], r["seed"])]
+            same = "yes" if mine and all(mine[0][k] == r[k] for k in sets) else ("no" if mine else "not recorded")
+            cells = " | ".join(f"{r[k]:.4f}" for k in sets)
+            lines.append(f"| {r['arm']} | {r['seed']} | {r['step']} | {cells} | {same} |")
+        atomic_write_bytes(Path(out) / "eval.md", ("\n".join(lines) + "\n").encode())
+    click.echo("\n".join(lines))
 
 
 @transformer.command("join")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from amicl.common.io import read_csv, save_figure
+from transformers_mini.toy import probe_specs
 from transformers_mini.toy.compare import censored_times
 
 SET_TITLES = {
@@ -69,28 +70,8 @@ def draw_streams(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]
     plt.close(fig)
 
     if members:
-        fig, axes = plt.subplots(1, 2, figsize=(7, 3.2), sharey=True)
-        for ax, name in zip(axes, ("ic", "ic2")):
-            for i, arm in enumerate(arms):
-                vals = [r[f"steps_{name}"] for r in members if r["arm"] == arm]
-                reached = np.array([float(v) for v in vals if v not in ("", "None", None)])
-                jitter = np.random.default_rng(i).uniform(-0.12, 0.12, len(reached))
-                ax.scatter(np.full(len(reached), i) + jitter, reached, s=14, alpha=0.8)
-                if len(reached):
-                    ax.hlines(np.median(reached), i - 0.25, i + 0.25, color="k", lw=1.5)
-                missing = len(vals) - len(reached)
-                if missing:
-                    ax.annotate(
-                        f"{missing} never", (i, 0), textcoords="offset points", xytext=(0, -28), ha="center", fontsize=7
-                    )
-            ax.set_xticks(range(len(arms)), arms)
-            ax.set_title(f"steps to {run.train.threshold:g} on {name}", fontsize=9)
-            ax.grid(alpha=0.3, axis="y")
-        axes[0].set_ylabel("training steps (bar: median)")
-        fig.tight_layout()
-        written += save_figure(fig, Path(out), "steps_to_threshold", formats)
-        plt.close(fig)
         for name, fig in (
+            ("steps_to_threshold", plot_steps(members, arms, run.train.threshold)),
             ("survival", plot_survival(members, arms, run.train.threshold)),
             ("covariates", plot_covariates(members, arms, run.train.threshold)),
         ):
@@ -104,16 +85,30 @@ def draw_streams(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]
     return written
 
 
-PROBE_PANELS = {
-    "ic": "ic accuracy",
-    "prev_token": "layer 1: mass on t-1",
-    "a_gain": "layer 1: binding weight a (gain)",
-    "induction": "layer 2: mass on matching labels",
-    "amicl_top1_a2": "layer 2 picks AMICL's key (a = 2)",
-    "amicl_corr_gain": "layer 2 logits vs AMICL scores (r)",
-    "beta_eff": "effective inverse temperature",
-    "k90": "layer 2: keys holding 90%",
-}
+def plot_steps(members: list[dict], arms: list[str], threshold: float):
+    """Steps to the threshold on ic and ic2, one dot per seed, the median as a bar, 'never' counted."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(7, 3.2), sharey=True)
+    for ax, name in zip(axes, ("ic", "ic2")):
+        for i, arm in enumerate(arms):
+            vals = [r[f"steps_{name}"] for r in members if r["arm"] == arm]
+            reached = np.array([float(v) for v in vals if v not in ("", "None", None)])
+            jitter = np.random.default_rng(i).uniform(-0.12, 0.12, len(reached))
+            ax.scatter(np.full(len(reached), i) + jitter, reached, s=14, alpha=0.8)
+            if len(reached):
+                ax.hlines(np.median(reached), i - 0.25, i + 0.25, color="k", lw=1.5)
+            missing = len(vals) - len(reached)
+            if missing:
+                ax.annotate(
+                    f"{missing} never", (i, 0), textcoords="offset points", xytext=(0, -28), ha="center", fontsize=7
+                )
+        ax.set_xticks(range(len(arms)), arms)
+        ax.set_title(f"steps to {threshold:g} on {name}", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].set_ylabel("training steps (bar: median)")
+    fig.tight_layout()
+    return fig
 
 
 def plot_probes(probes: list[dict], history: list[dict], arms: list[str]):
@@ -126,8 +121,12 @@ def plot_probes(probes: list[dict], history: list[dict], arms: list[str]):
     takeoff = onsets(probes, history)
     first = min(int(r["step"]) for r in probes)
     hist = [r for r in history if int(r["step"]) >= first]
-    fig, axes = plt.subplots(2, 4, figsize=(13, 5.6), sharex=True)
-    for ax, (key, title) in zip(axes.flat, PROBE_PANELS.items()):
+    panels = probe_specs.panels()
+    rows_n = -(-len(panels) // 4)  # every registered panel gets an axis
+    fig, axes = plt.subplots(rows_n, 4, figsize=(13, 2.8 * rows_n), sharex=True, squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (key, title) in zip(axes.flat, panels.items()):
         rows = hist if key == "ic" else probes
         for i, arm in enumerate(arms):
             by_seed = {}

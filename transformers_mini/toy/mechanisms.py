@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-ONSET_PROBES = ("prev_token", "induction", "amicl_top1_a2", "beta_eff")
+from transformers_mini.toy import probe_specs
+
 RISE = {"start": 0.1, "mid": 0.5}
 TAKEOFF = 0.5
 
@@ -41,7 +42,7 @@ def rise_step(rows: list[dict], key: str, share: float) -> int | None:
 
 def onsets(probes: list[dict], history: list[dict], threshold: float = 0.95) -> list[dict]:
     """Per (arm, seed): the take-off, and for a member probed from step 0 whose ic reached ``threshold``,
-    the start and midpoint of every probe of ``ONSET_PROBES`` and their leads over the take-off."""
+    the start and midpoint of every probe of ``probe_specs.onset_names()`` and their leads over the take-off."""
     out = []
     for arm, seed in dict.fromkeys((r["arm"], int(r["seed"])) for r in probes):
         mine = sorted((r for r in probes if r["arm"] == arm and int(r["seed"]) == seed), key=lambda r: int(r["step"]))
@@ -49,7 +50,7 @@ def onsets(probes: list[dict], history: list[dict], threshold: float = 0.95) -> 
         row = {"arm": arm, "seed": seed, "first_probe_step": int(mine[0]["step"]), "last_step": int(mine[-1]["step"])}
         row["takeoff"] = first_step(hist, "ic", TAKEOFF)
         row["complete"] = row["first_probe_step"] == 0 and first_step(hist, "ic", threshold) is not None
-        for key in ONSET_PROBES:
+        for key in probe_specs.onset_names():
             for name, share in RISE.items():
                 on = rise_step(mine, key, share) if row["complete"] else None
                 row[f"{name}_{key}"] = on
@@ -69,8 +70,10 @@ def mechanism_section(rows: list[dict], arms: list[str]) -> list[str]:
         "step 0 to the member's last evaluation; lead = take-off - start (median [min, max]; positive: the "
         "probe moved first). 'n' = members probed from step 0 that reached the threshold / all members.",
         "",
-        "| arm | n | take-off | " + " | ".join(f"{k}: start | {k}: midpoint | {k}: lead" for k in ONSET_PROBES) + " |",
-        "|---" * (3 + 3 * len(ONSET_PROBES)) + "|",
+        "| arm | n | take-off | "
+        + " | ".join(f"{k}: start | {k}: midpoint | {k}: lead" for k in probe_specs.onset_names())
+        + " |",
+        "|---" * (3 + 3 * len(probe_specs.onset_names())) + "|",
     ]
 
     def spread(v: list) -> str:
@@ -83,24 +86,11 @@ def mechanism_section(rows: list[dict], arms: list[str]) -> list[str]:
         if not mine:
             continue
         cells = [f"{len(done)}/{len(mine)}", spread([r["takeoff"] for r in done])]
-        for key in ONSET_PROBES:
+        for key in probe_specs.onset_names():
             cells += [spread([r[f"start_{key}"] for r in done]), spread([r[f"mid_{key}"] for r in done])]
             cells.append(spread([r[f"lead_start_{key}"] for r in done]))
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return lines
-
-
-FINAL = (
-    "prev_token",
-    "a_fit",
-    "a_gain",
-    "induction",
-    "amicl_corr_gain",
-    "amicl_top1_gain",
-    "amicl_top1_a2",
-    "beta_eff",
-    "k90",
-)
 
 
 def final_probe_section(probes: list[dict], arms: list[str]) -> list[str]:
@@ -109,8 +99,8 @@ def final_probe_section(probes: list[dict], arms: list[str]) -> list[str]:
         "",
         "Probes at each member's last evaluation, median [min, max] over seeds:",
         "",
-        "| arm | " + " | ".join(FINAL) + " |",
-        "|---" * (1 + len(FINAL)) + "|",
+        "| arm | " + " | ".join(probe_specs.final_names()) + " |",
+        "|---" * (1 + len(probe_specs.final_names())) + "|",
     ]
     for arm in arms:
         last = {}
@@ -119,7 +109,7 @@ def final_probe_section(probes: list[dict], arms: list[str]) -> list[str]:
                 last[int(r["seed"])] = r
         if last:
             cells = []
-            for k in FINAL:
+            for k in probe_specs.final_names():
                 v = np.array([float(r[k]) for r in last.values() if r.get(k) not in (None, "")])
                 cells.append(f"{np.median(v):.2f} [{v.min():.2f}, {v.max():.2f}]" if len(v) else "-")
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")

@@ -36,24 +36,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-PROBES = (
-    "prev_token",
-    "a_fit",
-    "a_fit_r2",
-    "a_gain",
-    "induction",
-    "amicl_corr",
-    "amicl_top1",
-    "amicl_corr_gain",
-    "amicl_top1_gain",
-    "amicl_corr_a2",
-    "amicl_top1_a2",
-    "beta_eff",
-    "k90",
-    "q_comp",
-    "k_comp",
-    "v_comp",
-)
+from transformers_mini.toy import probe_specs
+
+PROBES = probe_specs.names()  # the built-in probes, in probes.csv's column order
 
 
 def _check_attention(a: torch.Tensor, name: str) -> None:
@@ -194,4 +179,8 @@ def probe_model(model, x: torch.Tensor, classes, n_pos: int) -> dict[str, np.nda
     out["amicl_corr_a2"], out["amicl_top1_a2"], out["beta_eff"] = agreement(z, amicl_scores(content, 2.0))
     out["k90"] = k_mass(attn2[:, :, -1])
     out.update(composition(model.qkv.cpu()))
+    context = {"attn1": attn1, "attn2": attn2, "z": z, "x": x, "classes": classes, "model": model}
+    for probe in probe_specs.PROBES:  # probes registered with a compute function of their own
+        if probe.compute is not None:
+            out[probe.name] = np.asarray(probe.compute(context), dtype=float).reshape(model.members)
     return out
