@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The one script a session lent a GPU runs first (docs/scale-out.md, "A GPU loan"): every step bounded in
+# time, every result a JSON (or CSV) file under one folder, so a loan of 15 minutes gives all it can.
+#
+#   bash benchmarks/gpu_check.sh OUT_FOLDER [SECONDS_FOR_THE_LONG_STEP]
+#
+# 1. the CUDA tests (tests/test_cuda.py: CUDA against the CPU, bf16 paths);
+# 2. the toy and LM benchmarks on the device (seed-steps/s, tokens/s, achieved FLOP/s beside the
+#    device's measured matmul rate);
+# 3. the longest experiment that fits: the toy's none/V comparison on 8 further consecutive seeds
+#    (24-31), checkpointed, so a later loan (or the CPU) continues it with --resume.
+set -uo pipefail
+out=${1:?usage: gpu_check.sh OUT_FOLDER [SECONDS_FOR_THE_LONG_STEP]}
+long=${2:-300}
+mkdir -p "$out"
+amicl=(python -c "from amicl.cli import main; main()")
+step() {  # step NAME SECONDS COMMAND...: run with a time limit, record its exit code and duration
+  local name=$1 limit=$2; shift 2
+  local t0=$SECONDS
+  timeout --signal=INT "$limit" "$@" > "$out/$name.log" 2>&1
+  local rc=$?
+  printf '{"step": "%s", "exit": %d, "seconds": %d, "limit": %d}\n' "$name" "$rc" $((SECONDS - t0)) "$limit" \
+    > "$out/$name.json"
+  echo "$name: exit $rc after $((SECONDS - t0)) s" >&2
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.csv" 2>&1
+step cuda_tests 240 python -m pytest -q -p no:cacheprovider tests/test_cuda.py
+step bench_train 120 python benchmarks/bench_train.py --device cuda --out "$out/train_cuda.json"
+step bench_lm 120 python benchmarks/bench_lm.py --device cuda --model paper-8m --out "$out/lm_cuda.json"
+# one batched ensemble of 16 members in one folder (the device returns files two folders down at most)
+step streams_s24 "$long" "${amicl[@]}" transformer compare --streams none,V --seeds 8 --first-seed 24 \
+  --eval-size 2000 --stop-when-reached --checkpoint-every 500 --threads 1 --device cuda --out "$out/streams_s24"
+ls -R "$out" | head -50 >&2
