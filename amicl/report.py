@@ -262,7 +262,7 @@ def committed_section(repo: Path = REPO) -> list[str]:
             table = "\n".join(TABLES[name](repo, *args))
         except (OSError, KeyError, ValueError) as exc:
             table = f"(not available: {type(exc).__name__}: {exc})"
-        parts += [f"### {heading}", text, f"Source: `{args[0]}`.", table]
+        parts += [f"## {heading}", text, f"Source: `{args[0]}`.", table]
     return [p for p in parts if p]
 
 
@@ -273,7 +273,7 @@ def artifact_section(root: Path, steps: list[dict]) -> list[str]:
     parts = ["Each shipped toy model (`amicl artifacts list`) evaluated now on its own test sets; 'yes' means the "
              "weights give exactly the numbers recorded when it was trained."]  # fmt: skip
     for folder in sorted((root / "artifacts").glob("*")) if (root / "artifacts").is_dir() else []:
-        parts += [f"### builtin:{folder.name}", _md_file(folder / "eval.md")]
+        parts += [f"## builtin:{folder.name}", _md_file(folder / "eval.md")]
     parts += [f"builtin:{n} is not shipped in this release: {e['why']}." for n, e in pending().items()]
     return parts + [_commands(steps, "artifacts")]
 

@@ -10,7 +10,7 @@ from tiny import TINY_BASE, TINY_TOY
 
 import amicl.common.artifacts as artifacts
 from amicl.cli import amicl
-from amicl.common.io import load_pickle, read_csv
+from amicl.common.io import load_pickle, read_csv, save_torch
 
 
 def run(*args):
@@ -85,12 +85,16 @@ def test_a_trained_toy_ships_and_reproduces_its_history(tmp_path, root):
             k: b[k] for k in ("arm", "seed", "ic", "ic2", "iw")
         }
     assert r.output.count("| yes |") == 4 and "| no |" not in r.output
-    # a member's history that does not match its weights is reported, not hidden
-    state = torch.load(tmp_path / "toy" / "checkpoint.pt", weights_only=False)
+    # a checkpoint edited behind the package's back no longer matches its digest: refused, not evaluated
+    state = torch.load(tmp_path / "toy" / "checkpoint.pt", weights_only=False)  # the digest stays in it
     for h in state["history"]:
         h["ic"] = -1.0
     torch.save(state, tmp_path / "toy" / "checkpoint.pt")
     r = run("transformer", "evaluate", tmp_path / "toy", "--threads", 1, "--device", "cpu", "--out", tmp_path / "ev2")
+    assert r.exit_code == 2 and "no longer matches the digest" in r.stderr
+    # a well-formed checkpoint whose history does not match its weights is reported, not hidden
+    save_torch(tmp_path / "toy" / "checkpoint.pt", state)
+    r = run("transformer", "evaluate", tmp_path / "toy", "--threads", 1, "--device", "cpu", "--out", tmp_path / "ev4")
     assert r.exit_code == 0 and r.output.count("| no |") == 4
     r = run("transformer", "evaluate", tmp_path / "ev", "--out", tmp_path / "ev3")
     assert r.exit_code == 2 and "streams" in r.stderr

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from amicl.common.io import load_torch
 from evolution.base import BaseConfig, BaseTrainer, load_base
 from evolution.evolve import Evolution, EvolveConfig
 from evolution.fitness import evaluate_population, gather_norm_stats, reference_scores
@@ -99,8 +100,9 @@ def test_base_training_resumes_exactly(tmp_path):
     straight = BaseTrainer(cfg)
     straight.fit(tmp_path / "a", progress=False)
     BaseTrainer(BaseConfig(**{**cfg.to_dict(), "steps": 2})).fit(tmp_path / "b", progress=False)
-    # a checkpoint written before fields with defaults were added (precision, dropout) still resumes
-    state = torch.load(tmp_path / "b" / "base.pt", weights_only=False)
+    # a checkpoint written before fields with defaults were added (precision, dropout), and before
+    # checkpoints carried a digest of their content, still resumes
+    state = load_torch(tmp_path / "b" / "base.pt")
     del state["config"]["precision"], state["config"]["model"]["dropout"]
     torch.save(state, tmp_path / "b" / "base.pt")
     with pytest.raises(ValueError, match="different configuration"):

@@ -170,3 +170,33 @@ def test_figures_and_tables_into_a_folder_under_a_file_are_one_line(lm_run, tmp_
 def test_the_vocabulary_is_checked_before_the_tokenizer_library_sees_it(tmp_path, vocab):
     one_line_error(run("lm", "train", *TINY_LM, "--vocab", vocab, "--out", tmp_path / "r"), "vocab must be")
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_a_checkpoint_with_one_changed_byte_is_refused_not_evaluated(tmp_path):
+    toy = ["--K", 8, "--L", 8, "--N", 2, "--Nmax", 2, "--D", 16, "--steps", 2, "--eval-every", 1,
+           "--checkpoint-every", 1, "--eval-size", 10, "--batch", 4, "--threads", 1, "--device", "cpu"]  # fmt: skip
+    assert run("transformer", "train", *toy, "--out", tmp_path / "r").exit_code == 0
+    path = tmp_path / "r" / "checkpoint.pt"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # inside the weights: torch.load itself would not notice
+    path.write_bytes(bytes(data))
+    r = run("transformer", "evaluate", tmp_path / "r", "--threads", 1, "--device", "cpu", "--out", tmp_path / "ev")
+    one_line_error(r, "no longer matches the digest written with it")
+
+
+@pytest.mark.parametrize("bad, needle", [("--grid-B", "lists 2 twice"), ("--grid-epsilon", "lists 0.1 twice")])
+def test_a_grid_value_given_twice_is_refused(tmp_path, bad, needle):
+    values = {"--grid-B": "2,2", "--grid-epsilon": "0.1,0.1"}[bad]
+    one_line_error(run("transformer", "phase", bad, values, "--steps", 2, "--out", tmp_path / "p"), needle)
+    assert not (tmp_path / "p").exists()
+
+
+def test_reproduce_refuses_a_trial_count_that_cannot_fit_before_writing(tmp_path):
+    one_line_error(run("reproduce", "amicl", "--trials", 100_000_000_000, "--out", tmp_path), "lower --trials")
+    assert not (tmp_path / "amicl").exists()
+
+
+def test_a_jsonl_corpus_whose_texts_are_not_strings_is_one_line(tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("\n".join(json.dumps({"text": i}) for i in range(20)))
+    one_line_error(run("lm", "train", *TINY_LM, "--corpus", corpus, "--out", tmp_path / "r"), "not a string")

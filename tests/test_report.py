@@ -65,7 +65,7 @@ def test_reproduce_all_fills_every_section_and_resumes(tmp_path, monkeypatch):
         assert f"builtin:{name} is not shipped in this release" in md
     for name, entry in manifest().items():
         if entry["kind"] == "streams":
-            assert f"### builtin:{name}" in md and "| no |" not in md.split(f"### builtin:{name}")[1].split("#")[0]
+            assert f"## builtin:{name}" in md and "| no |" not in md.split(f"## builtin:{name}")[1].split("#")[0]
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 5 and "<table>" in page and 'src="http' not in page
     before = (out / "steps.json").read_text()

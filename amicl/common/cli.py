@@ -97,19 +97,24 @@ def given(values: dict, names=None) -> dict:
     return {k: v for k, v in values.items() if v is not None and (names is None or k in names)}
 
 
-def comma_list(text: str | None, option: str, cast=str) -> list | None:
-    """``a,b,c`` as a list, each item cast; an empty item or a bad cast is a ``click.BadParameter``."""
+def comma_list(text: str | None, option: str, cast=str, unique: bool = False) -> list | None:
+    """``a,b,c`` as a list, each item cast; an empty item, a bad cast or (``unique``) an item given twice
+    is a ``click.BadParameter``."""
     if text is None:
         return None
     items = [s.strip() for s in text.split(",")]
     if not items or any(not s for s in items):
         raise click.BadParameter(f"{text!r} has an empty item", param_hint=option)
     try:
-        return [cast(s) for s in items]
+        values = [cast(s) for s in items]
     except ValueError:
         raise click.BadParameter(
             f"{text!r} is not a comma-separated list of {cast.__name__}s", param_hint=option
         ) from None
+    if unique and len(set(values)) < len(values):
+        twice = next(v for v in values if values.count(v) > 1)
+        raise click.BadParameter(f"{text!r} lists {twice} twice", param_hint=option)
+    return values
 
 
 def threads_option(f):

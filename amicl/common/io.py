@@ -9,6 +9,7 @@ imported inside the torch helpers only: this module stays torch-free.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -142,25 +143,66 @@ def save_figure(fig, out, name: str, formats=("png", "pdf")) -> list[Path]:
     return paths
 
 
-def save_torch(path, obj) -> Path:
-    """``torch.save`` through ``atomic_write_bytes``."""
+DIGEST = "content_sha256"  # the key under which a checkpoint dict carries the digest of its own content
+
+
+def content_digest(obj) -> str:
+    """sha256 of a checkpoint's content: every tensor's and array's dtype, shape and bytes, and every other
+    leaf's repr, in order. torch.load does not check its archive's CRCs, so a changed byte in a weight
+    would otherwise load silently."""
     import torch
 
+    h = hashlib.sha256()
+
+    def walk(x, key: str) -> None:
+        h.update(key.encode())
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().contiguous()
+            h.update(f"{x.dtype}{tuple(x.shape)}".encode())
+            h.update(x.view(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, np.ndarray):
+            h.update(f"{x.dtype}{x.shape}".encode() + np.ascontiguousarray(x).tobytes())
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                walk(v, f"{key}/{k}")
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                walk(v, f"{key}[{i}]")
+        else:
+            h.update(repr(x).encode())
+
+    walk(obj, "")
+    return h.hexdigest()
+
+
+def save_torch(path, obj) -> Path:
+    """``torch.save`` through ``atomic_write_bytes``; a dict carries the digest of its content (``DIGEST``)."""
+    import torch
+
+    if isinstance(obj, dict):
+        obj = {k: v for k, v in obj.items() if k != DIGEST}
+        obj[DIGEST] = content_digest(obj)
     buf = io.BytesIO()
     torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
 
 
 def load_torch(path, map_location=None):
-    """``torch.load`` of a checkpoint this package wrote; a damaged file raises ``DamagedFile``."""
+    """``torch.load`` of a checkpoint this package wrote; a damaged file (unreadable, or whose content no
+    longer matches its digest) raises ``DamagedFile``. The digest is checked and removed."""
     import torch
 
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
+        obj = torch.load(path, map_location=map_location, weights_only=False)
     except FileNotFoundError:
         raise
     except Exception as exc:  # truncated zip, random bytes, empty file: all unpickling/zip errors
         raise DamagedFile(path, exc) from None
+    if isinstance(obj, dict) and DIGEST in obj:
+        digest = obj.pop(DIGEST)
+        if content_digest(obj) != digest:
+            raise DamagedFile(path, hint="its content no longer matches the digest written with it (a changed byte)")
+    return obj
 
 
 def save_pickle(path, obj) -> Path:

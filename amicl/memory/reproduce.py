@@ -77,12 +77,23 @@ PUBLISHED = [
 ]
 
 
+def check_experiments(trials: int, where) -> None:
+    """Refuse, before any folder is written, a trial count whose results cannot fit in memory."""
+    from amicl.memory.hopfield import MemoryConfig
+    from amicl.memory.sweep import DATA_KINDS, RunSpec, check_memory
+
+    for kind, mem, data, grid in EXPERIMENTS.values():
+        check_memory(RunSpec(MemoryConfig(**mem), DATA_KINDS[kind](**data), "ic", trials), grid, where.pool_size)
+
+
 def run_experiments(out: Path, trials: int, seed: int, where=None, only=None, echo=click.echo) -> None:
     from amicl.common.parallel import ExecutorSpec
     from amicl.memory.hopfield import MemoryConfig
     from amicl.memory.sweep import DATA_KINDS, RunSpec, sweep
 
-    with (where or ExecutorSpec()).open() as ex:
+    where = where or ExecutorSpec()
+    check_experiments(trials, where)
+    with where.open() as ex:
         for name, (kind, mem, data, grid) in EXPERIMENTS.items():
             folder = out / name
             if (only and name not in only) or (folder / "config.json").exists():
@@ -166,7 +177,7 @@ def reproduce_amicl(out, trials, seed, executor, workers, scheduler, only):
     from amicl.common.runs import claim_run_folder
 
     where = ExecutorSpec.from_options(executor, workers, scheduler)
-
+    check_experiments(trials, where)
     root = Path(out) / "amicl"
     with claim_run_folder(root, "amicl-reproduction", resume=(root / "config.json").exists()):
         if (root / "config.json").exists():  # resuming: the finished sweeps must have the same trials and seed

@@ -39,6 +39,9 @@ def read_corpus(path: str | Path) -> list[str]:
             out = [json.loads(line)["text"] for line in text.splitlines() if line.strip()]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: expected JSON lines with a 'text' field ({exc})") from None
+        bad = next((i for i, t in enumerate(out) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise ValueError(f"{path}: line {bad + 1}'s 'text' is a {type(out[bad]).__name__}, not a string")
     else:
         out = [p.strip() for p in text.split("\n\n") if p.strip()]
     if len(out) < 10:

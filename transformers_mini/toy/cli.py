@@ -236,7 +236,8 @@ def phase_cmd(
         raise click.BadParameter(str(exc), param_hint="--streams") from None
     base = Run(arms, list(range(first_seed, first_seed + seeds)), task, TrainConfig(**given(kw)))
     base.check_ensemble()
-    grid_b, grid_eps = comma_list(grid_b, "--grid-B", int), comma_list(grid_epsilon, "--grid-epsilon", float)
+    grid_b = comma_list(grid_b, "--grid-B", int, unique=True)
+    grid_eps = comma_list(grid_epsilon, "--grid-epsilon", float, unique=True)
     cell_runs(base, grid_b, grid_eps)  # every cell's task is valid before anything is written
     where = ExecutorSpec.from_options(executor, workers, scheduler)
     with claim_run_folder(out, "theory-phase", resume):
