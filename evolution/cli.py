@@ -252,12 +252,10 @@ def table(evals, out):
     """Normalised score per policy and task with bootstrap 95% intervals, from eval folders on the same prompts;
     tasks outside the NAMM's evolution stages count as held out, and NAMM is compared with each policy, paired."""
     from amicl.common.io import atomic_write_bytes, read_json, write_csv
-    from amicl.common.runs import expect_run
+    from amicl.common.runs import expect_runs
     from evolution.table import summary_table
 
-    dirs = [expect_run(e, "namm-eval", "EVALS") for e in evals]
-    if len({d.resolve() for d in dirs}) != len(dirs):
-        raise click.UsageError("an eval folder is given twice")
+    dirs = expect_runs(evals, "namm-eval", "EVALS")
     evolved = [read_json(d / "config.json")["eval"].get("namm") for d in dirs]
     evolved = [Path(e) for e in evolved if e and (Path(e) / "config.json").exists()]
     stages = read_json(evolved[0] / "config.json")["evolve"]["stages"] if evolved else EvolveConfig().stages
@@ -278,14 +276,13 @@ def compare_bases(evals, others, names, out):
     """Eviction tolerance of two base models: for every policy and budget evaluated on both (EVALS on base A,
     --other on base B, the same prompts), B's normalised score minus A's, with a paired bootstrap interval."""
     from amicl.common.io import atomic_write_bytes, write_csv
-    from amicl.common.runs import expect_run
+    from amicl.common.runs import expect_runs
     from evolution.table import base_difference, base_difference_markdown, flatten
 
     name_a, _, name_b = names.partition(",")
     if not name_a or not name_b or "," in name_b:
         raise click.BadParameter("give two names, e.g. none,V", param_hint="--names")
-    a = [expect_run(e, "namm-eval", "EVALS") for e in evals]
-    b = [expect_run(e, "namm-eval", "--other") for e in others]
+    a, b = expect_runs(evals, "namm-eval", "EVALS"), expect_runs(others, "namm-eval", "--other")
     rows = base_difference(a, b, {t for s in EvolveConfig().stages for t in s})
     md = base_difference_markdown(rows, name_a, name_b)
     if out:
@@ -301,9 +298,9 @@ def compare_bases(evals, others, names, out):
 @click.option("--format", "formats", default="png,pdf", help="Comma-separated file formats.")
 def figures_namm(runs, out, formats):
     """Fitness and cache curves of evolve runs, score vs cache fraction of eval runs, kept-token layers and ages."""
-    from amicl.common.runs import expect_run
+    from amicl.common.runs import expect_runs
     from evolution.figures import draw_namm
 
-    folders = [expect_run(r, ("namm-evolve", "namm-eval"), "RUNS") for r in runs]
+    folders = expect_runs(runs, ("namm-evolve", "namm-eval"), "RUNS")
     for p in draw_namm(folders, Path(out), tuple(comma_list(formats, "--format"))):
         click.echo(p)

@@ -95,7 +95,7 @@ CASES = [
     (["transformer", "train", "--out", "{f}/empty", "--resume"], "--resume: no checkpoint.pt"),
     (["transformer", "train", "--out", "{f}/sweep"], "holds a memory-sweep run"),
     (["transformer", "join", "{f}/sweep", "{f}/streams", "--out", "{tmp}/j"], "expected a streams"),
-    (["transformer", "join", "{f}/streams", "{f}/streams", "--out", "{tmp}/j"], "same run twice"),
+    (["transformer", "join", "{f}/streams", "{f}/streams", "--out", "{tmp}/j"], "is given twice"),
     (["transformer", "join", "{f}/streams", "--out", "{tmp}/j"], "at least two"),
     (["figures", "streams", "{f}/sweep"], "holds a memory-sweep run; expected a streams"),
     (["figures", "phase", "{f}/theory-phase"], "has not finished (no phase.csv)"),

@@ -97,7 +97,7 @@ def test_a_foreign_tokenizer_and_an_edited_config_are_refused(lm_run, tmp_path):
 
 
 def test_ioi_refuses_a_run_twice_and_labels_runs_that_share_a_name_by_path(lm_run, tmp_path):
-    one_line_error(run("lm", "ioi", lm_run, lm_run, *IOI, "--out", tmp_path / "i"), "given twice")
+    one_line_error(run("lm", "ioi", lm_run, lm_run, *IOI, "--out", tmp_path / "i"), "is given twice")
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     one, two = copy(lm_run, tmp_path / "a", "run"), copy(lm_run, tmp_path / "b", "run")
@@ -200,3 +200,16 @@ def test_a_jsonl_corpus_whose_texts_are_not_strings_is_one_line(tmp_path):
     corpus = tmp_path / "c.jsonl"
     corpus.write_text("\n".join(json.dumps({"text": i}) for i in range(20)))
     one_line_error(run("lm", "train", *TINY_LM, "--corpus", corpus, "--out", tmp_path / "r"), "not a string")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["transformer", "join", "results/streams/none_V_8seeds", "results/streams/none_V_8seeds/", "--out", "{tmp}/j"],
+        ["namm", "table", "results/namm/eval16/namm", "./results/namm/eval16/namm"],
+        ["figures", "namm", "results/namm/eval16/namm", "results/namm/eval16/namm", "--out", "{tmp}/f"],
+    ],
+    ids=["join", "namm table", "namm figures"],
+)
+def test_readers_that_combine_runs_refuse_one_given_twice(tmp_path, args):
+    one_line_error(run(*[a.format(tmp=tmp_path) for a in args]), "is given twice")

@@ -108,6 +108,18 @@ def expect_run(folder, kinds: str | tuple[str, ...], option: str) -> Path:
     return folder
 
 
+def expect_runs(folders, kinds: str | tuple[str, ...], option: str) -> list[Path]:
+    """``expect_run`` for each of several runs a reader combines, refusing one given twice (its rows would
+    count twice and its intervals come out too narrow)."""
+    runs = [expect_run(f, kinds, option) for f in folders]
+    seen: dict[Path, Path] = {}
+    for run in runs:
+        if run.resolve() in seen:
+            raise RunFolderError(f"{option}: {run} is given twice (as {seen[run.resolve()]}); give each run once")
+        seen[run.resolve()] = run
+    return runs
+
+
 class RunFolder:
     """A claimed run folder: holds the exclusive lock until ``release()`` (or the process ends)."""
 

@@ -89,11 +89,9 @@ def ioi_cmd(runs, prompts, templates, seed, last, device, threads, out):
     """Score IOI on every run; writes ioi_prompts.csv, ioi.csv and ioi.md, and compares the arms."""  # noqa: D401
     from amicl.common.cli import set_torch_threads
     from amicl.common.io import atomic_write_bytes, run_metadata, write_csv, write_json
-    from amicl.common.runs import claim_run_folder, expect_run
+    from amicl.common.runs import claim_run_folder, expect_runs
 
-    folders = [expect_run(r, "lm", "RUNS") for r in runs]
-    if len({f.resolve() for f in folders}) < len(folders):
-        raise click.BadParameter("a run is given twice; each is scored once", param_hint="RUNS")
+    folders = expect_runs(runs, "lm", "RUNS")
     # a run is labelled by its folder name, or by its path where two folders share a name
     names = [f.name for f in folders]
     labels = [f.name if names.count(f.name) == 1 else str(f) for f in folders]

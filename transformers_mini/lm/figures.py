@@ -19,12 +19,11 @@ def draw_lm(runs: list[Path], out: Path, ioi: Path | None = None, formats=("png"
     import matplotlib.pyplot as plt
 
     from amicl.common.io import read_json
-    from amicl.common.runs import expect_run
+    from amicl.common.runs import expect_runs
     from transformers_mini.lm.config import LMConfig, read_history
 
     hists = {}
-    for r in runs:
-        folder = expect_run(r, "lm", "RUNS")
+    for folder in expect_runs(runs, "lm", "RUNS"):
         try:
             stream = LMConfig.from_dict(read_json(folder / "config.json")["lm"]).stream
         except (KeyError, TypeError) as exc:

@@ -283,9 +283,10 @@ def evaluate_cmd(run, device, threads, out):
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for the joined results.")
 def join_cmd(parts, out):
     """Analyse runs made separately on the same seeds (e.g. none,V and K,Q) as one paired comparison."""
+    from amicl.common.runs import expect_runs
     from transformers_mini.toy.compare import analyse, join_runs
 
-    join_runs(Path(out), [Path(p) for p in parts])
+    join_runs(Path(out), expect_runs(parts, ("streams", "streams-join"), "PARTS"))
     click.echo(analyse(Path(out)))
 
 
