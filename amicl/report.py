@@ -26,6 +26,7 @@ from pathlib import Path
 
 import click
 
+from amicl.common.cli import out_option
 from amicl.common.io import atomic_write_bytes, read_csv, read_json, run_metadata, write_json
 from amicl.common.validate import RunStopped
 
@@ -403,7 +404,7 @@ def reproduce_all(root: Path, scale: str, echo=print) -> Path:
     show_default=True,
     help="quick: every pipeline in minutes on 2 cores; paper: the papers' protocols (days of CPU).",
 )
-@click.option("--out", type=click.Path(file_okay=False), default="out/all", show_default=True, help="Results root.")
+@out_option("Results root.", default="out/all")
 def reproduce_all_cmd(scale, out):
     """Run every experiment of the package (AMICL, residual streams and their probes, theory vs network,
     NAMM against the training-free policies) and write report.md and a self-contained report.html.

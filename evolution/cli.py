@@ -18,7 +18,10 @@ from amicl.common.cli import (
     config_option,
     device_option,
     executor_options,
+    format_option,
     given,
+    out_option,
+    resume_option,
     threads_option,
 )
 from evolution.config import MASKS, METRICS, POLICIES, SCORERS, BaseConfig, EvalConfig, EvolveConfig
@@ -74,8 +77,8 @@ def _model_option(name, *decls, help=""):
 @config_option(BaseConfig, "precision", type=click.Choice(PRECISIONS), help=PRECISION_HELP)
 @device_option
 @threads_option
-@click.option("--out", type=RUN_FOLDER, required=True)
-@click.option("--resume", is_flag=True, help="Continue the run checkpointed in --out.")
+@out_option()
+@resume_option
 def train_base(stream, device, threads, out, resume, **kw):
     """Train the small GPT (rotary, grouped KV heads) on the synthetic long-context tasks."""
     from dataclasses import replace
@@ -145,8 +148,8 @@ def _stages(text: str | None):
 @device_option
 @threads_option
 @executor_options
-@click.option("--out", type=RUN_FOLDER, required=True)
-@click.option("--resume", is_flag=True, help="Continue the run checkpointed in --out.")
+@out_option()
+@resume_option
 def evolve(base_dir, full_cma, device, threads, executor, workers, scheduler, out, resume, **kw):
     """Evolve a NAMM scorer with CMA-ES on the base model, stage by stage, checkpointing every generation.
     With --executor process or dask, each generation's population is scored in batches on the workers
@@ -212,7 +215,7 @@ def evolve(base_dir, full_cma, device, threads, executor, workers, scheduler, ou
 @config_option(EvalConfig, "kernel", type=click.IntRange(min=1))
 @device_option
 @threads_option
-@click.option("--out", type=RUN_FOLDER, required=True)
+@out_option()
 def eval_cmd(base_dir, policy, namm_dir, budget, budget_fraction, match_dir, device, threads, out, **kw):
     """Score a memory policy on the tasks, normalised by the full cache on the same prompts."""
     from amicl.common.cli import set_torch_threads
@@ -247,7 +250,7 @@ def eval_cmd(base_dir, policy, namm_dir, budget, budget_fraction, match_dir, dev
 
 @namm.command("table")
 @click.argument("evals", nargs=-1, type=RUN_FOLDER, required=True)
-@click.option("--out", type=RUN_FOLDER, default=None, help="Also write table.md and table.csv here.")
+@out_option("Also write table.md and table.csv here.", required=False)
 def table(evals, out):
     """Normalised score per policy and task with bootstrap 95% intervals, from eval folders on the same prompts;
     tasks outside the NAMM's evolution stages count as held out, and NAMM is compared with each policy, paired."""
@@ -271,7 +274,7 @@ def table(evals, out):
 @click.argument("evals", nargs=-1, type=RUN_FOLDER, required=True)
 @click.option("--other", "others", multiple=True, type=RUN_FOLDER, required=True, help="An eval of base B (repeat).")
 @click.option("--names", default="A,B", show_default=True, help="Names of the two bases, for the table.")
-@click.option("--out", type=RUN_FOLDER, default=None, help="Also write bases.md and bases.csv here.")
+@out_option("Also write bases.md and bases.csv here.", required=False)
 def compare_bases(evals, others, names, out):
     """Eviction tolerance of two base models: for every policy and budget evaluated on both (EVALS on base A,
     --other on base B, the same prompts), B's normalised score minus A's, with a paired bootstrap interval."""
@@ -294,8 +297,8 @@ def compare_bases(evals, others, names, out):
 
 @click.command("namm")
 @click.argument("runs", nargs=-1, type=RUN_FOLDER, required=True)
-@click.option("--out", type=RUN_FOLDER, required=True)
-@click.option("--format", "formats", default="png,pdf", help="Comma-separated file formats.")
+@out_option()
+@format_option
 def figures_namm(runs, out, formats):
     """Fitness and cache curves of evolve runs, score vs cache fraction of eval runs, kept-token layers and ages."""
     from amicl.common.runs import expect_runs

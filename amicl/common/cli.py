@@ -117,6 +117,24 @@ def comma_list(text: str | None, option: str, cast=str, unique: bool = False) ->
     return values
 
 
+def out_option(help: str = "Run folder.", required: bool = True, default: str | None = None):
+    """``--out``, declared once for every command that writes a folder."""
+    if default is not None:
+        return click.option("--out", type=click.Path(file_okay=False), default=default, show_default=True, help=help)
+    return click.option("--out", type=click.Path(file_okay=False), required=required, help=help)
+
+
+def resume_option(f):
+    """``--resume``: continue the run checkpointed in --out."""
+    return click.option("--resume", is_flag=True, help="Continue the run checkpointed in --out.")(f)
+
+
+def format_option(f):
+    """``--format``: the figure formats, comma-separated."""
+    return click.option("--format", "formats", default="png,pdf", show_default=True,
+                        help="Comma-separated figure formats (png, pdf, svg).")(f)  # fmt: skip
+
+
 def threads_option(f):
     return click.option(
         "--threads", type=click.IntRange(min=1), default=None, help="torch CPU threads [default: all cores]."

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from amicl.common.cli import CONTEXT, config_option, executor_options, given
+from amicl.common.cli import CONTEXT, config_option, executor_options, given, out_option
 from amicl.common.parallel import ExecutorSpec
 from amicl.common.validate import config_from_dict
 from amicl.memory.hopfield import MemoryConfig
@@ -144,7 +144,7 @@ def memory():
 @memory_options
 @trials_option
 @common_run_options
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Save results here.")
+@out_option("Save results here.", required=False)
 def memory_run(task_kind, test_set, engine, trials, seed, executor, workers, scheduler, out, **kwargs):
     """Score one setting of the memory; prints accuracy with its 95% binomial interval."""
     where = ExecutorSpec.from_options(executor, workers, scheduler)
@@ -168,7 +168,7 @@ def memory_run(task_kind, test_set, engine, trials, seed, executor, workers, sch
 )
 @trials_option
 @common_run_options
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Results folder.")
+@out_option("Results folder.")
 def memory_sweep(task_kind, test_set, engine, grids, trials, seed, executor, workers, scheduler, out, **kwargs):
     """Sweep any parameter(s) (a, beta, D, T, K, epsilon, B, similarity, ...); writes config.json,
     summary.csv and results.npz to --out and prints the summary."""
@@ -203,7 +203,7 @@ def _fmt(v):
 @config_option(EpisodeConfig, "T", "--T", type=int)
 @config_option(MemoryConfig, "beta", type=float, help="Inverse temperature of the row softmax.")
 @click.option("--seed", type=click.IntRange(min=0), default=0)
-@click.option("--out", type=click.Path(file_okay=False), required=True)
+@out_option()
 def memory_matrices(a, D, K, T, beta, seed, out):
     """Save the T x T score matrices of one notebook episode for every similarity."""
     from amicl.common.runs import claim_run_folder

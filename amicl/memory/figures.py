@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
+from amicl.common.cli import format_option, out_option
 from amicl.common.io import read_json, run_metadata, save_figure, write_json, write_npz
 from amicl.common.runs import run_kind
 from amicl.memory.hopfield import MemoryConfig
@@ -195,8 +196,8 @@ def draw_all(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]:
 
 @click.command("amicl")
 @click.argument("results", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Figure folder [default: RESULTS/figures].")
-@click.option("--format", "formats", default="png,pdf", help="Comma-separated file formats.")
+@out_option("Figure folder [default: RESULTS/figures].", required=False)
+@format_option
 def figures_amicl(results, out, formats):
     """Draw the AMICL figures from the result folders under RESULTS."""
     out = Path(out) if out else Path(results) / "figures"

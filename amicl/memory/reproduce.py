@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from amicl.common.cli import executor_options
+from amicl.common.cli import executor_options, out_option
 from amicl.common.io import atomic_write_bytes, write_csv
 
 # name -> (data kind, memory overrides, data overrides, grid); every point scored on --trials trials
@@ -165,7 +165,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 @click.command("amicl")
-@click.option("--out", type=click.Path(file_okay=False), default="out", help="Results root; AMICL goes to OUT/amicl.")
+@out_option("Results root; AMICL goes to OUT/amicl.", default="out")
 @click.option("--trials", type=click.IntRange(min=1), default=1000, help="Trials per grid point.")
 @click.option("--seed", type=click.IntRange(min=0), default=0)
 @executor_options

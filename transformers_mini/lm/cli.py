@@ -7,7 +7,16 @@ from pathlib import Path
 
 import click
 
-from amicl.common.cli import CONTEXT, config_option, device_option, given, threads_option
+from amicl.common.cli import (
+    CONTEXT,
+    config_option,
+    device_option,
+    format_option,
+    given,
+    out_option,
+    resume_option,
+    threads_option,
+)
 from transformers_mini.core.config import PRECISION_HELP, PRECISIONS
 from transformers_mini.lm.config import MODELS, TOKENIZERS, LMConfig
 
@@ -35,8 +44,8 @@ def lm():
 @config_option(LMConfig, "precision", type=click.Choice(PRECISIONS), help=PRECISION_HELP)
 @device_option
 @threads_option
-@click.option("--out", type=click.Path(file_okay=False), required=True)
-@click.option("--resume", is_flag=True, help="Continue the run checkpointed in --out.")
+@out_option()
+@resume_option
 def train_cmd(device, threads, out, resume, **kw):
     """Train one language model (one arm, one seed); validation loss every --eval-every steps."""
     from amicl.common.cli import training_run
@@ -84,7 +93,7 @@ def train_cmd(device, threads, out, resume, **kw):
 )
 @device_option
 @threads_option
-@click.option("--out", type=click.Path(file_okay=False), required=True)
+@out_option()
 def ioi_cmd(runs, prompts, templates, seed, last, device, threads, out):
     """Score IOI on every run; writes ioi_prompts.csv, ioi.csv and ioi.md, and compares the arms."""  # noqa: D401
     from amicl.common.cli import set_torch_threads
@@ -140,8 +149,8 @@ def ioi_cmd(runs, prompts, templates, seed, last, device, threads, out):
 @click.option(
     "--ioi", "ioi_dir", type=click.Path(file_okay=False), default=None, help="An 'lm ioi' folder to draw too."
 )
-@click.option("--out", type=click.Path(file_okay=False), required=True)
-@click.option("--format", "formats", default="png,pdf")
+@out_option()
+@format_option
 def figures_lm(runs, ioi_dir, out, formats):
     """Validation loss of language-model runs per arm, and their IOI scores."""
     from amicl.common.cli import comma_list

@@ -12,7 +12,10 @@ from amicl.common.cli import (
     config_option,
     device_option,
     executor_options,
+    format_option,
     given,
+    out_option,
+    resume_option,
     threads_option,
 )
 from amicl.task import TaskConfig
@@ -74,8 +77,8 @@ def train_options(f):
         ),
         device_option,
         threads_option,
-        click.option("--out", type=click.Path(file_okay=False), required=True, help="Run folder."),
-        click.option("--resume", is_flag=True, help="Continue the run checkpointed in --out."),
+        out_option("Run folder."),
+        resume_option,
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -213,7 +216,7 @@ def _compare_groups(run, size, where, out: Path, resume: bool, device: str, thre
 @device_option
 @threads_option
 @executor_options
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Phase folder.")
+@out_option("Phase folder.")
 @click.option("--resume", is_flag=True, help="Continue the phase run in --out.")
 def phase_cmd(
     grid_b, grid_epsilon, streams, seeds, first_seed, device, threads, executor, workers, scheduler, out, resume, **kw
@@ -250,7 +253,7 @@ def phase_cmd(
 @click.argument("run", type=RUN_OR_ARTIFACT)
 @device_option
 @threads_option
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for eval.csv/md and probes.csv.")
+@out_option("Folder for eval.csv/md and probes.csv.")
 def evaluate_cmd(run, device, threads, out):
     """Accuracy and probes of a trained streams run (a folder or builtin:NAME) on its own test sets, and
     whether they reproduce the numbers its history holds for that step."""
@@ -280,7 +283,7 @@ def evaluate_cmd(run, device, threads, out):
 
 @transformer.command("join")
 @click.argument("parts", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for the joined results.")
+@out_option("Folder for the joined results.")
 def join_cmd(parts, out):
     """Analyse runs made separately on the same seeds (e.g. none,V and K,Q) as one paired comparison."""
     from amicl.common.runs import expect_runs
@@ -309,8 +312,8 @@ def analyse_cmd(run):
 
 @click.command("streams")
 @click.argument("results", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Figure folder [default: RESULTS/figures].")
-@click.option("--format", "formats", default="png,pdf")
+@out_option("Figure folder [default: RESULTS/figures].", required=False)
+@format_option
 def figures_streams(results, out, formats):
     """Learning curves with seed bands and the steps-to-threshold distribution of a comparison."""
     from transformers_mini.toy.figures import draw_streams
@@ -322,8 +325,8 @@ def figures_streams(results, out, formats):
 
 @click.command("phase")
 @click.argument("results", type=click.Path(exists=True, file_okay=False))
-@click.option("--out", type=click.Path(file_okay=False), default=None, help="Figure folder [default: RESULTS/figures].")
-@click.option("--format", "formats", default="png,pdf")
+@out_option("Figure folder [default: RESULTS/figures].", required=False)
+@format_option
 def figures_phase(results, out, formats):
     """Theory vs network accuracy over the grid of a 'transformer phase' run."""
     from amicl.common.cli import comma_list
