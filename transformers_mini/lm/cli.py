@@ -33,6 +33,7 @@ def lm():
 @config_option(LMConfig, "vocab", type=int)
 @config_option(LMConfig, "corpus", type=click.Path(dir_okay=False))
 @config_option(LMConfig, "stories", type=int)
+@config_option(LMConfig, "ioi_rate", type=float)
 @config_option(LMConfig, "context", type=int)
 @config_option(LMConfig, "batch", type=int)
 @config_option(LMConfig, "lr", type=float)
@@ -65,6 +66,36 @@ def train_cmd(device, threads, out, resume, **kw):
         click.echo(f"{trainer.model.n_params():,} parameters, vocabulary {trainer.tok.get_vocab_size():,}", err=True)
         hist = trainer.fit()
     click.echo(f"step {hist[-1]['step']}: validation loss {hist[-1]['val_loss']:.4f}")
+
+
+@lm.command("world")
+@config_option(LMConfig, "stories", type=int)
+@config_option(LMConfig, "ioi_rate", type=float)
+@config_option(LMConfig, "vocab", type=int)
+@config_option(LMConfig, "context", type=int)
+@config_option(LMConfig, "seed", type=click.IntRange(min=0))
+@click.option("--val", type=click.IntRange(min=10), default=2000, show_default=True, help="Validation stories.")
+@out_option()
+def world_cmd(val, out, **kw):
+    """Describe the story world a run would train on: size and variety, the measured IOI rate and orders,
+    coverage of the IOI prompts' tokens, copyable prompts, and the n-gram floor of the validation loss."""
+    import json
+
+    from amicl.common.io import run_metadata, write_json
+    from amicl.common.runs import claim_run_folder
+
+    cfg = LMConfig(**given(kw))
+    with claim_run_folder(out, "lm-world"):
+        from transformers_mini.lm.scan import describe_world
+        from transformers_mini.lm.stories import stories
+        from transformers_mini.lm.train import load_tokenizer
+
+        train = stories(cfg.stories, cfg.seed, ioi_rate=cfg.ioi_rate)
+        held = stories(val, cfg.seed, part="val", ioi_rate=cfg.ioi_rate)
+        report = describe_world(train, held, load_tokenizer(cfg, Path(out), train), cfg.context, cfg.ioi_rate)
+        write_json(Path(out) / "config.json", {"kind": "lm-world", "lm": cfg.to_dict(), "val": val, **run_metadata()})
+        write_json(Path(out) / "world.json", report)
+    click.echo(json.dumps(report, indent=1))
 
 
 @lm.command("ioi")
@@ -141,6 +172,105 @@ def ioi_cmd(runs, prompts, templates, seed, last, device, threads, out):
         atomic_write_bytes(Path(out) / "ioi.md", md.encode())
         write_json(Path(out) / "config.json", {"kind": "lm-ioi", "runs": [str(f) for f in folders], "prompts": prompts,
                                                 "templates": templates, "seed": seed, **run_metadata()})  # fmt: skip
+    click.echo(md)
+
+
+def _world_runs(runs):
+    """The run folders and, per run, its label, arm, seed, IOI rate, model and history; a run that did not
+    train on the current story world is refused."""
+    from amicl.common.io import DamagedFile, read_json
+    from amicl.common.runs import expect_runs
+    from transformers_mini.lm.config import WORLD, read_history
+
+    folders = expect_runs(runs, "lm", "RUNS")
+    names = [f.name for f in folders]
+    infos = []
+    for f in folders:
+        try:
+            cfg = LMConfig.from_dict(read_json(f / "config.json")["lm"])
+        except (KeyError, TypeError) as exc:
+            raise DamagedFile(f / "config.json", exc) from None
+        if cfg.corpus is not None or cfg.world != WORLD:
+            raise click.UsageError(f"{f} did not train on story world {WORLD}, so it has no IOI rate")
+        label = f.name if names.count(f.name) == 1 else str(f)
+        infos.append({"run": label, "arm": cfg.stream, "seed": cfg.seed, "rate": cfg.ioi_rate, "model": cfg.model,
+                      "history": read_history(f)})  # fmt: skip
+    return folders, infos
+
+
+@lm.command("isoloss")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@out_option()
+def isoloss_cmd(runs, out):
+    """Data efficiency as ResFormer measures it: per model shape and seed, the training tokens V needs to
+    reach the validation loss none ends at, as a saving 1 - V/none (isoloss.csv, isoloss.md)."""
+    from amicl.common.io import atomic_write_bytes, run_metadata, write_csv, write_json
+    from amicl.common.runs import claim_run_folder
+    from transformers_mini.lm.dose import iso_loss
+
+    folders, infos = _world_runs(runs)
+    rows = iso_loss(infos)
+    if not rows:
+        raise click.UsageError("no model shape has both arms of a seed: nothing to compare")
+    lines = ["Tokens V needs to reach the validation loss none ends at, per seed: saving 1 - V/none (median [95%",
+             "bootstrap interval over seeds]; an arm that never reaches it saves 0 and is counted as never).", "",
+             "| model | arm | seeds | median saving | never | per seed |", "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['arm']} | {r['seeds']} | {r['saving_median']:.3f} [{r['saving_low']:.3f}, "
+                     f"{r['saving_high']:.3f}] | {r['never']} | {r['savings']} |")  # fmt: skip
+    md = "\n".join(lines) + "\n"
+    with claim_run_folder(out, "lm-isoloss"):
+        write_csv(Path(out) / "isoloss.csv", rows)
+        atomic_write_bytes(Path(out) / "isoloss.md", md.encode())
+        write_json(Path(out) / "config.json", {"kind": "lm-isoloss", "runs": [str(f) for f in folders],
+                                                **run_metadata()})  # fmt: skip
+    click.echo(md)
+
+
+@lm.command("dose")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option(
+    "--last",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Evaluations at the end of training whose monitored IOI is averaged.",
+)
+@click.option(
+    "--target",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.07,
+    show_default=True,
+    help="The P(IO) whose evidence (IOI rate) each arm needs is reported.",
+)
+@out_option()
+def dose_cmd(runs, last, target, out):
+    """IOI against the story world's IOI rate per arm, paired over seeds, and the evidence each arm needs
+    to reach --target P(IO); read from the runs' history.csv (dose_runs.csv, dose.csv, evidence.csv,
+    dose.md)."""
+    from amicl.common.io import atomic_write_bytes, run_metadata, write_csv, write_json
+    from amicl.common.runs import claim_run_folder
+    from transformers_mini.lm.dose import arm_rate_table, evidence_needed, markdown, run_rows
+
+    folders, infos = _world_runs(runs)
+    if len({i["model"] for i in infos}) > 1:
+        raise click.UsageError("the runs are of several model shapes; compare one shape's runs at a time")
+    rows = run_rows(infos, last)
+    table = arm_rate_table(rows)
+    try:
+        evidence = evidence_needed(rows, target)
+    except ValueError as exc:
+        click.echo(f"no evidence table: {exc}", err=True)
+        evidence = []
+    md = markdown(table, evidence, last)
+    with claim_run_folder(out, "lm-dose"):
+        write_csv(Path(out) / "dose_runs.csv", rows)
+        write_csv(Path(out) / "dose.csv", table)
+        if evidence:
+            write_csv(Path(out) / "evidence.csv", evidence)
+        atomic_write_bytes(Path(out) / "dose.md", md.encode())
+        write_json(Path(out) / "config.json", {"kind": "lm-dose", "runs": [str(f) for f in folders], "last": last,
+                                                "target": target, **run_metadata()})  # fmt: skip
     click.echo(md)
 
 

@@ -107,7 +107,7 @@ def _versus(arm: dict) -> str:
 
 def markdown(summary: list[dict], arms: list[dict], per_template: list[dict]) -> str:
     lines = [
-        "IOI on the package's frames (places and objects never seen in training; the names are the stories');",
+        "IOI on the package's frames (never in the training stories; their words, names, places and objects are);",
         "P(IO): probability of the right name at the next token (the AMICL paper's metric; it reports ~7% -> ~41%",
         "for its 8M models on TinyStories, baseline -> V-pass); mean [95% bootstrap interval over prompts].",
         "",

@@ -5,8 +5,8 @@ The AMICL paper's 8M model (``MODELS["paper-8m"]``): pre-LN, learned positions, 
 "V-pass" adds block l-1's raw values in every block l >= 2 (``--stream V``). Training as the paper's:
 batches of whole stories, right-padded with EOS and cut at the context, next-token loss that never
 targets EOS, Adam(lr 1e-3, betas 0.9/0.95), constant lr, no weight decay, no clipping. The CPU default
-(``cpu``) is the same recipe at 4 layers x 128 wide on a locally trained byte-level BPE of at most 4,096
-tokens (751 on the default story world, whose corpus has no more merges).
+(``cpu``) is the same recipe at 4 layers x 128 wide on a byte-level BPE trained on the corpus (``--vocab``
+at most; 1,277 tokens on the default story world, whose corpus has no more merges).
 Checkpoints hold the model, the optimiser, the batch generator and the history: resume is exact.
 """
 
@@ -22,7 +22,7 @@ from amicl.common.io import DamagedFile, atomic_write_bytes, load_torch, run_met
 from amicl.common.runs import train_with_evals
 from amicl.common.validate import RunStopped
 from transformers_mini.core.model import GPT
-from transformers_mini.lm.config import LMConfig
+from transformers_mini.lm.config import WORLD, LMConfig
 from transformers_mini.lm.stories import NAMES, ioi_prompts, stories
 
 EOS = "<|endoftext|>"
@@ -32,7 +32,8 @@ EOS = "<|endoftext|>"
 
 
 def read_corpus(path: str | Path) -> list[str]:
-    """Stories from a text file (separated by blank lines) or JSON lines (``text`` field)."""
+    """Stories from JSON lines (``.jsonl``/``.json``: a ``text`` field per line) or a text file: split at
+    ``<|endoftext|>`` where it has one (TinyStories' published text format), else at blank lines."""
     text = Path(path).read_text(encoding="utf-8")
     if Path(path).suffix in (".jsonl", ".json"):
         try:
@@ -43,7 +44,7 @@ def read_corpus(path: str | Path) -> list[str]:
         if bad is not None:
             raise ValueError(f"{path}: line {bad + 1}'s 'text' is a {type(out[bad]).__name__}, not a string")
     else:
-        out = [p.strip() for p in text.split("\n\n") if p.strip()]
+        out = [p.strip() for p in text.split(EOS if EOS in text else "\n\n") if p.strip()]
     if len(out) < 10:
         raise ValueError(f"{path}: {len(out)} stories; need at least 10")
     return out
@@ -52,8 +53,11 @@ def read_corpus(path: str | Path) -> list[str]:
 def corpus_texts(cfg: LMConfig) -> tuple[list[str], list[str]]:
     """(train, validation) stories."""
     if cfg.corpus is None:
+        if cfg.world != WORLD:
+            raise ValueError(f"story world {cfg.world} was replaced by world {WORLD} (docs/lm.md); train a new run")
         n_val = max(10, cfg.val_batches * cfg.batch)
-        return stories(cfg.stories, cfg.seed), stories(n_val, cfg.seed, part="val")
+        rate = cfg.ioi_rate
+        return stories(cfg.stories, cfg.seed, ioi_rate=rate), stories(n_val, cfg.seed, part="val", ioi_rate=rate)
     texts = read_corpus(cfg.corpus)
     cut = max(1, len(texts) // 100)
     return texts[:-cut], texts[-cut:]
@@ -144,6 +148,7 @@ class LMTrainer:
         self.rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(9,)))
         self.torch_gen = torch.Generator().manual_seed(cfg.seed)  # dropout masks, saved with the checkpoint
         self.step, self.history, self.saved_step = 0, [], None
+        self.tokens = 0  # targets trained on so far (EOS and padding excluded): the data axis of iso-loss
         # a fixed IOI set (seed 1; `amicl lm ioi` defaults to seed 0), the same for every run and arm
         self.ioi = ioi_prompts(cfg.ioi_prompts, seed=1) if cfg.ioi_prompts else []
 
@@ -163,6 +168,7 @@ class LMTrainer:
         loss.backward()
         self.opt.step()
         self.step += 1
+        self.tokens += int((batch[:, 1:] != self.eos).sum())
         return float(loss.detach())
 
     @torch.no_grad()
@@ -177,7 +183,7 @@ class LMTrainer:
     def evaluate(self) -> dict:
         """Validation loss, and when the run monitors IOI, its mean P(IO), logit difference and IO > S,
         with the ABC controls' P(IO) beside them."""
-        row = {"val_loss": self.val_loss()}
+        row = {"tokens": self.tokens, "val_loss": self.val_loss()}
         if self.ioi:
             from transformers_mini.lm.ioi import score_prompts
 
@@ -195,6 +201,7 @@ class LMTrainer:
             {
                 "config": self.cfg.to_dict(),
                 "step": self.step,
+                "tokens": self.tokens,
                 "model": self.model.state_dict(),
                 "opt": self.opt.state_dict(),
                 "rng": self.rng.bit_generator.state,
@@ -225,6 +232,9 @@ class LMTrainer:
         self.rng.bit_generator.state = state["rng"]
         self.torch_gen.set_state(state["torch_rng"])
         self.step = self.saved_step = state["step"]
+        if "tokens" not in state:
+            raise DamagedFile(self.folder / "lm.pt", hint="it predates token counting; train the run afresh")
+        self.tokens = state["tokens"]
         self.history = state["history"]
 
     def fit(self, progress: bool | None = None) -> list[dict]:
