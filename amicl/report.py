@@ -242,9 +242,9 @@ COMMITTED = (  # (heading, what it shows, generator and arguments of amicl.table
     ("NAMM: every training-free policy at 10/25/50% of the cache (frozen base, 128 prompts per task)",
      "Normalised score with bootstrap intervals. No NAMM is ahead of KeyDiff; the NAMM that meets the trained-task "
      "target is the best of four evolutions (docs/namm.md).", ("include", "results/namm/sweeps/table_frozen/table.md")),
-    ("Language model and IOI (3 seeds per arm)", "This regime cannot test the paper's claim: the story world teaches "
-     "the IOI structure itself and most prompt tokens are untrained (docs/lm.md).",
-     ("include", "results/lm/ioi/ioi.md")),
+    ("Language model and IOI, story world 1 (3 seeds per arm; superseded)", "This regime cannot test the paper's "
+     "claim: world 1 teaches the IOI structure itself and most prompt tokens are untrained (docs/lm.md).",
+     ("include", "results/lm/world1/ioi/ioi.md")),
 )  # fmt: skip
 
 

@@ -71,6 +71,10 @@ def test_the_dose_command_reads_run_folders(tmp_path):
     assert res.exit_code == 0, res.output
     assert "| V | 3 | 0.07 |" in res.output
     assert len(read_csv(tmp_path / "d" / "dose.csv")) == 6 and len(read_csv(tmp_path / "d" / "dose_runs.csv")) == 18
+    res = CliRunner().invoke(amicl, ["figures", "lm", *folders[:2], "--dose", str(tmp_path / "d"), "--format", "png",
+                                     "--out", str(tmp_path / "f")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "f" / "dose.png").stat().st_size > 5000 and (tmp_path / "f" / "lm_loss.png").exists()
     old = tmp_path / folders[0] / "config.json"
     old.write_text(json.dumps({"kind": "lm", "lm": {"stream": "none", "seed": 0}}))  # a world-1 run
     res = CliRunner().invoke(amicl, ["lm", "dose", *folders, "--out", str(tmp_path / "e")])

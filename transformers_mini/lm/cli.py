@@ -279,15 +279,22 @@ def dose_cmd(runs, last, target, out):
 @click.option(
     "--ioi", "ioi_dir", type=click.Path(file_okay=False), default=None, help="An 'lm ioi' folder to draw too."
 )
+@click.option("--dose", "dose_dir", type=click.Path(file_okay=False), default=None,
+              help="An 'lm dose' folder: P(IO) against the IOI rate per arm.")  # fmt: skip
 @out_option()
 @format_option
-def figures_lm(runs, ioi_dir, out, formats):
-    """Validation loss of language-model runs per arm, and their IOI scores."""
+def figures_lm(runs, ioi_dir, dose_dir, out, formats):
+    """Validation loss of language-model runs per arm against training tokens, their IOI scores, and
+    P(IO) against the story world's IOI rate."""
     from amicl.common.cli import comma_list
     from amicl.common.runs import expect_run
-    from transformers_mini.lm.figures import draw_lm
+    from transformers_mini.lm.figures import draw_dose, draw_lm
 
     folders = [expect_run(r, "lm", "RUNS") for r in runs]
     ioi = expect_run(ioi_dir, "lm-ioi", "--ioi") if ioi_dir else None
-    for p in draw_lm(folders, Path(out), ioi, tuple(comma_list(formats, "--format"))):
+    formats = tuple(comma_list(formats, "--format"))
+    written = draw_lm(folders, Path(out), ioi, formats)
+    if dose_dir:
+        written += draw_dose(Path(dose_dir), Path(out), formats)
+    for p in written:
         click.echo(p)

@@ -75,18 +75,6 @@ SAYINGS = ("Let's play at the {place}!", "Look at my {adj} {thing}!", "Can I hav
            "Where is the {thing}?", "Thank you!", "I love you!", "Come with me!", "What a {adj} day!",
            "Do you want to play?", "I found {a_thing}!", "Good night!", "Let's go to the {place}.",
            "This is fun!", "Please help me.", "Can we go home now?")  # fmt: skip
-# The marked IOI frames (``ioi_rate``): A and B introduced together, then one of them directs something
-# "to" the other. None is a prompt frame of ``IOI_TEMPLATES`` (tested with the words abstracted).
-IOI_INTROS = ("{A} and {B} were at the {place}.", "{A} and {B} played at the {place} all day.",
-              "One day, {A} and {B} visited the {place}.", "{A} and {B} sat under a big tree.",
-              "{A} and {B} walked home together.", "Later, {A} and {B} met at the {place}.")  # fmt: skip
-IOI_MIDDLES = ("", " It was a {adj} day.", " They laughed a lot.", " The sun was warm.", " {S} was {feel}.")
-IOI_ACTS = ("{S} gave {the_thing} to {IO}.", "{S} threw the {thing} to {IO}.", "{S} handed {a_thing} to {IO}.",
-            "{S} passed the {thing} to {IO}.", "{S} brought {a_thing} to {IO}.", "{S} said good night to {IO}.",
-            "{S} ran to {IO}.", "Then {S} gave it to {IO}.", "{S} sent a letter to {IO}.",
-            "{S} showed the {thing} to {IO}.")  # fmt: skip
-
-
 def article(noun: str) -> str:
     return ("an " if noun[0] in "aeiou" else "a ") + noun
 
@@ -119,6 +107,51 @@ def _recipient(pick: _Pick, x: str) -> str:
                  "everyone", "the baby", "the old man", f"a little {pick(ANIMALS)}"))  # fmt: skip
 
 
+def _together(pick: _Pick, x: str, y: str) -> str:
+    """One sentence that introduces x and y together ("x and y ..."); none is the start of a prompt frame."""
+    s = pick.slots(x)
+    return pick((
+        f"{x} and {y} {pick(ACTS)}.",
+        f"{x} and {y} were working at the {s['place']}.",
+        f"{x} and {y} went to the {s['place']} and {pick(ACTS)}.",
+        f"{x} and {y} found {s['a_thing']} at the {s['place']}.",
+        f"{x} and {y} got {s['a_thing']} at the {s['place']}.",
+        f"{x} and {y} had a long day at the {s['place']}.",
+        f"{x} and {y} were at the {s['place']}.",
+        f"{x} and {y} played at the {s['place']} all day.",
+        f"One day, {x} and {y} visited the {s['place']}.",
+        f"{x} and {y} sat under a {s['adj']} tree.",
+        f"{x} and {y} walked home together.",
+        f"{s['time']} {x} and {y} met at the {s['place']}.",
+    ))  # fmt: skip
+
+
+def _transfer(pick: _Pick, x: str, to: str) -> str:
+    """x sends, gives or says something "to" ``to``: a pet, a parent, a pronoun, and in the marked IOI
+    frames only, a name."""
+    he = pronouns(x)[0]
+    s = pick.slots(x)
+    lead = pick(("", "", "", "Then ", "Later, ", "After that, ", "Soon "))
+    return lead + pick((
+        f"{x} gave {s['the_thing']} to {to}.",
+        f"{x} {pick(SEND)} {s['a_thing']} to {to}.",
+        f"{x} threw the {s['thing']} to {to}.",
+        f"{x} decided to give it to {to}.",
+        f"{x} gave it to {to}.",
+        f"{x} said good night to {to}.",
+        f"{x} ran to {to}.",
+        f"{x} gave the {s['thing']} to {to} because {he} was {s['feel']}.",
+        f"{x} wanted to give {s['a_thing']} to {to}.",
+    ))  # fmt: skip
+
+
+def _recipient(pick: _Pick, x: str) -> str:
+    """Whom a thing goes "to" outside the marked IOI frames: never a name."""
+    _, his, _ = pronouns(x)
+    return pick((f"the {pick(ANIMALS)}", f"{his} {pick(FAMILY)}", "the teacher", "her", "him", "them",
+                 "everyone", "the baby", "the old man", f"a little {pick(ANIMALS)}"))  # fmt: skip
+
+
 def _solo(pick: _Pick, x: str) -> str:
     """One character alone: an act, a thing handled, a feeling, a trip, a gift to a non-name."""
     he, his, _ = pronouns(x)
@@ -133,9 +166,8 @@ def _solo(pick: _Pick, x: str) -> str:
         f"When {x} went to the {s['place']}, {he} {pick(HANDLE)} {s['a_thing']}.",
         f"After {x} went to the {s['place']}, {he} {pick(ACTS)}.",
         f"While {x} was at the {s['place']}, {he} saw a {s['adj']} {s['animal']}.",
-        f"{x} {pick(SEND)} {s['a_thing']} to {_recipient(pick, x)}.",
-        f"{x} decided to give it to {_recipient(pick, x)}.",
-        f"{x} gave the {s['thing']} to {_recipient(pick, x)} because {he} was {s['feel']}.",
+        _transfer(pick, x, _recipient(pick, x)),
+        _transfer(pick, x, _recipient(pick, x)),
         f"{x}'s {s['kin']} was working at the {s['place']}, so {x} went there.",
         f"{x} got {s['a_thing']} at the {s['place']}.",
         f"{x} found {s['a_thing']} at the {s['place']}, and {he} {pick(ACTS)}.",
@@ -154,17 +186,14 @@ def _pair(pick: _Pick, x: str, y: str) -> str:
     forms = (
         f"{x} {pick(TOGETHER)} {y}.",
         f"{x} {pick(TOGETHER)} {y} at the {s['place']}.",
-        f"{x} and {y} {pick(ACTS)}.",
-        f"{x} and {y} were working at the {s['place']}.",
-        f"{x} and {y} went to the {s['place']} and {pick(ACTS)}.",
-        f"{x} and {y} found {s['a_thing']} at the {s['place']}.",
+        _together(pick, x, y),
+        _together(pick, x, y),
         f'"{say}" {tag} {x}.',
         f'{x} looked at {y} and said, "{say}"',
         f"{x} told {y} a story about a {s['adj']} {s['animal']}.",
         f"{x} showed {y} {his} {s['adj']} {s['thing']}.",
         f"{x} asked {y} for {s['a_thing']}.",
         f"{x} was {s['feel']} because {y} played with {him}.",
-        f"{x} and {y} had a long day at the {s['place']}.",
         f"When {x} saw {y}, {he} {pick(ACTS)}.",
     )
     return pick(forms)
@@ -188,14 +217,14 @@ def _opening(pick: _Pick, a: str, b: str) -> str:
 
 
 def ioi_frame(rng: np.random.Generator, a: str, b: str) -> str:
-    """One marked IOI frame between a and b: introduced together, then one directs something to the
-    other; the subject is the first-named (BABA order) or the second-named (ABBA) with equal chance."""
+    """One marked IOI frame between a and b, built from the world's own sentences: a sentence that
+    introduces them together, sometimes another sentence, then one of them sends something to the
+    other. The sender is the second-named (ABBA order) or the first-named (BABA) with equal chance."""
     pick = _Pick(rng)
     x, y = (a, b) if rng.random() < 0.5 else (b, a)
-    s = pick.slots(x)
-    io, subj = (x, y) if rng.random() < 0.5 else (y, x)  # ABBA: S is the second-named; BABA: the first
-    slots = {**s, "A": x, "B": y, "S": subj, "IO": io}
-    return " ".join((pick(IOI_INTROS) + pick(IOI_MIDDLES) + " " + pick(IOI_ACTS)).format(**slots).split())
+    io, subj = (x, y) if rng.random() < 0.5 else (y, x)  # ABBA: the sender is the second-named
+    middle = pick(("", "", _solo(pick, subj), _solo(pick, io), "They laughed a lot.", "It was a sunny day."))
+    return " ".join(p for p in (_together(pick, x, y), middle, _transfer(pick, subj, io)) if p)
 
 
 def story(rng: np.random.Generator, ioi_rng: np.random.Generator | None = None, ioi_rate: float = 0.0) -> str:
