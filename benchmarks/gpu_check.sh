@@ -7,8 +7,9 @@
 # 1. the CUDA tests (tests/test_cuda.py: CUDA against the CPU, bf16 paths);
 # 2. the toy and LM benchmarks on the device (seed-steps/s, tokens/s, achieved FLOP/s beside the
 #    device's measured matmul rate);
-# 3. the longest experiment that fits: the toy's none/V comparison on 8 further consecutive seeds
-#    (24-31), checkpointed, so a later loan (or the CPU) continues it with --resume.
+# 3. the longest experiment that fits: the language-model grid of results/lm/plan.txt (IOI dose-response
+#    and iso-loss) in its priority order, 12 runs at a time on the device; each run's config.json and
+#    history.csv come back under OUT/lm/ (checkpoints are dropped), to be copied into results/lm/.
 set -uo pipefail
 out=${1:?usage: gpu_check.sh OUT_FOLDER [SECONDS_FOR_THE_LONG_STEP]}
 long=${2:-300}
@@ -27,7 +28,17 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu
 step cuda_tests 240 python -m pytest -q -p no:cacheprovider tests/test_cuda.py
 step bench_train 120 python benchmarks/bench_train.py --device cuda --out "$out/train_cuda.json"
 step bench_lm 120 python benchmarks/bench_lm.py --device cuda --model paper-8m --out "$out/lm_cuda.json"
-# one batched ensemble of 16 members in one folder (the device returns files two folders down at most)
-step streams_s24 "$long" "${amicl[@]}" transformer compare --streams none,V --seeds 8 --first-seed 24 \
-  --eval-size 2000 --stop-when-reached --checkpoint-every 500 --threads 1 --device cuda --out "$out/streams_s24"
+lm_plan() {
+  # the runs not yet finished in the repository, written under OUT/lm
+  while read -r path args; do
+    [ -z "$path" ] || [ "${path:0:1}" = "#" ] || grep -q '^4000,' "$path/history.csv" 2>/dev/null && continue
+    echo "$out/lm/${path##*/} $args"
+  done < results/lm/plan.txt > "$out/plan.txt"
+  for w in $(seq 0 11); do
+    AMICL="python -m amicl" DRIVE_ARGS="--device cuda" bash results/lm/drive.sh "$out/plan.txt" "$w" 12 &
+  done
+  wait
+}
+step lm_plan "$long" bash -c "$(declare -f lm_plan); out=$out; lm_plan"
+find "$out/lm" \( -name lm.pt -o -name tokenizer.json -o -name .lock \) -delete 2>/dev/null
 ls -R "$out" | head -50 >&2

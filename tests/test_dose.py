@@ -61,7 +61,7 @@ def test_the_dose_command_reads_run_folders(tmp_path):
     for r in rows():
         f = tmp_path / r["run"]
         f.mkdir()
-        cfg = {"stream": r["arm"], "seed": r["seed"], "ioi_rate": r["rate"], "world": 2}
+        cfg = {"stream": r["arm"], "seed": r["seed"], "ioi_rate": r["rate"], "world": 2, "steps": 600}
         (f / "config.json").write_text(json.dumps({"kind": "lm", "lm": cfg}))
         hist = [{"step": s, "tokens": s, "val_loss": 1.5, "ioi_p_io": r["p_io"], "ioi_logit_diff": 1.0,
                  "ioi_correct": 0.5, "abc_p_io": 0.01} for s in (200, 400, 600)]  # fmt: skip
@@ -75,6 +75,12 @@ def test_the_dose_command_reads_run_folders(tmp_path):
                                      "--out", str(tmp_path / "f")])  # fmt: skip
     assert res.exit_code == 0, res.output
     assert (tmp_path / "f" / "dose.png").stat().st_size > 5000 and (tmp_path / "f" / "lm_loss.png").exists()
+    short = tmp_path / folders[1] / "config.json"
+    short.write_text(
+        json.dumps({"kind": "lm", "lm": {"stream": "none", "seed": 1, "ioi_rate": 0.0, "steps": 800, "world": 2}})
+    )
+    res = CliRunner().invoke(amicl, ["lm", "dose", *folders, "--out", str(tmp_path / "e")])
+    assert res.exit_code == 2 and "unfinished (step 600 of 800)" in res.output
     old = tmp_path / folders[0] / "config.json"
     old.write_text(json.dumps({"kind": "lm", "lm": {"stream": "none", "seed": 0}}))  # a world-1 run
     res = CliRunner().invoke(amicl, ["lm", "dose", *folders, "--out", str(tmp_path / "e")])

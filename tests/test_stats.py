@@ -91,3 +91,14 @@ def test_logrank_and_kaplan_meier_match_lifelines():
     for s, v in zip(steps, surv):
         assert km.loc[s] == pytest.approx(v, rel=1e-12)
     assert stats.km_median(ta, ea) == lifelines.KaplanMeierFitter().fit(ta, ea).median_survival_time_
+
+
+def test_paired_t_power_and_seeds_needed():
+    from amicl.common.stats import paired_seeds_needed, paired_t_power
+
+    # the normal approximation ((1.96 + 0.84) sd / delta)^2 is a lower bound the t-test needs a pair or two above
+    assert paired_seeds_needed(1.0, 0.5) == 34  # textbook: d = 0.5, 80% power, two-sided 5% -> 34 pairs
+    assert paired_t_power(34, 1.0, 0.5) >= 0.8 > paired_t_power(33, 1.0, 0.5)
+    assert paired_t_power(10, 1.0, 0.0) == pytest.approx(0.05)  # no effect: the test's size
+    with pytest.raises(ValueError):
+        paired_t_power(1, 1.0, 0.5)

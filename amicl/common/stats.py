@@ -108,6 +108,26 @@ def mean_ci(x, seed: int = 0, level: float = LEVEL) -> tuple[float, float, float
     return float(x.mean()), lo, hi
 
 
+def paired_t_power(n: int, sd: float, delta: float, alpha: float = 0.05) -> float:
+    """Power of a two-sided paired t-test on ``n`` pairs whose differences have standard deviation ``sd``,
+    to detect a true mean difference ``delta`` (noncentral t)."""
+    from scipy.stats import nct, t
+
+    if n < 2 or sd <= 0 or not 0 < alpha < 1:
+        raise ValueError("paired_t_power needs n >= 2, sd > 0 and 0 < alpha < 1")
+    df, nc = n - 1, abs(delta) / sd * np.sqrt(n)
+    crit = t.ppf(1 - alpha / 2, df)
+    return float(nct.sf(crit, df, nc) + nct.cdf(-crit, df, nc))
+
+
+def paired_seeds_needed(sd: float, delta: float, power: float = 0.8, alpha: float = 0.05, most: int = 10_000) -> int:
+    """The fewest pairs (seeds) at which a two-sided paired t-test reaches ``power`` for ``delta``."""
+    for n in range(2, most + 1):
+        if paired_t_power(n, sd, delta, alpha) >= power:
+            return n
+    raise ValueError(f"more than {most} pairs needed")
+
+
 def binomial_ci(k, n, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
     """Clopper-Pearson (exact) interval for k successes in n trials; arrays broadcast."""
     from scipy.stats import beta

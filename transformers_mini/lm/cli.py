@@ -193,8 +193,13 @@ def _world_runs(runs):
         if cfg.corpus is not None or cfg.world != WORLD:
             raise click.UsageError(f"{f} did not train on story world {WORLD}, so it has no IOI rate")
         label = f.name if names.count(f.name) == 1 else str(f)
+        history = read_history(f)
+        if int(history[-1]["step"]) < cfg.steps:
+            raise click.UsageError(
+                f"{f} is unfinished (step {history[-1]['step']} of {cfg.steps}); finish it or leave it out"
+            )
         infos.append({"run": label, "arm": cfg.stream, "seed": cfg.seed, "rate": cfg.ioi_rate, "model": cfg.model,
-                      "history": read_history(f)})  # fmt: skip
+                      "history": history})  # fmt: skip
     return folders, infos
 
 

@@ -75,6 +75,8 @@ SAYINGS = ("Let's play at the {place}!", "Look at my {adj} {thing}!", "Can I hav
            "Where is the {thing}?", "Thank you!", "I love you!", "Come with me!", "What a {adj} day!",
            "Do you want to play?", "I found {a_thing}!", "Good night!", "Let's go to the {place}.",
            "This is fun!", "Please help me.", "Can we go home now?")  # fmt: skip
+
+
 def article(noun: str) -> str:
     return ("an " if noun[0] in "aeiou" else "a ") + noun
 
