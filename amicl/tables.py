@@ -45,13 +45,16 @@ def include(root: Path, path: str) -> list[str]:
 
 def results_index(root: Path, folder: str = "results") -> list[str]:
     """Every run folder under ``folder``: its kind, the command that made it (as a user would retype it,
-    paths relative to the run's own folder) and the commit it was made at."""
+    paths relative to the run's own folder) and the commit it was made at. A folder a process is still
+    writing is left out until it settles."""
     from amicl.common.artifacts import relative_command
     from amicl.common.io import read_json
-    from amicl.common.runs import run_kind
+    from amicl.common.runs import run_kind, writer_pid
 
     lines = ["| run folder | kind | command | commit |", "|---|---|---|---|"]
     for cfg in sorted((Path(root) / folder).rglob("config.json")):
+        if writer_pid(cfg.parent) is not None:
+            continue
         meta = read_json(cfg)
         command = relative_command(meta.get("argv") or [])
         command = f"`{command}`" if command else "not recorded"

@@ -45,3 +45,16 @@ def test_a_bad_marker_is_one_line_naming_it():
 @pytest.mark.parametrize("name", list(TABLES))
 def test_every_generator_is_importable_and_documented(name):
     assert callable(TABLES[name]) and TABLES[name].__doc__
+
+
+def test_the_results_index_leaves_out_a_folder_being_written(tmp_path):
+    from amicl.common.io import write_json
+    from amicl.common.runs import claim_run_folder
+    from amicl.tables import results_index
+
+    for name in ("done", "busy"):
+        write_json(tmp_path / "results" / name / "config.json", {"kind": "lm", "argv": ["amicl", "lm", "train"]})
+    with claim_run_folder(tmp_path / "results" / "busy", "lm", resume=True):
+        rows = results_index(tmp_path)
+    assert [r.split(" | ")[0] for r in rows[2:]] == ["| results/done"]
+    assert len(results_index(tmp_path)) == 4  # settled: listed again
