@@ -21,6 +21,16 @@ from transformers_mini.core.config import PRECISION_HELP, PRECISIONS
 from transformers_mini.lm.config import MODELS, TOKENIZERS, LMConfig
 
 
+def last_option(help: str):
+    return click.option("--last", type=click.IntRange(min=1), default=5, show_default=True, help=help)
+
+
+def run_labels(folders) -> list[str]:
+    """Each run's folder name, or its path where two folders share a name."""
+    names = [f.name for f in folders]
+    return [f.name if names.count(f.name) == 1 else str(f) for f in folders]
+
+
 @click.group(context_settings=CONTEXT)
 def lm():
     """A small GPT with the values stream on children's stories, and its IOI evaluation."""
@@ -115,13 +125,7 @@ def world_cmd(val, out, **kw):
     help="package: the package's frames; paper: the AMICL paper's four, both orders.",
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option(
-    "--last",
-    type=click.IntRange(min=1),
-    default=5,
-    show_default=True,
-    help="Evaluations at the end of training whose monitored IOI is averaged (runs that monitored it).",
-)
+@last_option("Evaluations at the end of training whose monitored IOI is averaged (runs that monitored it).")
 @device_option
 @threads_option
 @out_option()
@@ -132,9 +136,7 @@ def ioi_cmd(runs, prompts, templates, seed, last, device, threads, out):
     from amicl.common.runs import claim_run_folder, expect_runs
 
     folders = expect_runs(runs, "lm", "RUNS")
-    # a run is labelled by its folder name, or by its path where two folders share a name
-    names = [f.name for f in folders]
-    labels = [f.name if names.count(f.name) == 1 else str(f) for f in folders]
+    labels = run_labels(folders)
     with claim_run_folder(out, "lm-ioi"):
         set_torch_threads(threads)
         from transformers_mini.core.device import resolve_device
@@ -178,21 +180,15 @@ def ioi_cmd(runs, prompts, templates, seed, last, device, threads, out):
 def _world_runs(runs):
     """The run folders and, per run, its label, arm, seed, IOI rate, model and history; a run that did not
     train on the current story world is refused."""
-    from amicl.common.io import DamagedFile, read_json
     from amicl.common.runs import expect_runs
-    from transformers_mini.lm.config import WORLD, read_history
+    from transformers_mini.lm.config import WORLD, read_config, read_history
 
     folders = expect_runs(runs, "lm", "RUNS")
-    names = [f.name for f in folders]
     infos = []
-    for f in folders:
-        try:
-            cfg = LMConfig.from_dict(read_json(f / "config.json")["lm"])
-        except (KeyError, TypeError) as exc:
-            raise DamagedFile(f / "config.json", exc) from None
+    for f, label in zip(folders, run_labels(folders)):
+        cfg = read_config(f)
         if cfg.corpus is not None or cfg.world != WORLD:
             raise click.UsageError(f"{f} did not train on story world {WORLD}, so it has no IOI rate")
-        label = f.name if names.count(f.name) == 1 else str(f)
         history = read_history(f)
         if int(history[-1]["step"]) < cfg.steps:
             raise click.UsageError(
@@ -234,13 +230,7 @@ def isoloss_cmd(runs, out):
 
 @lm.command("dose")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option(
-    "--last",
-    type=click.IntRange(min=1),
-    default=5,
-    show_default=True,
-    help="Evaluations at the end of training whose monitored IOI is averaged.",
-)
+@last_option("Evaluations at the end of training whose monitored IOI is averaged.")
 @click.option(
     "--target",
     type=click.FloatRange(0, 1, min_open=True, max_open=True),

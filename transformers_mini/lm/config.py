@@ -89,11 +89,22 @@ class LMConfig(Config):
     @classmethod
     def from_dict(cls, d: dict):
         """A config.json; one written before the world had versions describes world 1."""
-        return super().from_dict({"world": 1, **d} if "world" not in d else d)
+        return super().from_dict({"world": 1, **d})
 
     def gpt(self, vocab_size: int) -> GPTConfig:
         stream = StreamConfig(kind="V") if self.stream == "V" else StreamConfig()
         return replace(MODELS[self.model], vocab_size=vocab_size, stream=stream)
+
+
+def read_config(folder: Path) -> LMConfig:
+    """A run's config.json as its ``LMConfig``; a damaged one is one line."""
+    from amicl.common.io import DamagedFile, read_json
+
+    path = Path(folder) / "config.json"
+    try:
+        return LMConfig.from_dict(read_json(path)["lm"])
+    except (KeyError, TypeError) as exc:
+        raise DamagedFile(path, exc) from None
 
 
 def read_history(folder: Path) -> list[dict]:

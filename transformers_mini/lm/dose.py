@@ -104,8 +104,8 @@ def evidence_needed(rows: list[dict], target: float, base: str = "none", n_boot:
                "never_share": float(np.isinf(boot[a]).mean())}  # fmt: skip
         if a != base and base in p:
             point = row["rate_needed"]
-            row["times_less"] = p_ratio(crossing(rates, p[base].mean(1), target), point)
-            ratios = np.array([p_ratio(x, y) for x, y in zip(boot[base], boot[a])])
+            row["times_less"] = evidence_ratio(crossing(rates, p[base].mean(1), target), point)
+            ratios = np.array([evidence_ratio(x, y) for x, y in zip(boot[base], boot[a])])
             ratios = ratios[~np.isnan(ratios)]  # resamples where neither arm reaches the target say nothing
             row["times_less_low"], row["times_less_high"] = (
                 (float(np.percentile(ratios, 2.5, method="lower")), float(np.percentile(ratios, 97.5, method="higher")))
@@ -116,7 +116,7 @@ def evidence_needed(rows: list[dict], target: float, base: str = "none", n_boot:
     return out
 
 
-def p_ratio(base_rate: float, arm_rate: float) -> float:
+def evidence_ratio(base_rate: float, arm_rate: float) -> float:
     """base_rate / arm_rate: inf when only the base never reaches it, nan when neither does."""
     if np.isinf(base_rate) and np.isinf(arm_rate):
         return float("nan")

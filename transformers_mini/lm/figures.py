@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amicl.common.io import DamagedFile, read_csv, save_figure
+from amicl.common.io import read_csv, save_figure
 
 
 def draw_lm(runs: list[Path], out: Path, ioi: Path | None = None, formats=("png", "pdf")) -> list[Path]:
@@ -19,17 +19,12 @@ def draw_lm(runs: list[Path], out: Path, ioi: Path | None = None, formats=("png"
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from amicl.common.io import read_json
     from amicl.common.runs import expect_runs
-    from transformers_mini.lm.config import LMConfig, read_history
+    from transformers_mini.lm.config import read_config, read_history
 
     hists = {}
     for folder in expect_runs(runs, "lm", "RUNS"):
-        try:
-            stream = LMConfig.from_dict(read_json(folder / "config.json")["lm"]).stream
-        except (KeyError, TypeError) as exc:
-            raise DamagedFile(folder / "config.json", exc) from None
-        hists.setdefault(stream, []).append(read_history(folder))
+        hists.setdefault(read_config(folder).stream, []).append(read_history(folder))
     # runs that count their training tokens are drawn against them (the data axis); older ones against steps
     x_key = "tokens" if all("tokens" in hist[0] for runs_ in hists.values() for hist in runs_) else "step"
     panels = [("val_loss", "validation loss")]

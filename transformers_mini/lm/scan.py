@@ -66,12 +66,13 @@ def copied_prompts(texts: list[str], prompts: list[str]) -> list[str]:
     return sorted({a for a in map(abstract, prompts) if a in corpus})
 
 
-def coverage(tok, train_texts: list[str], prompt_texts: list[str], context: int) -> tuple[float, list[str]]:
-    """Share of the prompts' token ids (answers included) that occur in the training input (stories cut
-    at ``context`` tokens, as training reads them), and the tokens that do not."""
+def coverage(tok, train_ids: list[np.ndarray], prompt_texts: list[str]) -> tuple[float, list[str]]:
+    """Share of the prompts' token ids (answers included) that occur in the training input, and the
+    tokens that do not. ``train_ids``: the stories as training reads them (``train.encode``: cut at the
+    context, closing EOS last, which is a target only)."""
     trained = set()
-    for e in tok.encode_batch(train_texts):
-        trained.update(e.ids[: context - 1])
+    for x in train_ids:
+        trained.update(x[:-1].tolist())
     ids = {i for e in tok.encode_batch(prompt_texts) for i in e.ids}
     missing = sorted(tok.id_to_token(i) for i in ids - trained)
     return 1.0 - len(missing) / len(ids), missing
@@ -139,7 +140,7 @@ def describe_world(train: list[str], val: list[str], tok, context: int, ioi_rate
     ids, vids = encode(tok, train, context), encode(tok, val, context)
     prompts = [p.text for t in ("package", "paper") for p in ioi_prompts(templates=t)]
     answers = [" " + n for n in NAMES]
-    cov, missing = coverage(tok, train, prompts + answers, context)
+    cov, missing = coverage(tok, ids, prompts + answers)
     return {
         "stories": len(train),
         "ioi_rate_requested": ioi_rate,

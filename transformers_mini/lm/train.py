@@ -267,14 +267,11 @@ def start_afresh(cfg: LMConfig, folder: Path) -> None:
 def load_lm(folder: str | Path, device: str = "cpu"):
     """(model, tokenizer, config) of a finished or checkpointed ``lm`` run. Every file is checked: a
     damaged or missing one, or a config.json that does not describe the checkpoint's model, is one line."""
-    from amicl.common.io import read_json
     from amicl.common.runs import RunFolderError, expect_run
+    from transformers_mini.lm.config import read_config
 
     folder = expect_run(folder, "lm", "RUNS")
-    try:
-        cfg = LMConfig.from_dict(read_json(folder / "config.json")["lm"])
-    except (KeyError, TypeError) as exc:
-        raise DamagedFile(folder / "config.json", exc) from None
+    cfg = read_config(folder)
     if not (folder / "lm.pt").exists():
         raise RunFolderError(f"{folder} has no lm.pt: it stopped before its first checkpoint; rerun its lm train")
     state = load_torch(folder / "lm.pt", map_location=device)
