@@ -15,6 +15,7 @@ headline number beside the published one, with its interval, the command and the
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import os
 import platform
@@ -181,12 +182,25 @@ def run_steps(root: Path, scale: str, echo=print) -> list[dict]:
         if step.resume and (root / step.name / step.resume).exists():
             args.append("--resume")
         echo(f"[{step.name}] amicl {' '.join(args)}")
-        rc = subprocess.run([sys.executable, "-c", "from amicl.cli import main; main()", *args]).returncode
+        cmd = [sys.executable, "-c", "from amicl.cli import main; main()", *args]
+        rc = subprocess.run(cmd, preexec_fn=functools.partial(_die_with_parent, os.getpid())).returncode
         if rc:
             raise RunStopped(f"step {step.name} failed (exit {rc}, its message above); run the command again to resume")
         done.append({"name": step.name, "command": "amicl " + " ".join(step.args(Path("OUT")))})
         write_json(done_path, {"scale": scale, "steps": done})
     return done
+
+
+def _die_with_parent(parent: int) -> None:
+    """In a step's process before it starts (Linux): end it when ``reproduce all`` itself is killed, so a
+    kill -9 of the parent leaves no orphan holding the step's folder when the command is run again."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took hold
+            os._exit(1)
 
 
 # -- the report --------------------------------------------------------------------------------------

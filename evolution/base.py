@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from amicl.common.io import load_torch, read_json, run_metadata, save_torch, write_csv, write_json
+from amicl.common.io import load_torch, read_json, save_torch, write_csv, write_run_config
 from amicl.common.runs import expect_run, train_with_evals
 from amicl.common.validate import RunStopped
 from evolution.config import BaseConfig
@@ -119,14 +119,13 @@ class BaseTrainer:
         )
         self.saved_step = self.step
         write_csv(out / "history.csv", self.history)
-        write_json(
+        write_run_config(
             out / "config.json",
             {
                 "kind": "namm-base",
                 "base": self.config.to_dict(),
                 "step": self.step,
                 "n_params": self.model.n_params(),
-                **run_metadata(),
             },
         )
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amicl.common.io import load_pickle, run_metadata, save_pickle, write_csv, write_json, write_npy
+from amicl.common.io import load_pickle, save_pickle, write_csv, write_npy, write_run_config
 from amicl.common.runs import drive
 from evolution.config import EvolveConfig
 from evolution.engine import CMAEngine, EngineConfig
@@ -133,7 +133,7 @@ class Evolution:
         }
         save_pickle(out / "evolution.pkl", state)
         write_csv(out / "history.csv", self.history)
-        write_json(
+        write_run_config(
             out / "config.json",
             {
                 "kind": "namm-evolve",
@@ -141,7 +141,6 @@ class Evolution:
                 "best_generation": self.best["generation"],
                 "best_stage": self.best.get("stage"),
                 "best_dev": self.best["dev"],
-                **run_metadata(),
             },
         )
         write_npy(out / "best_params.npy", self.best["params"])

@@ -1,17 +1,21 @@
 """kill -9 and Ctrl-C at random moments of every kind of long run (toy, language model, NAMM base,
-evolution, phase grid): every restart of the same command (with --resume once the folder holds a run)
+evolution, phase grid, ``reproduce all``): every restart of the same command (with --resume once the folder holds a run)
 continues from the last whole checkpoint, no stray temporary file survives, and the finished run's
 history equals an uninterrupted one's."""
 
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from tiny import TINY_BASE
 
 CLI = [sys.executable, "-c", "from amicl.cli import main; main()"]
+# ``reproduce all`` on tests/tiny.py's three-step plan (its steps are ordinary amicl processes of their own)
+ALL_CLI = [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import tiny, "
+           "amicl.report as r; r.plan = tiny.kill_plan; from amicl.cli import main; main()"]  # fmt: skip
 EVOLVE = [
     "--stages",
     "kv_retrieval;kv_retrieval,needle",
@@ -55,12 +59,13 @@ LM = ["--stories", 300, "--steps", 8, "--batch", 4, "--context", 64, "--vocab", 
       "--val-batches", 1, "--threads", 1, "--device", "cpu"]
 PHASE = ["--grid-B", "1,2", "--grid-epsilon", "0.1", "--seeds", 1, "--eval-size", 20, "--steps", 6, "--eval-every", 1,
          "--checkpoint-every", 1, "--threads", 1, "--device", "cpu"]
-COMMANDS = {  # kind -> (command, the files that must equal the uninterrupted run's)
+COMMANDS = {  # kind -> (arguments, the files that must equal the uninterrupted run's[, the program])
     "toy": (["transformer", "train", *TOY, "--steps", 60, "--eval-every", 5, "--checkpoint-every", 5], ["history.csv"]),
     "lm": (["lm", "train", *LM], ["history.csv"]),
     "base": (["namm", "train-base", *TINY_BASE, "--steps", 40, "--eval-every", 4], ["history.csv"]),
     "evolve": (["namm", "evolve", "--base", "{base}", *EVOLVE], ["history.csv", "best_params.npy"]),
     "phase": (["transformer", "phase", *PHASE], ["phase.csv"]),
+    "all": (["reproduce", "all"], ["steps.json", "streams/run/history.csv", "lm/none_seed0/history.csv"], ALL_CLI),
 }
 # fmt: on
 
@@ -69,16 +74,16 @@ COMMANDS = {  # kind -> (command, the files that must equal the uninterrupted ru
 def test_kills_and_interrupts_at_random_moments_resume_exactly(kind, base, tmp_path):
     import signal
 
-    args, files = COMMANDS[kind]
+    args, files, program = (*COMMANDS[kind], CLI)[:3]
     args = [str(a).format(base=base) for a in args]
     t0 = time.monotonic()
-    r = cli(*args, "--out", tmp_path / "straight")
+    r = subprocess.run([*program, *args, "--out", str(tmp_path / "straight")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     duration = time.monotonic() - t0
     out, rng, stops = tmp_path / "stopped", np.random.default_rng(0), 0
     while True:
-        resume = ["--resume"] if (out / "config.json").exists() else []
-        proc = subprocess.Popen([*CLI, *args, *resume, "--out", str(out)], stdout=subprocess.DEVNULL,
+        resume = ["--resume"] if (out / "config.json").exists() and kind != "all" else []  # all: the same command
+        proc = subprocess.Popen([*program, *args, *resume, "--out", str(out)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)  # fmt: skip
         try:
             proc.wait(timeout=rng.uniform(0.4, 1.0) * duration if stops < 2 else None)

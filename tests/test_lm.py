@@ -207,3 +207,35 @@ def test_the_local_tokenizer_round_trips_stories_and_ioi_prompts(two_arms):
     texts = stories(50, seed=3, part="val") + [p.text for p in ioi_prompts(40, seed=2)]
     for text in texts:
         assert tok.decode(tok.encode(text).ids) == text
+
+
+def test_config_lists_every_session_and_a_finished_resume_rewrites_nothing(tmp_path, monkeypatch):
+    """config.json keeps the command, commit and start of every process that worked on a run (one from before
+    sessions were recorded counts as one); re-running a finished run leaves config.json as it was."""
+    import json
+
+    import amicl.common.io as io
+
+    cfg = LMConfig(stories=200, steps=2, batch=4, context=64, vocab=300, eval_every=1, val_batches=1)
+    torch.set_num_threads(1)
+    monkeypatch.setattr(io.sys, "argv", ["amicl", "lm", "train", "--steps", "1"])
+    LMTrainer(LMConfig(**{**cfg.to_dict(), "steps": 1}), tmp_path).fit(progress=False)
+    first = json.loads((tmp_path / "config.json").read_text())
+    assert [s["argv"][-1] for s in first["sessions"]] == ["1"]  # the start and the checkpoint: one process
+    monkeypatch.setattr(io.sys, "argv", ["amicl", "lm", "train", "--steps", "2", "--resume"])
+    monkeypatch.setattr(io, "_PROCESS_STARTED", "2099-01-01T00:00:00+0000")
+    resumed = LMTrainer(cfg, tmp_path)
+    resumed.load()
+    resumed.fit(progress=False)
+    second = (tmp_path / "config.json").read_text()
+    assert [s["argv"][-1] for s in json.loads(second)["sessions"]] == ["1", "--resume"]
+    assert json.loads(second)["sessions"][0] == first["sessions"][0]
+    monkeypatch.setattr(io, "_PROCESS_STARTED", "2099-01-02T00:00:00+0000")
+    again = LMTrainer(cfg, tmp_path)
+    again.load()
+    again.fit(progress=False)
+    assert (tmp_path / "config.json").read_text() == second
+    old = {k: v for k, v in json.loads(second).items() if k != "sessions"}  # written before sessions existed
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    io.write_run_config(tmp_path / "config.json", {"kind": "lm"})
+    assert len(json.loads((tmp_path / "config.json").read_text())["sessions"]) == 2

@@ -8,35 +8,11 @@ import subprocess
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from tiny import TINY_BASE
+from tiny import tiny_plan
 
 import amicl.report as report
 from amicl.cli import amicl
-from amicl.report import POLICIES, build_plan, plan
-
-TRAIN = ["--K", "16", "--L", "8", "--N", "2", "--Nmax", "3", "--D", "12", "--batch", "16", "--eval-every", "2"]
-TRAIN += ["--checkpoint-every", "2", "--eval-size", "40", "--threads", "1", "--device", "cpu"]
-
-
-def tiny_plan(scale):
-    """Every step of the plan with every size shrunk to seconds."""
-    return build_plan(
-        {
-            "trials": ("--trials", "40", "--only", "a_K512"),
-            "streams": ("--streams", "none,V", "--seeds", "2", "--steps", "4", *TRAIN),
-            "phase": ("--grid-B", "1", "--grid-epsilon", "0.1", "--seeds", "1", "--steps", "2", "--eval-every", "1")
-            + ("--eval-size", "20", "--checkpoint-every", "1", "--threads", "1"),
-            "base": (*[str(a) for a in TINY_BASE], "--tasks", "needle", "--eval-every", "1"),
-            "evolve": ("--stages", "needle", "--generations", "1", "--popsize", "3", "--prompts", "2", "--dev-prompts")
-            + ("2", "--dev-every", "1", "--context", "64", "--n-up", "32", "--threads", "1"),
-            "eval": ("--tasks", "needle", "--prompts", "4", "--context", "64", "--n-up", "32", "--metric", "prob")
-            + ("--threads", "1"),
-            "lm": ("--stories", "200", "--steps", "2", "--batch", "4", "--context", "64", "--vocab", "300")
-            + ("--eval-every", "1", "--val-batches", "1", "--threads", "1"),
-            "lm_seeds": 1,
-            "ioi": ("--prompts", "20", "--threads", "1"),
-        }
-    )
+from amicl.report import POLICIES, plan
 
 
 def test_reproduce_all_fills_every_section_and_resumes(tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from amicl.common.io import DamagedFile, atomic_write_bytes, load_torch, run_metadata, save_torch, write_csv, write_json
+from amicl.common.io import DamagedFile, atomic_write_bytes, load_torch, save_torch, write_csv, write_run_config
 from amicl.common.runs import train_with_evals
 from amicl.common.validate import RunStopped
 from transformers_mini.core.model import GPT
@@ -211,15 +211,9 @@ class LMTrainer:
         )
         self.saved_step = self.step
         write_csv(self.folder / "history.csv", self.history)
-        write_json(
+        write_run_config(
             self.folder / "config.json",
-            {
-                "kind": "lm",
-                "lm": self.cfg.to_dict(),
-                "step": self.step,
-                "n_params": self.model.n_params(),
-                **run_metadata(),
-            },
+            {"kind": "lm", "lm": self.cfg.to_dict(), "step": self.step, "n_params": self.model.n_params()},
         )
 
     def load(self) -> None:
@@ -238,8 +232,8 @@ class LMTrainer:
         self.history = state["history"]
 
     def fit(self, progress: bool | None = None) -> list[dict]:
-        if self.step >= self.cfg.steps and self.history:  # finished: rewrite the files derived from lm.pt
-            self.save()
+        if self.step >= self.cfg.steps and self.history:  # finished: rewrite history.csv from lm.pt, nothing else
+            write_csv(self.folder / "history.csv", self.history)
             return self.history
         if not self.history:
             self.history.append({"step": 0, "train_loss": "", **self.evaluate()})
@@ -261,7 +255,7 @@ def start_afresh(cfg: LMConfig, folder: Path) -> None:
     been trained with other settings)."""
     for name in ("tokenizer.json", "history.csv"):
         (folder / name).unlink(missing_ok=True)
-    write_json(folder / "config.json", {"kind": "lm", "lm": cfg.to_dict(), "step": 0, **run_metadata()})
+    write_run_config(folder / "config.json", {"kind": "lm", "lm": cfg.to_dict(), "step": 0})
 
 
 def load_lm(folder: str | Path, device: str = "cpu"):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amicl.common.io import atomic_write_bytes, read_csv, read_json, run_metadata, write_csv, write_json
+from amicl.common.io import atomic_write_bytes, read_csv, read_json, write_csv, write_run_config
 from transformers_mini.toy.run import Run, resumable_part, summarise_members
 
 SETS = ("ic", "ic2", "iw")
@@ -108,14 +108,13 @@ def run_phase(
         "kind": "theory-phase",
         "grid": {"B": [int(b) for b in grid_B], "epsilon": [float(e) for e in grid_epsilon]},
         "run": base.to_dict(),
-        **run_metadata(),
     }
     if resume:
         saved = read_json(out / "config.json")
         same = resumable_part(Run.from_dict(saved["run"]).to_dict()) == resumable_part(base.to_dict())
         if saved["grid"] != config["grid"] or not same:
             raise ValueError(f"{out} holds a phase run with another grid, arms or settings; use a new --out")
-    write_json(out / "config.json", config)
+    write_run_config(out / "config.json", config)
     train_cells(out, runs, device, executor, threads)
     rows = summarise(out, runs)
     write_csv(out / "phase.csv", rows)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from amicl.common.io import load_torch, run_metadata, save_torch, write_csv, write_json
+from amicl.common.io import load_torch, save_torch, write_csv, write_run_config
 from amicl.common.runs import drive
 from amicl.common.validate import RunStopped
 from amicl.task import ICLTask
@@ -262,7 +262,7 @@ class Trainer:
         write_csv(out / "history.csv", self.history)
         if self.probes:
             write_csv(out / "probes.csv", self.probes)
-        write_json(
+        write_run_config(
             out / "config.json",
             {
                 "kind": "streams",
@@ -270,7 +270,6 @@ class Trainer:
                 "step": self.step,
                 "device": str(self.device),
                 "n_params_per_member": self.model.n_params(),
-                **run_metadata(),
             },
         )
 
