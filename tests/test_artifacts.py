@@ -133,3 +133,22 @@ def test_a_pending_artifact_is_refused_in_one_line_until_it_is_added(tmp_path, r
     assert run("artifacts", "add", "p", tmp_path / "base", "--files", "base.pt").exit_code == 0
     assert "p" in artifacts.manifest(root) and not artifacts.pending(root)
     assert run("namm", "eval", "--base", "builtin:p", *ev, "--metric", "prob", "--out", tmp_path / "ev2").exit_code == 0
+
+
+def test_the_manifest_records_every_session_of_a_resumed_run(tmp_path, root, monkeypatch):
+    import amicl.common.io as io
+
+    out = tmp_path / "base"
+    for started, extra in (("2099-01-01T00:00:00+0000", []), ("2099-01-02T00:00:00+0000", ["--resume"])):
+        argv = ["/abs/bin/amicl", "namm", "train-base", "--steps", "1" if not extra else "2", "--out", str(out), *extra]
+        monkeypatch.setattr(io.sys, "argv", argv)
+        monkeypatch.setattr(io, "_PROCESS_STARTED", started)
+        r = run("namm", "train-base", *TINY_BASE, "--steps", 1 if not extra else 2, "--out", out, *extra)
+        assert r.exit_code == 0, r.output
+    assert run("artifacts", "add", "two-sessions", out, "--files", "base.pt").exit_code == 0
+    sessions = artifacts.manifest(root)["two-sessions"]["sessions"]
+    assert [s["command"] for s in sessions] == [
+        "amicl namm train-base --steps 1 --out .",
+        "amicl namm train-base --steps 2 --out . --resume",
+    ]
+    assert all(s["commit"] == io.run_metadata()["git_sha"] and s["version"] for s in sessions)

@@ -14,7 +14,7 @@ import re
 import shutil
 from pathlib import Path
 
-from amicl.common.io import DamagedFile, read_json, write_json
+from amicl.common.io import DamagedFile, read_json, session_of, write_json
 
 PREFIX = "builtin:"
 ROOT = Path(__file__).resolve().parents[1] / "artifacts"
@@ -133,6 +133,10 @@ def add(name: str, run: Path, files: list[str], root: Path | None = None) -> dic
         "command": relative_command(cfg.get("argv", [])),
         "commit": cfg.get("git_sha"),
         "version": (cfg.get("versions") or {}).get("amicl"),
+        "sessions": [  # every command that worked on the run (a resumed run has several), oldest first
+            {"command": relative_command(s.get("argv") or []), "commit": s.get("git_sha"), "version": s.get("version")}
+            for s in cfg.get("sessions") or [session_of(cfg)]
+        ],
         "files": {},
     }
     folder = root / name

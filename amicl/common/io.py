@@ -246,26 +246,31 @@ def run_metadata() -> dict:
     }
 
 
-SESSION_KEYS = ("argv", "git_sha", "started")
+SESSION_KEYS = ("argv", "git_sha", "started", "version")
 
 
 def write_run_config(path, fields: dict) -> Path:
     """Write a run's config.json: ``fields`` and this process's ``run_metadata()``, plus ``sessions``, the
-    command, commit and start time of every process that has worked on the run, oldest first (a resumed
+    command, commit, start time and amicl version of every process that has worked on the run, oldest first (a resumed
     run keeps those of the config.json already at ``path``; one from before sessions were recorded counts
     as one session)."""
     meta = run_metadata()
-    mine = {k: meta[k] for k in SESSION_KEYS}
+    mine = session_of(meta)
     sessions = []
     if Path(path).exists():
         try:
             old = read_json(path)
         except DamagedFile:
             old = {}
-        sessions = old.get("sessions") or ([{k: old.get(k) for k in SESSION_KEYS}] if "argv" in old else [])
+        sessions = old.get("sessions") or ([session_of(old)] if "argv" in old else [])
     if not sessions or sessions[-1] != mine:
         sessions = [*sessions, mine]
     return write_json(path, {**fields, **meta, "sessions": sessions})
+
+
+def session_of(meta: dict) -> dict:
+    """The session record (command, commit, start, amicl version) of a ``run_metadata()`` dict."""
+    return {**{k: meta.get(k) for k in SESSION_KEYS[:3]}, "version": (meta.get("versions") or {}).get("amicl")}
 
 
 def _git_sha() -> str | None:
