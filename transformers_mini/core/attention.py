@@ -20,6 +20,7 @@ def attend(
     alive: torch.Tensor | None = None,
     return_probs: bool = False,
     dropout: float = 0.0,
+    hook=None,
 ):
     """Causal attention of queries over keys, masked by position and by the alive mask.
 
@@ -29,7 +30,8 @@ def attend(
     Returns out (..., G, Tq, dh) and probs (..., G, Tq, Tk) (None unless ``return_probs``).
     Every query must see at least one alive key (the cache never evicts the newest token).
     ``dropout``: drop-out rate on the probabilities used for the output (training only; the returned
-    probabilities are the undropped ones).
+    probabilities are the undropped ones). ``hook(kind, t)``, where given, may replace the masked logits
+    (kind "attn_scores") and the probabilities ("pattern"), (..., G, Tq, Tk) each.
     """
     k = k.unsqueeze(-3)  # (..., 1, Tk, dh), shared by the G query heads of the group
     v = v.unsqueeze(-3)
@@ -40,7 +42,11 @@ def attend(
     if alive is not None:
         mask = mask & alive[..., None, None, :]
     logits = logits.masked_fill(~mask, float("-inf"))
+    if hook is not None:
+        logits = hook("attn_scores", logits)
     probs = torch.softmax(logits, dim=-1)
+    if hook is not None:
+        probs = hook("pattern", probs)
     out = (torch.nn.functional.dropout(probs, dropout) if dropout else probs) @ v
     return out, (probs if return_probs else None)
 

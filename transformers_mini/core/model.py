@@ -16,6 +16,7 @@ from torch import nn
 
 from transformers_mini.core.attention import KVCache, attend, attend_causal_fused, mix_stream
 from transformers_mini.core.config import STREAMS, GPTConfig, ToyConfig
+from transformers_mini.core.hooks import Hooks
 
 _PROJ = {"Q": 0, "K": 1, "V": 2}
 
@@ -118,28 +119,12 @@ class ToyTransformer(nn.Module):
             n += self.config.n_layer - 1
         return n
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False):
+    def forward(self, x: torch.Tensor, return_attn: bool = False, hooks: Hooks | None = None):
         """x: (E, B, T, d) (or (B, T, d), shared by all members) -> logits (E, B, n_labels).
 
         With ``return_attn`` also returns one (E, B, T, T) attention-probability tensor per layer
-        (query rows, key columns).
+        (query rows, key columns). ``hooks`` reads or replaces named activations (``core.hooks``).
         """
-        logits, attn, _, _ = self._run(x, return_attn)
-        return (logits, attn) if return_attn else logits
-
-    @torch.no_grad()
-    def mlp_activations(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The query token's input to the MLP and every MLP layer's output: (E, B, d) each."""
-        return self._run(x, False)[2]
-
-    @torch.no_grad()
-    def attention_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every layer's attention logits (E, B, T, T), -inf above the diagonal: what the probabilities
-        are the softmax of, without the underflow of taking their log."""
-        return self._run(x, True)[3]
-
-    def _run(self, x: torch.Tensor, return_attn: bool):
-        """(logits, attention list, MLP activations, attention-logit list) of ``forward``."""
         E = self.members
         if x.dim() == 3:
             x = x.expand(E, *x.shape)
@@ -148,10 +133,13 @@ class ToyTransformer(nn.Module):
         _, B, T, d = x.shape
         pos = torch.arange(T, device=x.device)
         lam = self.stream_lam if self.stream_on is None else self.stream_lam * self.stream_on
+        hook = hooks if hooks is not None else _no_hook
         h = x
-        raw, attn, att_logits = [], [], []
+        raw, attn = [], []
         L = self.config.n_layer
         for layer in range(L):
+            pre = f"blocks.{layer}."
+            h = hook(pre + "hook_resid_pre", h)
             # q, k, v = h W_q, h W_k, h W_v for all members in one batched GEMM
             w = self.qkv[:, layer].permute(0, 2, 1, 3).reshape(E, d, 3 * d)
             # Only the query token is read out, so the last layer needs its query there alone (exact).
@@ -161,9 +149,11 @@ class ToyTransformer(nn.Module):
                 q = torch.bmm(h[:, :, -1], w[:, :, :d]).unsqueeze(2)  # (E, B, 1, d)
             else:
                 q, k, v = torch.bmm(h.reshape(E, B * T, d), w).reshape(E, B, T, 3, d).unbind(3)
+            q, k, v = (hook(pre + f"attn.hook_{n}", t) for n, t in zip("qkv", (q, k, v)))
             raw.append((q, k, v))
             if layer > 0 and bool(lam[:, layer].any()):
                 src = raw[layer - 1] if self.config.stream.source == "previous" else raw[0]
+                src = [hook(pre + f"attn.hook_stream_{n}", t) for n, t in zip("qkv", src)]
                 if not bool(self.stream_grad.all()):
                     src = [_grad_only_where(p, self.stream_grad) for p in src]
                 wl = lam[:, layer].reshape(E, 1, 1, 1, 3)
@@ -172,19 +162,26 @@ class ToyTransformer(nn.Module):
                 v = mix_stream(v, src[2], wl[..., 2], self.config.stream.mix)
             # logit(i -> j) = (K x_i).(Q x_j), no 1/sqrt(d), causal; h <- h + sum_i A_ij V x_i
             q_pos = pos[-q.shape[2] :]
-            out, p = attend(q.unsqueeze(2), k, v, q_pos, pos, 1.0, None, return_attn)
-            h = h[:, :, -1:] + out.squeeze(2) if last_only else h + out.squeeze(2)
+            on_attn = None
+            if hooks is not None:  # (E, B, 1, Tq, Tk) inside attend; (E, B, Tq, Tk) at the hook point
+
+                def on_attn(kind, t, pre=pre):
+                    return hooks(pre + f"attn.hook_{kind}", t.squeeze(2)).unsqueeze(2)
+
+            out, p = attend(q.unsqueeze(2), k, v, q_pos, pos, 1.0, None, return_attn, hook=on_attn)
+            out = hook(pre + "hook_attn_out", out.squeeze(2))
+            h = hook(pre + "hook_resid_post", h[:, :, -1:] + out if last_only else h + out)
             if return_attn:
                 attn.append(p.squeeze(2))
-                causal = pos[None, :] <= pos[:, None]
-                att_logits.append((q @ k.transpose(-1, -2)).masked_fill(~causal, float("-inf")))
-        z = h[:, :, -1]  # (E, B, d): only the query token is read out
-        acts = [z]
+        z = hook("mlp.hook_in", h[:, :, -1])  # (E, B, d): only the query token is read out
         for i in range(self.config.mlp_layers):
-            z = torch.relu(torch.bmm(z, self.mlp_w[:, i]) + self.mlp_b[:, i, None, None])
-            acts.append(z)
-        logits = torch.bmm(z, self.readout)
-        return logits, attn, acts, att_logits
+            z = hook(f"mlp.{i}.hook_post", torch.relu(torch.bmm(z, self.mlp_w[:, i]) + self.mlp_b[:, i, None, None]))
+        logits = hook("hook_logits", torch.bmm(z, self.readout))
+        return (logits, attn) if return_attn else logits
+
+
+def _no_hook(name: str, x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 class Block(nn.Module):
@@ -225,20 +222,21 @@ class Block(nn.Module):
         cache: KVCache | None = None,
         rotary=None,
         return_attn: bool = False,
+        hooks: Hooks | None = None,
     ):
         """x (B, T, d) with its raw projections ``raw`` (from ``project``); ``src``: the stream source's raw
         projections, or None. Returns (x, attention probabilities or None)."""
         c = self.c
         B, T, _ = x.shape
         q, k, v = raw
+        hook, pre = (hooks if hooks is not None else _no_hook), f"blocks.{layer}."
         if src is not None:  # residual attention stream from an earlier block's raw projection
-            if c.stream.detach:
-                src = tuple(p.detach() for p in src)
-            lam = self.lam if self.lam is not None else c.stream.lam
             i = _PROJ[c.stream.kind]
-            q, k, v = [
-                mix_stream(p, s, lam, c.stream.mix) if j == i else p for j, (p, s) in enumerate(zip((q, k, v), src))
-            ]
+            s = hook(pre + f"attn.hook_stream_{c.stream.kind.lower()}", src[i])
+            if c.stream.detach:
+                s = s.detach()
+            lam = self.lam if self.lam is not None else c.stream.lam
+            q, k, v = [mix_stream(p, s, lam, c.stream.mix) if j == i else p for j, p in enumerate((q, k, v))]
         if rotary is not None:
             q, k = rotary(q, pos), rotary(k, pos)
         if cache is not None:
@@ -249,13 +247,21 @@ class Block(nn.Module):
         qg = q.view(B, c.kv_heads, G, T, c.d_head)
         scale = 1.0 / math.sqrt(c.d_head) if c.scale else 1.0
         p_drop = c.dropout if self.training else 0.0
-        if cache is None and not return_attn:
+        explicit = hooks is not None and any(hooks.wants(pre + f"attn.hook_{n}") for n in ("attn_scores", "pattern"))
+        on_attn = None
+        if hooks is not None:  # (B, H_kv, G, Tq, Tk) inside attend; (B, H, Tq, Tk) at the hook point
+
+            def on_attn(kind, t):
+                return hooks(pre + f"attn.hook_{kind}", t.reshape(B, c.n_head, T, -1)).reshape(t.shape)
+
+        if cache is None and not return_attn and not explicit:
             out, probs = attend_causal_fused(qg, k, v, scale, p_drop), None
         else:
-            out, probs = attend(qg, k, v, pos, k_pos, scale, alive, return_attn, p_drop)
-        out = out.reshape(B, c.n_head, T, c.d_head).transpose(1, 2).reshape(B, T, c.n_head * c.d_head)
-        x = x + self.drop(self.o(out))
-        x = x + self.drop(self.proj(nn.functional.gelu(self.fc(self.ln2(x)))))
+            out, probs = attend(qg, k, v, pos, k_pos, scale, alive, return_attn, p_drop, hook=on_attn)
+        out = hook(pre + "attn.hook_z", out.reshape(B, c.n_head, T, c.d_head).transpose(1, 2))  # (B, T, H, dh)
+        x = x + hook(pre + "hook_attn_out", self.drop(self.o(out.reshape(B, T, c.n_head * c.d_head))))
+        x = x + hook(pre + "hook_mlp_out", self.drop(self.proj(nn.functional.gelu(self.fc(self.ln2(x))))))
+        x = hook(pre + "hook_resid_post", x)
         return x, (probs.reshape(B, c.n_head, T, -1) if return_attn else None)
 
 
@@ -298,10 +304,13 @@ class GPT(nn.Module):
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None, return_attn: bool = False):
+    def forward(
+        self, idx: torch.Tensor, cache: KVCache | None = None, return_attn: bool = False, hooks: Hooks | None = None
+    ):
         """idx (B, T) tokens -> logits (B, T, vocab). With a cache, idx continues the cached sequence.
 
         ``return_attn`` also returns per-layer probabilities (B, H, T, T_cached) over the cache's columns.
+        ``hooks`` reads or replaces named activations (``core.hooks``).
         """
         c = self.config
         B, T = idx.shape
@@ -316,21 +325,24 @@ class GPT(nn.Module):
         if self.pos_emb is not None:
             x = x + self.pos_emb(pos)
         x = self.drop(x)
+        hook = hooks if hooks is not None else _no_hook
         raws, attn = [], []
         for layer, block in enumerate(self.blocks):
-            raw = block.project(x)
+            x = hook(f"blocks.{layer}.hook_resid_pre", x)
+            raw = tuple(hook(f"blocks.{layer}.attn.hook_{n}", t) for n, t in zip("qkv", block.project(x)))
             raws.append(raw)
             src = None
             if c.stream.kind != "none" and layer > 0:
                 src = raws[layer - 1] if c.stream.source == "previous" else raws[0]
             x, probs = block(
-                x, raw, pos=pos, src=src, layer=layer, cache=cache, rotary=self.rotary, return_attn=return_attn
-            )
+                x, raw, pos=pos, src=src, layer=layer, cache=cache, rotary=self.rotary, return_attn=return_attn,
+                hooks=hooks,
+            )  # fmt: skip
             attn.append(probs)
         if cache is not None:
             cache.n_seen += T
             cache.last_token = idx[:, -1]
-        logits = self.head(self.ln_f(x))
+        logits = hook("hook_logits", self.head(self.ln_f(x)))
         return (logits, attn) if return_attn else logits
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from amicl.task import ICLTask
+from transformers_mini.core.hooks import run_with_hooks
 from transformers_mini.toy.run import Run, seed_streams
 
 PROBE_BATCH = 512
@@ -36,9 +37,9 @@ def initial_covariates(run: Run, seed: int, batch: int = PROBE_BATCH) -> dict:
     task = ICLTask.from_seed(run.task, seed_streams(seed)[0])
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(4,)))
     x = torch.from_numpy(task.sample(batch, rng).x)[None]
-    _, attn = model(x, return_attn=True)
-    acts = model.mlp_activations(x)
-    z3 = acts[-1][0]  # (B, d)
+    last = f"mlp.{model.config.mlp_layers - 1}.hook_post"
+    (_, attn), acts = run_with_hooks(model, x, cache=[last], return_attn=True)
+    z3 = acts[last][0]  # (B, d)
     row = {f"init_b{i + 1}": float(model.mlp_b[0, i]) for i in range(model.mlp_b.shape[1])}
     row["init_z3_norm"] = float(z3.norm(dim=-1).mean())
     row["init_z3_active"] = float((z3 > 0).float().mean())

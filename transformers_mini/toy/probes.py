@@ -36,6 +36,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from transformers_mini.core.hooks import Hooks
 from transformers_mini.toy import probe_specs
 
 PROBES = probe_specs.names()  # the built-in probes, in probes.csv's column order
@@ -162,8 +163,9 @@ def probe_model(model, x: torch.Tensor, classes, n_pos: int) -> dict[str, np.nda
     if model.config.n_layer != 2:
         raise ValueError(f"the probes read a two-layer toy; this one has {model.config.n_layer} layers")
     x = torch.as_tensor(x).to(model.qkv.device)
-    _, attn, _, logits = model._run(x, True)
-    z = logits[1][:, :, -1].cpu()  # (E, S, T): layer 2's logits at the query
+    hooks = Hooks(cache=["blocks.1.attn.hook_attn_scores"])
+    _, attn = model(x, return_attn=True, hooks=hooks)
+    z = hooks.cache["blocks.1.attn.hook_attn_scores"][:, :, -1].cpu()  # (E, S, T): layer 2's logits at the query
     attn1, attn2 = attn[0].cpu(), attn[1].cpu()
     x = _per_member(x.cpu(), 3, model.members)
     out = {"prev_token": previous_token_score(attn1)}
