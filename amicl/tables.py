@@ -30,6 +30,7 @@ TABLES = Registry(
         "amicl-comparison": "amicl.memory.tables:comparison",
         "streams-savings": "transformers_mini.toy.tables:savings",
         "streams-groups": "transformers_mini.toy.tables:groups",
+        "streams-interventions": "transformers_mini.toy.tables:interventions",
         "include": "amicl.tables:include",
         "results-index": "amicl.tables:results_index",
     },

@@ -30,6 +30,7 @@ KINDS = {
     "streams": "a residual-stream training run (amicl transformer train|compare)",
     "streams-join": "stream runs joined into one comparison (amicl transformer join)",
     "streams-eval": "a trained streams run measured again (amicl transformer evaluate)",
+    "streams-interventions": "ablations and AMICL transplants on a trained streams run (amicl transformer intervene)",
     "report": "every experiment and the report of amicl reproduce all",
     "theory-phase": "theory vs network over a grid of task parameters (amicl transformer phase)",
     "lm": "a language model trained on stories (amicl lm train)",

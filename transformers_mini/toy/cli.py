@@ -281,6 +281,46 @@ def evaluate_cmd(run, device, threads, out):
     click.echo("\n".join(lines))
 
 
+@transformer.command("intervene")
+@click.argument("run", type=RUN_OR_ARTIFACT)
+@click.option(
+    "--binding-w",
+    default="0,0.25,0.5,0.6667,0.75,1",
+    show_default=True,
+    help="Binding transplant: mass on the predecessor in layer 1's pattern (comma-separated, in [0, 1]).",
+)
+@click.option("--amicl-a", default="0.5,1,2,4", show_default=True, help="AMICL transplant: binding weights a.")
+@click.option(
+    "--amicl-beta",
+    default="1,10,30,100,300",
+    show_default=True,
+    help="AMICL transplant: inverse temperatures beta of the retrieval softmax.",
+)
+@device_option
+@threads_option
+@out_option("Folder for interventions.csv and interventions.md.")
+def intervene_cmd(run, binding_w, amicl_a, amicl_beta, device, threads, out):
+    """Ablations (zero and mean) of each layer's attention and of the stream term, and transplants of
+    AMICL's binding into layer 1 and AMICL's retrieval into layer 2, on a trained streams run (a folder
+    or builtin:NAME): accuracy on its own test sets after each."""
+    from amicl.common.cli import comma_list, set_torch_threads
+    from amicl.common.io import atomic_write_bytes, run_metadata, write_csv, write_json
+    from amicl.common.runs import claim_run_folder
+    from transformers_mini.toy.interventions import default_grid, intervene_run, markdown
+
+    ws, a = comma_list(binding_w, "--binding-w", float, True), comma_list(amicl_a, "--amicl-a", float, True)
+    grid = default_grid(ws, a, comma_list(amicl_beta, "--amicl-beta", float, True))
+    with claim_run_folder(out, "streams-interventions", False):
+        set_torch_threads(threads)
+        rows = intervene_run(run, device, grid, echo=lambda m: click.echo(m, err=True))
+        write_csv(Path(out) / "interventions.csv", rows)
+        config = {"kind": "streams-interventions", "run": str(run), "binding_w": ws, **run_metadata()}
+        write_json(Path(out) / "config.json", config)
+        md = markdown(rows)
+        atomic_write_bytes(Path(out) / "interventions.md", md.encode())
+    click.echo(md)
+
+
 @transformer.command("join")
 @click.argument("parts", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
 @out_option("Folder for the joined results.")

@@ -72,3 +72,42 @@ def groups(root: Path, run: str, size: str = "8", test_set: str = "ic") -> list[
     lines += ["", f"Kruskal-Wallis across the groups: none's steps p = {p_base:.3f}; V's per-seed saving "
               f"p = {p_saving:.3f}."]  # fmt: skip
     return lines
+
+
+INTERVENTION_COLUMNS = (  # (column, intervention label), in the order a reader asks them
+    ("clean", "clean"),
+    ("layer 1 zeroed", "zero:attn0"),
+    ("layer 2 zeroed", "zero:attn1"),
+    ("stream term zeroed", "zero:stream"),
+    ("binding w = 2/3 (a = 2)", "binding:w=0.667"),
+    ("binding w = 1", "binding:w=1"),
+    ("AMICL a = 2, beta = 10", "amicl:a=2,beta=10"),
+)
+
+
+def interventions(root: Path, test_set: str, *runs: str) -> list[str]:
+    """The main interventions of ``amicl transformer intervene`` runs, one row per arm (mean over its seeds;
+    accuracy on ``test_set``), and the best cell of the AMICL transplant grid (a selection: best of the grid;
+    the first of equal cells, with how many tie)."""
+    import numpy as np
+
+    head = " | ".join(c for c, _ in INTERVENTION_COLUMNS)
+    rule = "|---|---|---|" + "---|" * (len(INTERVENTION_COLUMNS) + 1)
+    lines = [f"| run | arm | seeds | {head} | best AMICL cell of the grid |", rule]
+    for run in runs:
+        rows = [r for r in read_csv(Path(root) / run / "interventions.csv") if r["set"] == test_set]
+        for arm in dict.fromkeys(r["arm"] for r in rows):
+            mine = [r for r in rows if r["arm"] == arm]
+            acc = {}
+            for r in mine:
+                acc.setdefault(r["intervention"], []).append(float(r["accuracy"]))
+            mean = {k: float(np.mean(v)) for k, v in acc.items()}
+            cells = " | ".join(f"{mean[label]:.3f}" if label in mean else "-" for _, label in INTERVENTION_COLUMNS)
+            grid = {k: v for k, v in mean.items() if k.startswith("amicl:")}
+            best = max(grid, key=grid.get) if grid else None
+            ties = sum(v == grid[best] for v in grid.values()) if best else 0
+            tied = f", {ties} of {len(grid)} cells tie" if ties > 1 else ""
+            best_cell = f"{grid[best]:.3f} ({best.removeprefix('amicl:')}{tied})" if best else "-"
+            n = len({r["seed"] for r in mine})
+            lines.append(f"| {Path(run).name} | {arm} | {n} | {cells} | {best_cell} |")
+    return lines

@@ -274,16 +274,22 @@ class Trainer:
         )
 
 
-def evaluate_checkpoint(folder: str | Path, device: str = "auto") -> tuple[list[dict], list[dict], list[dict]]:
-    """Re-measure the members of a ``streams`` run's checkpoint on the run's own test and probe sets,
-    drawn again from its seeds: (accuracy rows, probe rows, the checkpoint's own rows of that step). Equal
-    rows show that the checkpoint and the code still reproduce the run's history."""
+def load_trainer(folder: str | Path, device: str = "auto") -> Trainer:
+    """The ``Trainer`` of a ``streams`` run's checkpoint (its model, test sets and history), checked."""
     from amicl.common.runs import expect_run
 
     folder = expect_run(folder, "streams", "RUN")
     state = load_torch(folder / "checkpoint.pt", map_location="cpu")  # read once: it names its own run
     trainer = Trainer(Run.from_dict(state["run"]), device)
     trainer.load_state(state, folder / "checkpoint.pt")
+    return trainer
+
+
+def evaluate_checkpoint(folder: str | Path, device: str = "auto") -> tuple[list[dict], list[dict], list[dict]]:
+    """Re-measure the members of a ``streams`` run's checkpoint on the run's own test and probe sets,
+    drawn again from its seeds: (accuracy rows, probe rows, the checkpoint's own rows of that step). Equal
+    rows show that the checkpoint and the code still reproduce the run's history."""
+    trainer = load_trainer(folder, device)
     own = [r for r in trainer.history if r["step"] == trainer.step]
     trainer.history, trainer.probes, trainer._loss_n = [], [], 0
     trainer.record()

@@ -1,0 +1,133 @@
+"""Interventions on the toy, on models whose answer is known: clamping a layer to the pattern it already
+computes changes nothing, zeroing V's stream term gives the baseline, the transplanted patterns equal
+their plain definitions; and the command end to end, with one-line refusals."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from tiny import TINY_TOY
+
+from amicl.cli import amicl
+from amicl.common.io import read_csv
+from amicl.task import ICLTask, TaskConfig
+from transformers_mini.core.config import StreamConfig, ToyConfig
+from transformers_mini.core.hooks import Hooks
+from transformers_mini.core.model import ToyTransformer
+from transformers_mini.toy.interventions import (
+    Intervention,
+    amicl_pattern,
+    binding_pattern,
+    default_grid,
+    hooks_for,
+    intervention_accuracy,
+)
+
+torch.set_num_threads(1)
+TASK = TaskConfig()
+
+
+@pytest.fixture(scope="module")
+def batch():
+    b = ICLTask.from_seed(TASK, 0).sample(64, np.random.default_rng(0))
+    return torch.from_numpy(b.x), torch.from_numpy(b.y)
+
+
+def test_patterns_equal_their_plain_definitions():
+    T, w = 5, 0.3
+    p = binding_pattern(T, w).numpy()
+    for t in range(T):
+        expect = np.zeros(T)
+        expect[t] = 1.0 if t == 0 else 1 - w
+        if t:
+            expect[t - 1] = w
+        assert np.allclose(p[t], expect)
+    content = torch.randn(2, 3, 6, 4, generator=torch.Generator().manual_seed(0))
+    a, beta = 2.0, 7.0
+    got = amicl_pattern(content, a, beta)[:, :, 0].numpy()
+    for e in range(2):
+        for b in range(3):
+            x = content[e, b].double().numpy()
+            m = [((a * x[t - 1] if t else 0) + x[t]) / (a + 1) for t in range(5)]  # keys: the context, not the query
+            s = np.array([beta * m[t] @ (a * x[5] / (a + 1)) for t in range(5)])
+            expect = np.append(np.exp(s - s.max()) / np.exp(s - s.max()).sum(), 0.0)
+            assert np.allclose(got[e, b], expect, atol=1e-6)
+    with pytest.raises(ValueError, match="w must be in"):
+        default_grid(binding_w=(1.5,))
+
+
+def positional_binding_toy(w: float) -> ToyTransformer:
+    """A toy whose layer 1 attends by position alone: mass w on t-1 and 1-w on t (to e^-40)."""
+    model = ToyTransformer([ToyConfig()], [0])
+    P, C = TASK.n_pos, 40.0
+    M = torch.zeros(P, P)
+    for i in range(P):
+        M[i, i] = C + math.log(1 - w)
+        if i:
+            M[i, i - 1] = C + math.log(w)
+    with torch.no_grad():
+        model.qkv[0, 0, 0].zero_()
+        model.qkv[0, 0, 1].zero_()
+        model.qkv[0, 0, 0, :P, :P] = torch.eye(P)  # q_t = p_t
+        model.qkv[0, 0, 1, :P, :P] = M.T  # k_j = M^T p_j, so q_t . k_j = M[t, j]
+    return model
+
+
+def test_clamping_a_layer_to_the_binding_it_computes_changes_nothing(batch):
+    x, _ = batch
+    model = positional_binding_toy(0.6)
+    clean = model(x)
+    _, attn = model(x, return_attn=True)
+    assert torch.allclose(attn[0], binding_pattern(x.shape[1], 0.6, attn[0].shape[:-2]), atol=1e-6)
+    same = model(x, hooks=Hooks(hooks_for(Intervention("binding", w=0.6), x[None], TASK.n_pos)))
+    assert torch.allclose(same, clean, atol=1e-4)
+    other = model(x, hooks=Hooks(hooks_for(Intervention("binding", w=0.2), x[None], TASK.n_pos)))
+    assert not torch.allclose(other, clean, atol=1e-2)
+
+
+def test_transplanting_amicl_into_a_layer_that_computes_it_changes_nothing(batch):
+    """Layer 2's scores at the query set to AMICL's (a model that already retrieves as AMICL does): the
+    transplant of softmax(beta * m_t . m_q) leaves its output where it was."""
+    x, _ = batch
+    model = ToyTransformer([ToyConfig()], [1])
+    a, beta = 2.0, 30.0
+    target = amicl_pattern(x[None, ..., TASK.n_pos :], a, beta)
+    scores = {"blocks.1.attn.hook_attn_scores": lambda s: torch.log(target).expand_as(s).clone()}
+    computes_amicl = model(x, hooks=Hooks(scores))
+    transplant = hooks_for(Intervention("amicl", a=a, beta=beta), x[None], TASK.n_pos)
+    assert torch.allclose(model(x, hooks=Hooks({**scores, **transplant})), computes_amicl, atol=1e-5)
+    assert not torch.allclose(model(x), computes_amicl, atol=1e-2)
+
+
+def test_zeroing_the_stream_term_gives_the_baseline_accuracy(batch):
+    x, y = batch
+    model = ToyTransformer([ToyConfig(), ToyConfig(stream=StreamConfig(kind="V"))], [3, 3])
+    sets = {"ic": (x.expand(2, *x.shape), y.expand(2, *y.shape))}
+    grid = [Intervention("clean"), Intervention("zero", "stream"), Intervention("mean", "attn1")]
+    acc = intervention_accuracy(model, sets, TASK.n_pos, grid, chunk=24)
+    assert acc[("zero:stream", "ic")][1] == acc[("clean", "ic")][0]  # V without its stream is the none member
+    assert acc[("zero:stream", "ic")][0] == acc[("clean", "ic")][0]  # the none member has nothing to zero
+    base = intervention_accuracy(ToyTransformer([ToyConfig()], [3]), {"ic": (x[None], y[None])}, TASK.n_pos, grid)
+    assert ("zero:stream", "ic") not in base and ("mean:attn1", "ic") in base  # no stream point: skipped
+
+
+def test_the_command_writes_every_intervention_and_refuses_in_one_line(tmp_path):
+    run = CliRunner().invoke(amicl, ["transformer", "compare", "--streams", "none,V", *map(str, TINY_TOY), "--steps",
+                                     "2", "--out", str(tmp_path / "run")])  # fmt: skip
+    assert run.exit_code == 0, run.output
+    args = ["transformer", "intervene", str(tmp_path / "run"), "--amicl-a", "2", "--amicl-beta", "10", "--threads", "1"]
+    r = CliRunner().invoke(amicl, [*args, "--binding-w", "0.5,1", "--out", str(tmp_path / "iv")])
+    assert r.exit_code == 0, r.output
+    rows = read_csv(tmp_path / "iv" / "interventions.csv")
+    labels = {r["intervention"] for r in rows}
+    assert labels == {"clean", "zero:attn0", "mean:attn0", "zero:attn1", "mean:attn1", "zero:stream", "mean:stream",
+                      "binding:w=0.5", "binding:w=1", "amicl:a=2,beta=10"}  # fmt: skip
+    assert {(r["arm"], r["seed"]) for r in rows} == {("none", "0"), ("V", "0"), ("none", "1"), ("V", "1")}
+    assert "| amicl:a=2,beta=10 |" in (tmp_path / "iv" / "interventions.md").read_text()
+    bad = CliRunner().invoke(amicl, [*args, "--binding-w", "2", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "binding w must be in [0, 1], got 2.0" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+    wrong = CliRunner().invoke(amicl, ["transformer", "intervene", str(tmp_path / "iv"), "--out", str(tmp_path / "x")])
+    assert wrong.exit_code == 2 and "streams" in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1
