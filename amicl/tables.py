@@ -46,7 +46,8 @@ def include(root: Path, path: str) -> list[str]:
 
 def results_index(root: Path, folder: str = "results") -> list[str]:
     """Every run folder under ``folder``: its kind, the command that made it (as a user would retype it,
-    paths relative to the run's own folder) and the commit it was made at. A folder a process is still
+    paths relative to the run's own folder; each distinct one of a run resumed over several sessions) and
+    the commit of its last session. A folder a process is still
     writing is left out until it settles."""
     from amicl.common.artifacts import relative_command
     from amicl.common.io import read_json
@@ -57,8 +58,14 @@ def results_index(root: Path, folder: str = "results") -> list[str]:
         if writer_pid(cfg.parent) is not None:
             continue
         meta = read_json(cfg)
-        command = relative_command(meta.get("argv") or [])
-        command = f"`{command}`" if command else "not recorded"
+        sessions = meta.get("sessions") or [meta]  # before sessions were recorded: the last command only, as is
+        commands = [relative_command(m.get("argv") or []) for m in sessions]
+        if "sessions" in meta:  # the whole chain is known: a resume repeats the command that started the run
+            commands = [c.removesuffix(" --resume") for c in commands if c]
+        distinct = list(dict.fromkeys(c for c in commands if c))
+        command = "; then ".join(f"`{c}`" for c in distinct) or "not recorded"
+        if len(sessions) > 1:
+            command += f" ({len(sessions)} sessions)"
         commit = str(meta.get("git_sha") or "")[:10] or "-"
         lines.append(f"| {cfg.parent.relative_to(root).as_posix()} | {run_kind(cfg.parent)} | {command} | {commit} |")
     return lines

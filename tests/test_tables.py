@@ -58,3 +58,17 @@ def test_the_results_index_leaves_out_a_folder_being_written(tmp_path):
         rows = results_index(tmp_path)
     assert [r.split(" | ")[0] for r in rows[2:]] == ["| results/done"]
     assert len(results_index(tmp_path)) == 4  # settled: listed again
+
+
+def test_the_results_index_names_every_command_of_a_resumed_run(tmp_path):
+    from amicl.common.io import write_json
+    from amicl.tables import results_index
+
+    train = ["amicl", "lm", "train", "--steps"]
+    sessions = [{"argv": [*train, "2000", "--out", "x"], "git_sha": "aaaa"},
+                {"argv": [*train, "4000", "--out", "x", "--resume"], "git_sha": "bbbb"},
+                {"argv": [*train, "4000", "--out", "x", "--resume"], "git_sha": "cccc"}]  # fmt: skip
+    write_json(tmp_path / "results" / "r" / "config.json", {"kind": "lm", **sessions[-1], "sessions": sessions})
+    row = results_index(tmp_path)[2]
+    assert "`amicl lm train --steps 2000 --out x`; then `amicl lm train --steps 4000 --out x` (3 sessions)" in row
+    assert row.endswith("| cccc |")
