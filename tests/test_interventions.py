@@ -13,7 +13,7 @@ from tiny import TINY_TOY
 from amicl.cli import amicl
 from amicl.common.io import read_csv
 from amicl.task import ICLTask, TaskConfig
-from transformers_mini.core.config import StreamConfig, ToyConfig
+from transformers_mini.core.config import StreamConfig, ToyConfig, TrainConfig
 from transformers_mini.core.hooks import Hooks
 from transformers_mini.core.model import ToyTransformer
 from transformers_mini.toy.interventions import (
@@ -131,3 +131,74 @@ def test_the_command_writes_every_intervention_and_refuses_in_one_line(tmp_path)
     assert not (tmp_path / "bad").exists()
     wrong = CliRunner().invoke(amicl, ["transformer", "intervene", str(tmp_path / "iv"), "--out", str(tmp_path / "x")])
     assert wrong.exit_code == 2 and "streams" in wrong.stderr and len(wrong.stderr.strip().splitlines()) == 1
+
+
+def test_induction_pattern_equals_its_plain_definition():
+    from transformers_mini.toy.interventions import induction_pattern
+
+    classes = torch.tensor([[[3, 5, 3, 3], [1, 2, 4, 7]]])  # N = 3 items and the query's class last
+    p = induction_pattern(classes, 7)[0, :, 0].numpy()
+    assert np.allclose(p[0], [0, 0.5, 0, 0, 0, 0.5, 0])  # labels after items 0 and 2 (class 3)
+    assert np.allclose(p[1], [0, 0, 0, 0, 0, 0, 1])  # no item of class 7: the query itself
+
+
+def clamped_trainer(clamp, w=0.6, steps=4, arms=("none", "V")):
+    from transformers_mini.toy.run import Run
+    from transformers_mini.toy.train import Trainer
+
+    task = TaskConfig(K=16, L=8, N=2, Nmax=3, D=12)
+    arms = {a: ToyConfig(d_in=task.input_dim, n_labels=task.L, init_D=task.D,
+                         stream=StreamConfig(kind=a) if a != "none" else StreamConfig()) for a in arms}  # fmt: skip
+    train = TrainConfig(steps=steps, batch=16, eval_every=2, eval_size=40, checkpoint_every=2, clamp=clamp, clamp_w=w)
+    return Trainer(Run(arms, [0], task, train), "cpu")
+
+
+def test_clamping_to_the_pattern_a_model_already_has_changes_nothing():
+    """Layer 1 built to attend by position to the predecessor alone (w = 1, its softmax saturated, so its
+    Q and K get no gradient either way; at w < 1 they would, through the logit difference of t-1 and t):
+    training clamped to the binding w = 1 follows the unclamped training."""
+    runs = []
+    for clamp in ("none", "binding"):
+        trainer = clamped_trainer(clamp, w=1.0)
+        P, M = trainer.run.task.n_pos, torch.zeros(trainer.run.task.n_pos, trainer.run.task.n_pos)
+        for i in range(1, P):
+            M[i, i - 1] = 40.0
+        with torch.no_grad():
+            trainer.model.qkv[:, 0, :2] = 0
+            trainer.model.qkv[:, 0, 0, :P, :P] = torch.eye(P)
+            trainer.model.qkv[:, 0, 1, :P, :P] = M.T
+        trainer.fit(progress=False)
+        runs.append(trainer)
+    free, clamped = runs
+    for a, b in zip(free.history, clamped.history):
+        assert all(a[k] == pytest.approx(b[k], abs=1e-4) for k in ("train_loss", "ic", "iw") if a[k] != "")
+    assert torch.allclose(free.model.qkv, clamped.model.qkv, atol=1e-5)
+
+
+def test_a_clamped_pattern_gets_no_gradient_and_is_kept_in_evaluation():
+    trainer = clamped_trainer("binding", w=2 / 3)
+    before = trainer.model.qkv[:, 0, :2].detach().clone()
+    trainer.fit(progress=False)
+    decay = (1 - trainer.run.train.weight_decay) ** trainer.run.train.steps
+    assert torch.allclose(trainer.model.qkv[:, 0, :2], before * decay)  # layer 1's Q and K: weight decay only
+    assert not trainer.probes  # the probes would read the clamped pattern
+    free = clamped_trainer("none")
+    free.model.load_state_dict(trainer.model.state_dict())
+    assert not np.array_equal(free.evaluate()["ic"], trainer.evaluate()["ic"]) or not np.array_equal(
+        free.evaluate()["test"], trainer.evaluate()["test"]
+    )  # evaluation reads the clamped pattern too
+    induction = clamped_trainer("induction")
+    induction.fit(progress=False)
+    assert np.isfinite([h["train_loss"] for h in induction.history if h["train_loss"] != ""]).all()
+
+
+def test_the_clamp_options_on_the_command_line(tmp_path):
+    base = ["transformer", "compare", "--streams", "none,V", *map(str, TINY_TOY), "--steps", "2"]
+    r = CliRunner().invoke(amicl, [*base, "--clamp", "binding", "--out", str(tmp_path / "c")])
+    assert r.exit_code == 0, r.output
+    assert '"clamp": "binding"' in (tmp_path / "c" / "config.json").read_text()
+    assert not (tmp_path / "c" / "probes.csv").exists()
+    bad = CliRunner().invoke(amicl, [*base, "--clamp", "binding", "--clamp-w", "1.5", "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 2 and "clamp_w" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    other = CliRunner().invoke(amicl, [*base, "--clamp", "induction", "--resume", "--out", str(tmp_path / "c")])
+    assert other.exit_code == 2 and len(other.stderr.strip().splitlines()) == 1

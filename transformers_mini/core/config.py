@@ -10,6 +10,7 @@ STREAMS = ("none", "V", "K", "Q")
 STREAM_SOURCES = ("previous", "first")
 STREAM_MIXES = ("add", "convex")
 INITS = ("independent", "official")
+CLAMPS = ("none", "binding", "induction")  # what a toy's training holds fixed (TrainConfig.clamp)
 POSITIONS = ("learned", "rotary")
 PRECISIONS = ("fp32", "bf16")  # bf16: the forward pass under bfloat16 autocast (weights stay fp32)
 PRECISION_HELP = (
@@ -166,7 +167,12 @@ class GPTConfig(Config):
 class TrainConfig(Config):
     """Training of the ICL toy as in the AMICL code: plain SGD, lr 0.01, decoupled multiplicative
     weight decay theta <- (1 - weight_decay) theta - lr grad, online batches of 128, the four test sets
-    evaluated every ``eval_every`` steps; ``threshold`` defines steps-to-ICL."""
+    evaluated every ``eval_every`` steps; ``threshold`` defines steps-to-ICL. ``clamp`` holds one attention
+    pattern fixed from step 0, in training and evaluation alike (an intervention during training, as
+    Singh et al. 2024's "artificial optogenetics"): ``binding``, layer 1's pattern at AMICL's binding
+    (mass ``clamp_w`` on t-1, the rest on t); ``induction``, layer 2's pattern at the query spread evenly
+    over the labels that follow an item of the query's class (all on the query itself where none
+    does). A clamped run records no probes (they would read the clamped pattern)."""
 
     steps: int = 75_000
     batch: int = 128
@@ -178,8 +184,12 @@ class TrainConfig(Config):
     checkpoint_every: int = 5_000
     stop_when_reached: bool = False
     probe_size: int = 256  # ic sequences the mechanistic probes read at every evaluation (0: none)
+    clamp: str = "none"  # binding: layer 1's pattern held at AMICL's binding; induction: layer 2's at the query
+    clamp_w: float = 2 / 3  # the clamped binding's mass on the predecessor (AMICL's a = 2)
 
     def __post_init__(self):
+        check_choice("clamp", self.clamp, CLAMPS)
+        object.__setattr__(self, "clamp_w", check_float("clamp_w", self.clamp_w, 0.0, 1.0))
         for name in ("steps", "batch", "eval_every", "eval_size", "checkpoint_every"):
             object.__setattr__(self, name, check_int(name, getattr(self, name), lo=1))
         object.__setattr__(self, "probe_size", check_int("probe_size", self.probe_size, lo=0))

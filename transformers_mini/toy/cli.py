@@ -20,6 +20,7 @@ from amicl.common.cli import (
 )
 from amicl.task import TaskConfig
 from transformers_mini.core.config import (
+    CLAMPS,
     INITS,
     STREAM_MIXES,
     STREAM_SOURCES,
@@ -38,6 +39,9 @@ TRAIN_HELP = {
     "threshold": "Accuracy that defines 'ICL reached'.",
     "probe_size": "ic sequences per seed the mechanistic probes read at every evaluation (probes.csv; 0: none).",
     "stop_when_reached": "Stop each member once it reached the threshold on ic and ic2, and the run once all have.",
+    "clamp": "Hold a pattern fixed from step 0 (training and evaluation): binding = layer 1 at AMICL's binding, "
+    "induction = layer 2 at the query on the labels of the query's class (no probes are recorded).",
+    "clamp_w": "The clamped binding's mass on the predecessor t-1 (2/3 is AMICL's a = 2).",
 }
 STREAM_OPTIONS = {  # option name -> StreamConfig field
     "stream_source": ("source", click.Choice(STREAM_SOURCES), "Which earlier layer's projection is added."),
@@ -58,6 +62,8 @@ def train_options(f):
         ("threshold", float),
         ("checkpoint_every", int),
         ("probe_size", click.IntRange(min=0)),
+        ("clamp", click.Choice(CLAMPS)),
+        ("clamp_w", float),
     ):
         opts.append(config_option(TrainConfig, name, type=typ, help=TRAIN_HELP.get(name, "")))
     opts.append(click.option("--stop-when-reached", is_flag=True, help=TRAIN_HELP["stop_when_reached"]))

@@ -87,6 +87,31 @@ def binding_pattern(T: int, w: float, shape: tuple = ()) -> torch.Tensor:
     return p.expand(*shape, T, T)
 
 
+def induction_pattern(classes: torch.Tensor, T: int) -> torch.Tensor:
+    """(E, B, 1, T) an ideal induction head at the query for item classes (E, B, N + 1) (query last):
+    mass spread evenly over the label positions 2i + 1 whose item i has the query's class; all on the
+    query itself where no item does."""
+    N = classes.shape[-1] - 1
+    match = (classes[..., :N] == classes[..., N:]).to(torch.float32)  # (E, B, N)
+    p = torch.zeros(*classes.shape[:-1], T, device=classes.device)
+    p[..., 1 : 2 * N : 2] = match
+    p[..., T - 1] = (match.sum(-1) == 0).to(torch.float32)
+    return (p / p.sum(-1, keepdim=True)).unsqueeze(-2)
+
+
+def clamp_hooks(clamp: str, w: float, T: int, classes: torch.Tensor | None = None) -> Hooks | None:
+    """The hooks of a clamped training (``TrainConfig.clamp``) for sequences of T tokens; ``classes``
+    (E, B, N + 1) for the induction clamp."""
+    if clamp == "none":
+        return None
+    if clamp == "binding":
+        return Hooks({"blocks.0.attn.hook_pattern": lambda p: binding_pattern(T, w, p.shape[:-2]).to(p)})
+    if clamp == "induction":
+        pattern = induction_pattern(classes, T)
+        return Hooks({"blocks.1.attn.hook_pattern": lambda p: pattern.to(p).expand_as(p)})
+    raise ValueError(f"clamp must be none, binding or induction, got {clamp!r}")
+
+
 def amicl_pattern(content: torch.Tensor, a: float, beta: float) -> torch.Tensor:
     """(E, B, 1, T) retrieval weights at the query for content (E, B, T, D): softmax over the keys
     t < T-1 of beta * m_t . m_q, 0 on the query's own key."""

@@ -70,13 +70,23 @@ class Trainer:
         bs = {i: self.tasks[i].sample(self.run.train.batch, self.rngs[i]) for i in used}
         x = torch.from_numpy(np.stack([bs[i].x for i in self.member_seed_host])).to(self.device)
         y = torch.from_numpy(np.stack([bs[i].y for i in self.member_seed_host])).to(self.device)
+        self._classes = np.stack([bs[i].classes for i in self.member_seed_host])  # for an induction clamp
         return x, y
+
+    def _clamp(self, x: torch.Tensor, classes: np.ndarray):
+        """The hooks holding the clamped pattern (``TrainConfig.clamp``) for the inputs x, or None."""
+        c = self.run.train
+        if c.clamp == "none":
+            return None
+        from transformers_mini.toy.interventions import clamp_hooks
+
+        return clamp_hooks(c.clamp, c.clamp_w, x.shape[-2], torch.from_numpy(classes).to(self.device))
 
     def train_step(self) -> torch.Tensor:
         """One SGD step for every member; returns the per-member loss (E,)."""
         c = self.run.train
         x, y = self._batch()
-        logits = self.model(x)
+        logits = self.model(x, hooks=self._clamp(x, self._classes))
         loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
         loss = loss.view(y.shape).mean(dim=1)  # (E,)
         if self.check_every_step:
@@ -107,7 +117,9 @@ class Trainer:
                 y = torch.from_numpy(np.stack([ts[name].y[lo : lo + EVAL_CHUNK] for ts in self.test_sets])).to(
                     self.device
                 )
-                pred = self.model(x[self.member_seed]).argmax(-1)
+                classes = np.stack([ts[name].classes[lo : lo + EVAL_CHUNK] for ts in self.test_sets])
+                xm = x[self.member_seed]
+                pred = self.model(xm, hooks=self._clamp(xm, classes[self.member_seed_host])).argmax(-1)
                 correct += (pred == y[self.member_seed]).float().sum(1)
             out[name] = correct.cpu().numpy().astype(np.float64) / n  # exact counts; 1900/2000 is 0.95, not 0.9499
         return out
@@ -117,6 +129,8 @@ class Trainer:
         do not apply (probe_size 0, no ic test set, not a two-layer toy)."""
         run = self.run
         if not run.train.probe_size or "ic" not in run.task.test_sets or self.model.config.n_layer != 2:
+            return None
+        if run.train.clamp != "none":  # the probes would read the clamped pattern, not what was learned
             return None
         size = run.train.probe_size
         sets = [t.test_set("ic", size, np.random.default_rng(probe_stream(s))) for t, s in zip(self.tasks, run.seeds)]
