@@ -239,3 +239,29 @@ def test_config_lists_every_session_and_a_finished_resume_rewrites_nothing(tmp_p
     (tmp_path / "config.json").write_text(json.dumps(old))
     io.write_run_config(tmp_path / "config.json", {"kind": "lm"})
     assert len(json.loads((tmp_path / "config.json").read_text())["sessions"]) == 2
+
+
+def test_head_ablation_effects(two_arms, tmp_path):
+    """One row per head (and per stream term of the V model); a head whose output projection is zero
+    carries nothing, so its ablation changes nothing, bit for bit; the command writes its files."""
+    from transformers_mini.lm.heads import head_effects
+    from transformers_mini.lm.stories import ioi_prompts
+    from transformers_mini.lm.train import load_lm
+
+    ps = ioi_prompts(8, 0)
+    model, tok, cfg = load_lm(two_arms / "V")
+    c = model.config
+    with torch.no_grad():
+        model.blocks[0].o.weight[:, : c.d_head] = 0  # head 0 of layer 0 writes nothing
+    rows = {r["component"]: r for r in head_effects(model, tok, ps)}
+    assert len(rows) == c.n_layer * c.n_head + (c.n_layer - 1) * c.kv_heads
+    assert rows["L0H0"]["d_logit_diff"] == 0 and rows["L0H0"]["d_p_io"] == 0
+    assert any(r["d_logit_diff"] != 0 for r in rows.values())
+    none_model, _, _ = load_lm(two_arms / "none")
+    assert not any(r["component"].startswith("stream") for r in head_effects(none_model, tok, ps))
+    r = run("lm", "heads", two_arms / "none", two_arms / "V", "--prompts", 8, "--threads", 1, "--out", tmp_path / "h")
+    assert r.exit_code == 0, r.output
+    assert "| L0H0 |" in (tmp_path / "h" / "heads.md").read_text()
+    assert len(read_csv(tmp_path / "h" / "heads.csv")) == 2 * c.n_layer * c.n_head + (c.n_layer - 1) * c.kv_heads
+    bad = run("lm", "heads", tmp_path / "h", "--out", tmp_path / "h2")
+    assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1

@@ -38,6 +38,7 @@ KINDS = {
     "lm-world": "a description of the story world a language model trains on (amicl lm world)",
     "lm-dose": "IOI of language models against the IOI rate of their stories (amicl lm dose)",
     "lm-isoloss": "tokens each arm needs to reach the same validation loss (amicl lm isoloss)",
+    "lm-heads": "IOI effect of mean-ablating each head and stream term of language models (amicl lm heads)",
     "namm-base": "a NAMM base model (amicl namm train-base)",
     "namm-evolve": "a NAMM evolution (amicl namm evolve)",
     "namm-eval": "a memory-policy evaluation (amicl namm eval)",

@@ -177,6 +177,51 @@ def ioi_cmd(runs, prompts, templates, seed, last, device, threads, out):
     click.echo(md)
 
 
+@lm.command("heads")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option(
+    "--prompts",
+    type=click.IntRange(min=4),
+    default=500,
+    show_default=True,
+    help="IOI prompts (+ half as many ABC controls, whose mean each ablated head takes).",
+)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@device_option
+@threads_option
+@out_option()
+def heads_cmd(runs, prompts, seed, device, threads, out):
+    """Which heads carry IOI: each head's output, and each stream term, mean-ablated (the ABC prompts'
+    mean) in turn; the change in the IOI logit difference with its interval over prompts. Writes
+    heads.csv and heads.md."""
+    from amicl.common.cli import set_torch_threads
+    from amicl.common.io import atomic_write_bytes, run_metadata, write_csv, write_json
+    from amicl.common.runs import claim_run_folder, expect_runs
+
+    folders = expect_runs(runs, "lm", "RUNS")
+    labels = run_labels(folders)
+    with claim_run_folder(out, "lm-heads"):
+        set_torch_threads(threads)
+        from transformers_mini.core.device import resolve_device
+        from transformers_mini.lm.heads import head_effects, markdown
+        from transformers_mini.lm.stories import ioi_prompts
+        from transformers_mini.lm.train import load_lm
+
+        ps = ioi_prompts(prompts, seed)
+        rows = []
+        for f, label in zip(folders, labels):
+            model, tok, cfg = load_lm(f, resolve_device(device))
+            meta = {"run": label, "arm": cfg.stream, "seed": cfg.seed, "ioi_rate": cfg.ioi_rate}
+            rows += [{**meta, **r} for r in head_effects(model, tok, ps)]
+            click.echo(f"{label}: {len(rows)} rows", err=True)
+        write_csv(Path(out) / "heads.csv", rows)
+        md = markdown(rows)
+        atomic_write_bytes(Path(out) / "heads.md", md.encode())
+        write_json(Path(out) / "config.json", {"kind": "lm-heads", "runs": [str(f) for f in folders],
+                                                "prompts": prompts, "seed": seed, **run_metadata()})  # fmt: skip
+    click.echo(md)
+
+
 def _world_runs(runs):
     """The run folders and, per run, its label, arm, seed, IOI rate, model and history; a run that did not
     train on the current story world is refused."""

@@ -18,9 +18,12 @@ METRICS = ("p_io", "p_s", "logit_diff", "correct", "p_names")
 
 
 @torch.no_grad()
-def score_prompts(model, tok, prompts: list[IOIPrompt], batch: int = 64) -> list[dict]:
+def score_prompts(model, tok, prompts: list[IOIPrompt], batch: int = 64, hooks: dict | None = None) -> list[dict]:
     """One row per prompt: its order, template, pair and the metrics of ``METRICS``. Prompts of equal
-    token length run together (no padding, so learned positions are exact)."""
+    token length run together (no padding, so learned positions are exact). ``hooks``: hook functions
+    (``core.hooks``) applied to every forward pass, e.g. an ablation."""
+    from transformers_mini.core.hooks import Hooks
+
     model.eval()
     device = next(model.parameters()).device
     ids = [e.ids for e in tok.encode_batch([p.text for p in prompts])]
@@ -32,7 +35,8 @@ def score_prompts(model, tok, prompts: list[IOIPrompt], batch: int = 64) -> list
     for idx in by_len.values():
         for lo in range(0, len(idx), batch):
             part = idx[lo : lo + batch]
-            logits = model(torch.tensor([ids[i] for i in part], device=device))[:, -1].float()
+            idx_t = torch.tensor([ids[i] for i in part], device=device)
+            logits = model(idx_t, hooks=Hooks(hooks) if hooks else None)[:, -1].float()
             logp = torch.log_softmax(logits, -1).cpu()
             logits = logits.cpu()
             for j, i in enumerate(part):
