@@ -45,6 +45,7 @@ def main():  # console-script entry point
         "amicl": "amicl.memory.figures:figures_amicl",
         "streams": "transformers_mini.toy.cli:figures_streams",
         "phase": "transformers_mini.toy.cli:figures_phase",
+        "interventions": "transformers_mini.toy.cli:figures_interventions",
         "lm": "transformers_mini.lm.cli:figures_lm",
         "namm": "evolution.cli:figures_namm",
     },

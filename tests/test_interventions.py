@@ -126,6 +126,9 @@ def test_the_command_writes_every_intervention_and_refuses_in_one_line(tmp_path)
                       "binding:w=0.5", "binding:w=1", "amicl:a=2,beta=10"}  # fmt: skip
     assert {(r["arm"], r["seed"]) for r in rows} == {("none", "0"), ("V", "0"), ("none", "1"), ("V", "1")}
     assert "| amicl:a=2,beta=10 |" in (tmp_path / "iv" / "interventions.md").read_text()
+    fig = CliRunner().invoke(amicl, ["figures", "interventions", str(tmp_path / "iv"), "--out", str(tmp_path / "f"),
+                                     "--format", "png"])  # fmt: skip
+    assert fig.exit_code == 0 and (tmp_path / "f" / "interventions.png").stat().st_size > 10_000, fig.output
     bad = CliRunner().invoke(amicl, [*args, "--binding-w", "2", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "binding w must be in [0, 1], got 2.0" in bad.stderr
     assert not (tmp_path / "bad").exists()

@@ -389,3 +389,20 @@ def figures_phase(results, out, formats):
         Path(results), Path(out) if out else Path(results) / "figures", tuple(comma_list(formats, "--format"))
     ):
         click.echo(p)
+
+
+@click.command("interventions")
+@click.argument("results", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--set", "test_set", default="ic", show_default=True, help="Test set whose accuracy is drawn.")
+@out_option("Figure folder.")
+@format_option
+def figures_interventions(results, test_set, out, formats):
+    """The AMICL and binding transplants of 'transformer intervene' runs, per arm, beside the networks'
+    own accuracy."""
+    from amicl.common.cli import comma_list
+    from amicl.common.runs import expect_runs
+    from transformers_mini.toy.figures import draw_interventions
+
+    folders = expect_runs(results, "streams-interventions", "RESULTS")
+    for p in draw_interventions(folders, Path(out), test_set, tuple(comma_list(formats, "--format"))):
+        click.echo(p)

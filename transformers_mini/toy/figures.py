@@ -283,3 +283,56 @@ def draw_phase(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]:
     written += save_figure(fig, Path(out), "phase_curves", formats)
     plt.close(fig)
     return written
+
+
+def draw_interventions(results: list[Path], out: Path, test_set: str = "ic", formats=("png", "pdf")) -> list[Path]:
+    """interventions.*: per arm of the ``transformer intervene`` runs, the AMICL transplant's accuracy
+    over (a, beta) (mean over seeds, written in each cell) and the binding transplant's accuracy against
+    w, each beside the network's own (clean) accuracy on ``test_set``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for p in results for r in read_csv(Path(p) / "interventions.csv") if r["set"] == test_set]
+    if not rows:
+        raise ValueError(f"no {test_set} rows in the interventions runs given")
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+
+    def mean(arm: str, label: str) -> float:
+        v = [float(r["accuracy"]) for r in rows if r["arm"] == arm and r["intervention"] == label]
+        return float(np.mean(v)) if v else np.nan
+
+    labels = list(dict.fromkeys(r["intervention"] for r in rows))
+    grid = [lab.removeprefix("amicl:").split(",") for lab in labels if lab.startswith("amicl:")]
+    a_values = sorted({float(g[0][2:]) for g in grid})
+    betas = sorted({float(g[1][5:]) for g in grid})
+    ws = sorted(float(lab[len("binding:w=") :]) for lab in labels if lab.startswith("binding:"))
+    fig, axes = plt.subplots(2, len(arms), figsize=(3.2 * len(arms), 6.0), squeeze=False)
+    for j, arm in enumerate(arms):
+        clean = mean(arm, "clean")
+        cells = np.array([[mean(arm, f"amicl:a={a:g},beta={b:g}") for b in betas] for a in a_values])
+        ax = axes[0, j]
+        ax.imshow(cells, vmin=0, vmax=1, cmap="viridis", origin="lower", aspect="auto")
+        for (i, k), v in np.ndenumerate(cells):
+            ax.text(k, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v < 0.6 else "k")
+        ax.set_xticks(range(len(betas)), [f"{b:g}" for b in betas])
+        ax.set_yticks(range(len(a_values)), [f"{a:g}" for a in a_values])
+        ax.set_xlabel("beta (AMICL's inverse temperature)", fontsize=8)
+        ax.set_ylabel("a (AMICL's binding weight)", fontsize=8)
+        n = len({r["seed"] for r in rows if r["arm"] == arm})
+        ax.set_title(f"{arm}: AMICL in layer 2 ({n} seed{'s' if n > 1 else ''}; own {clean:.3f})", fontsize=8)
+        ax = axes[1, j]
+        ax.plot(ws, [mean(arm, f"binding:w={w:.3g}") for w in ws], "o-", color="C0", label="binding transplant")
+        ax.axhline(clean, color="k", ls="--", lw=0.8, label="the network's own")
+        ax.axvline(2 / 3, color="0.6", ls=":", lw=0.8, label="AMICL's a = 2")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("w, layer 1's mass on the predecessor", fontsize=8)
+        ax.set_ylabel(f"{test_set} accuracy", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[1, 0].legend(fontsize=7, frameon=False)
+    fig.suptitle(f"Transplanting AMICL into the trained networks ({test_set} accuracy)", fontsize=9)
+    fig.tight_layout()
+    written = save_figure(fig, Path(out), "interventions", formats)
+    plt.close(fig)
+    return written
