@@ -31,6 +31,7 @@ TABLES = Registry(
         "streams-savings": "transformers_mini.toy.tables:savings",
         "streams-groups": "transformers_mini.toy.tables:groups",
         "streams-interventions": "transformers_mini.toy.tables:interventions",
+        "streams-patching": "transformers_mini.toy.tables:patching",
         "include": "amicl.tables:include",
         "results-index": "amicl.tables:results_index",
     },

@@ -126,6 +126,8 @@ def test_the_command_writes_every_intervention_and_refuses_in_one_line(tmp_path)
                       "binding:w=0.5", "binding:w=1", "amicl:a=2,beta=10"}  # fmt: skip
     assert {(r["arm"], r["seed"]) for r in rows} == {("none", "0"), ("V", "0"), ("none", "1"), ("V", "1")}
     assert "| amicl:a=2,beta=10 |" in (tmp_path / "iv" / "interventions.md").read_text()
+    patch = read_csv(tmp_path / "iv" / "patching.csv")
+    assert len(patch) == 4 * 2 * 6 and "Activation patching" in (tmp_path / "iv" / "interventions.md").read_text()
     fig = CliRunner().invoke(amicl, ["figures", "interventions", str(tmp_path / "iv"), "--out", str(tmp_path / "f"),
                                      "--format", "png"])  # fmt: skip
     assert fig.exit_code == 0 and (tmp_path / "f" / "interventions.png").stat().st_size > 10_000, fig.output
@@ -205,3 +207,28 @@ def test_the_clamp_options_on_the_command_line(tmp_path):
     assert bad.exit_code == 2 and "clamp_w" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
     other = CliRunner().invoke(amicl, [*base, "--clamp", "induction", "--resume", "--out", str(tmp_path / "c")])
     assert other.exit_code == 2 and len(other.stderr.strip().splitlines()) == 1
+
+
+def test_activation_patching_known_answers():
+    """Patching layer 1's whole residual at every position from the corrupted run gives the corrupted
+    answer (share 1); patching nowhere moves nothing; the corruption changes only the query class's labels."""
+    from transformers_mini.toy.interventions import corrupt, patching, role_masks
+
+    task = ICLTask.from_seed(TASK, 0)
+    b = task.test_set("ic", 64, np.random.default_rng(1))
+    x2, y2 = corrupt(b, task.lam, TASK.n_pos, np.random.default_rng(2))
+    N = b.labels.shape[1]
+    for s in range(64):
+        same = np.flatnonzero(b.classes[s, :N] == b.classes[s, N])
+        changed = np.flatnonzero((x2[s] != b.x[s]).any(-1))
+        assert set(changed) == set(2 * same + 1) and (y2[s] != b.y[s]) == bool(len(same))
+        assert y2[s] not in b.labels[s] or not len(same)
+    masks = {r: m[None] for r, m in role_masks(b.classes, b.x.shape[1]).items()}
+    masks["nowhere"] = np.zeros_like(masks["all"])
+    model = ToyTransformer([ToyConfig()], [0])
+    t = [torch.from_numpy(v)[None] for v in (b.x, x2, b.y, y2)]
+    effects = patching(model, *t, masks)
+    assert effects[("blocks.0.hook_resid_post", "all")][0] == 1.0
+    assert effects[("blocks.0.hook_resid_post", "nowhere")][0] == 0.0
+    assert effects[("blocks.0.hook_attn_out", "nowhere")][0] == 0.0
+    assert masks["query-class labels"].sum() == sum((b.classes[s, :N] == b.classes[s, N]).sum() for s in range(64))

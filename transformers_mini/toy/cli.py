@@ -313,16 +313,20 @@ def intervene_cmd(run, binding_w, amicl_a, amicl_beta, device, threads, out):
     from amicl.common.io import atomic_write_bytes, run_metadata, write_csv, write_json
     from amicl.common.runs import claim_run_folder
     from transformers_mini.toy.interventions import default_grid, intervene_run, markdown
+    from transformers_mini.toy.tables import patch_lines
 
     ws, a = comma_list(binding_w, "--binding-w", float, True), comma_list(amicl_a, "--amicl-a", float, True)
     grid = default_grid(ws, a, comma_list(amicl_beta, "--amicl-beta", float, True))
     with claim_run_folder(out, "streams-interventions", False):
         set_torch_threads(threads)
-        rows = intervene_run(run, device, grid, echo=lambda m: click.echo(m, err=True))
+        rows, patch = intervene_run(run, device, grid, echo=lambda m: click.echo(m, err=True))
         write_csv(Path(out) / "interventions.csv", rows)
+        if patch:
+            write_csv(Path(out) / "patching.csv", patch)
         config = {"kind": "streams-interventions", "run": str(run), "binding_w": ws, **run_metadata()}
         write_json(Path(out) / "config.json", config)
-        md = markdown(rows)
+        intro = "Activation patching, corrupted (query's label changed) into clean: share of logit(y) - logit(y') moved"
+        md = markdown(rows) + ("\n".join(["", intro, "", *patch_lines(patch), ""]) if patch else "")
         atomic_write_bytes(Path(out) / "interventions.md", md.encode())
     click.echo(md)
 

@@ -14,6 +14,14 @@ the clean accuracy on the same sequences.
   softmax(beta * m_t . m_q) over the context keys t < T-1 (the query's own key gets none, as AMICL
   replaces it by a decoy), m_t = (a x_{t-1} + x_t)/(a+1) and m_q = a x_q/(a+1) on the content
   dimensions; layer 2's values and everything else stay the network's own.
+
+Activation patching (``patching``): each ic sequence is paired with a corrupted copy in which the
+label of the query's class is another one (every context label of that class replaced by a label the
+sequence does not show), so the right answer moves from y to y'. Layer 1's output (its attention
+output, or the whole residual after it) from the corrupted run is patched into the clean run at the
+positions of one role (labels or items of the query's class, of the other classes, the query); the
+effect is the share of the logit difference logit(y) - logit(y') that moves, (LD_patched - LD_clean) /
+(LD_corrupt - LD_clean), means over sequences (1: that role's layer-1 output carries the change).
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import torch
 
 from transformers_mini.core.hooks import Hooks
 from transformers_mini.toy.probes import amicl_scores
+from transformers_mini.toy.tables import PATCH_ROLES
 
 BINDING_W = (0.0, 0.25, 0.5, 2 / 3, 0.75, 1.0)
 AMICL_A = (0.5, 1.0, 2.0, 4.0)
@@ -202,7 +211,30 @@ def intervene_run(folder, device: str = "auto", grid: list[Intervention] | None 
             clean = float(acc[("clean", name)][e])
             rows.append({"arm": arm, "seed": seed, "step": trainer.step, "intervention": label, "set": name,
                          "accuracy": float(values[e]), "clean": clean, "drop": clean - float(values[e])})  # fmt: skip
-    return rows
+    return rows, (_patch_rows(trainer) if "ic" in sets else [])
+
+
+def _patch_rows(trainer) -> list[dict]:
+    """``patching`` on every member's ic set (each seed's corruption drawn from its own stream)."""
+    seeds, n_pos = trainer.run.seeds, trainer.run.task.n_pos
+    pairs = []
+    for i, s in enumerate(seeds):
+        batch = trainer.test_sets[i]["ic"]
+        x2, y2 = corrupt(
+            batch, trainer.tasks[i].lam, n_pos, np.random.default_rng(np.random.SeedSequence(s, spawn_key=(7,)))
+        )
+        pairs.append((batch, x2, y2))
+    idx = trainer.member_seed_host
+
+    def stack(f):
+        return torch.from_numpy(np.stack([f(*pairs[i]) for i in idx])).to(trainer.device)
+
+    T = pairs[0][0].x.shape[1]
+    masks = {r: np.stack([role_masks(pairs[i][0].classes, T)[r] for i in idx]) for r in ROLES}
+    effects = patching(trainer.model, stack(lambda b, x2, y2: b.x), stack(lambda b, x2, y2: x2),
+                       stack(lambda b, x2, y2: b.y), stack(lambda b, x2, y2: y2), masks)  # fmt: skip
+    return [{"arm": arm, "seed": seed, "step": trainer.step, "point": point, "role": role, "effect": float(v[e])}
+            for (point, role), v in effects.items() for e, (arm, seed) in enumerate(trainer.run.members)]  # fmt: skip
 
 
 def markdown(rows: list[dict]) -> str:
@@ -227,3 +259,63 @@ def markdown(rows: list[dict]) -> str:
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
+
+
+ROLES = PATCH_ROLES
+PATCH_POINTS = ("blocks.0.hook_attn_out", "blocks.0.hook_resid_post")
+
+
+def role_masks(classes: np.ndarray, T: int) -> dict[str, np.ndarray]:
+    """Positions of each role, (..., T) bool, for item classes (..., N + 1) (query last)."""
+    N = classes.shape[-1] - 1
+    same = classes[..., :N] == classes[..., N:]  # (..., N)
+    masks = {r: np.zeros((*classes.shape[:-1], T), dtype=bool) for r in ROLES}
+    masks["query-class labels"][..., 1 : 2 * N : 2] = same
+    masks["query-class items"][..., 0 : 2 * N : 2] = same
+    masks["other labels"][..., 1 : 2 * N : 2] = ~same
+    masks["other items"][..., 0 : 2 * N : 2] = ~same
+    masks["query"][..., T - 1] = True
+    masks["all"][:] = True
+    return masks
+
+
+def corrupt(batch, lam: np.ndarray, n_pos: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(x', y'): every context label of the query's class replaced by a label the sequence does not show
+    (``lam`` the task's label vectors); sequences whose query class is not in the context keep x' = x."""
+    x, N = batch.x.copy(), batch.labels.shape[1]
+    y2 = batch.y.copy()
+    for s in range(x.shape[0]):
+        same = np.flatnonzero(batch.classes[s, :N] == batch.classes[s, N])
+        if not len(same):
+            continue
+        free = np.setdiff1d(np.arange(len(lam)), batch.labels[s])
+        y2[s] = rng.choice(free)
+        x[s, 2 * same + 1, n_pos:] = lam[y2[s]]
+    return x, y2
+
+
+@torch.no_grad()
+def patching(
+    model, x, x2, y, y2, masks: dict[str, np.ndarray], points=PATCH_POINTS
+) -> dict[tuple[str, str], np.ndarray]:
+    """{(point, role): (E,)} the share of the logit difference logit(y) - logit(y') moved by patching
+    ``point`` from the corrupted inputs x2 into the clean x at the role's positions. x, x2: (E, S, T, d);
+    y, y2: (E, S); masks: role -> (E, S, T) bool. Sequences whose answer did not move are left out."""
+    moved = y != y2
+
+    def ld(logits):
+        return (logits.gather(-1, y[..., None]) - logits.gather(-1, y2[..., None]))[..., 0]
+
+    corrupted = Hooks(cache=points)
+    ld_corrupt = ld(model(x2, hooks=corrupted))
+    ld_clean = ld(model(x))
+    out = {}
+    for point in points:
+        for role, mask in masks.items():
+            m = torch.from_numpy(mask).to(x.device)[..., None]
+            fn = {point: lambda t, m=m, c=corrupted.cache[point]: torch.where(m, c, t)}
+            ld_patch = ld(model(x, hooks=Hooks(fn)))
+            num = ((ld_patch - ld_clean) * moved).sum(1)
+            den = ((ld_corrupt - ld_clean) * moved).sum(1)
+            out[(point, role)] = (num / den).cpu().numpy().astype(np.float64)
+    return out

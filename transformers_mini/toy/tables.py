@@ -111,3 +111,34 @@ def interventions(root: Path, test_set: str, *runs: str) -> list[str]:
             n = len({r["seed"] for r in mine})
             lines.append(f"| {Path(run).name} | {arm} | {n} | {cells} | {best_cell} |")
     return lines
+
+
+PATCH_ROLES = ("query-class labels", "query-class items", "other labels", "other items", "query", "all")
+
+
+def patch_lines(rows: list[dict]) -> list[str]:
+    """Activation patching rows (``patching.csv``) as a table: per run, arm and patched point, the share of
+    the answer's logit difference each role's layer-1 output moves, mean over seeds (with its bootstrap
+    interval where there are several)."""
+    from amicl.common.stats import mean_ci
+
+    lines = ["| run | arm | patched | " + " | ".join(PATCH_ROLES) + " |", "|---|---|---|" + "---|" * len(PATCH_ROLES)]
+    keys = dict.fromkeys((r.get("run", ""), r["arm"], r["point"]) for r in rows)
+    for run, arm, point in keys:
+        cells = []
+        for role in PATCH_ROLES:
+            v = [
+                float(r["effect"])
+                for r in rows
+                if (r.get("run", ""), r["arm"], r["point"], r["role"]) == (run, arm, point, role)
+            ]
+            m, lo, hi = mean_ci(v)
+            cells.append(f"{m:.2f} [{lo:.2f}, {hi:.2f}]" if len(v) > 1 else f"{m:.2f}")
+        lines.append(f"| {run} | {arm} | {point} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def patching(root: Path, *runs: str) -> list[str]:
+    """The activation patching of ``amicl transformer intervene`` runs (their patching.csv), one table."""
+    rows = [{**r, "run": Path(run).name} for run in runs for r in read_csv(Path(root) / run / "patching.csv")]
+    return patch_lines(rows)
