@@ -128,9 +128,9 @@ def expect_runs(folders, kinds: str | tuple[str, ...], option: str) -> list[Path
 class RunFolder:
     """A claimed run folder: holds the exclusive lock until ``release()`` (or the process ends)."""
 
-    def __init__(self, path: Path, fd: int, resume: bool = False):
+    def __init__(self, path: Path, fd: int):
         self.path, self._fd = path, fd
-        self.resume = resume  # a checkpoint is there and --resume asked to continue it
+        self.resume = False  # set on claiming: a checkpoint is there and --resume asked to continue it
 
     def release(self) -> None:
         if self._fd is not None:

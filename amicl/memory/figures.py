@@ -201,5 +201,7 @@ def draw_all(results: Path, out: Path, formats=("png", "pdf")) -> list[Path]:
 def figures_amicl(results, out, formats):
     """Draw the AMICL figures from the result folders under RESULTS."""
     out = Path(out) if out else Path(results) / "figures"
-    for p in draw_all(Path(results), out, tuple(f.strip() for f in formats.split(",") if f.strip())):
+    from amicl.common.cli import comma_list
+
+    for p in draw_all(Path(results), out, tuple(comma_list(formats, "--format"))):
         click.echo(p)

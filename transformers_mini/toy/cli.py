@@ -369,7 +369,9 @@ def figures_streams(results, out, formats):
     from transformers_mini.toy.figures import draw_streams
 
     out = Path(out) if out else Path(results) / "figures"
-    for p in draw_streams(Path(results), out, tuple(f.strip() for f in formats.split(",") if f.strip())):
+    from amicl.common.cli import comma_list
+
+    for p in draw_streams(Path(results), out, tuple(comma_list(formats, "--format"))):
         click.echo(p)
 
 
