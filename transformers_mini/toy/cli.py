@@ -326,7 +326,8 @@ def intervene_cmd(run, binding_w, amicl_a, amicl_beta, device, threads, out):
         config = {"kind": "streams-interventions", "run": str(run), "binding_w": ws, **run_metadata()}
         write_json(Path(out) / "config.json", config)
         intro = "Activation patching, corrupted (query's label changed) into clean: share of logit(y) - logit(y') moved"
-        md = markdown(rows) + ("\n".join(["", intro, "", *patch_lines(patch), ""]) if patch else "")
+        named = [{**r, "run": str(run)} for r in patch]
+        md = markdown(rows) + ("\n".join(["", intro, "", *patch_lines(named), ""]) if patch else "")
         atomic_write_bytes(Path(out) / "interventions.md", md.encode())
     click.echo(md)
 
