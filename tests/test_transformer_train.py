@@ -437,3 +437,22 @@ def test_phase_budget_reads_each_member_at_that_step_or_refuses():
         budget_history(history, 3)
     with pytest.raises(ValueError, match="at step 4"):
         budget_history(history[:-1], 4)  # V's last evaluation is missing
+
+
+def test_a_learned_stream_weight_is_recorded_in_the_history():
+    from transformers_mini.core.config import parse_arm
+
+    arms = {a: ToyConfig(d_in=TINY.input_dim, n_labels=TINY.L, init_D=TINY.D, stream=parse_arm(a, {}))
+            for a in ("V:learn", "K:learn")}  # fmt: skip
+    train = TrainConfig(steps=6, batch=16, eval_every=2, eval_size=40, checkpoint_every=2, lr=0.5)
+    trainer = Trainer(Run(arms, [0], TINY, train), "cpu")
+    trainer.fit(progress=False)
+    learn = [h for h in trainer.history if h["arm"] == "V:learn"]
+    assert learn[0]["stream_lam_l1"] == 1.0 and learn[-1]["stream_lam_l1"] != 1.0
+    assert learn[-1]["stream_lam_l1"] == pytest.approx(
+        float(trainer.model.stream_lam[0, 1, 2].detach())
+    )  # V: the values'
+    k = [h for h in trainer.history if h["arm"] == "K:learn"]
+    assert k[-1]["stream_lam_l1"] == pytest.approx(
+        float(trainer.model.stream_lam[1, 1, 1].detach())
+    )  # K: the keys' weight

@@ -163,13 +163,27 @@ class Trainer:
             self.record_probes()
         acc = self.evaluate()
         loss = (self._loss_sum / max(self._loss_n, 1)).cpu().numpy()
+        lam = self._learned_weights()
         for i, (arm, seed) in enumerate(self.run.members[m] for m in self.active):
             row = {"step": self.step, "arm": arm, "seed": seed, "train_loss": float(loss[i]) if self._loss_n else ""}
             row.update({name: float(a[i]) for name, a in acc.items()})
+            row.update({name: float(v[i]) for name, v in lam.items()})
             self.history.append(row)
         self._loss_sum.zero_()
         self._loss_n = 0
         return acc
+
+    def _learned_weights(self) -> dict[str, np.ndarray]:
+        """A learned stream's weight per later layer, (E,) each (``stream_lam_l{l}``: the weight on the
+        member's streamed projection; 0 for a member without a stream); empty for fixed weights."""
+        model = self.model
+        if not model.config.stream.learn:
+            return {}
+        from transformers_mini.core.model import _PROJ
+
+        lam = (model.stream_lam * model.stream_on).detach().cpu().numpy()  # (E, L, 3)
+        proj = [_PROJ.get(c.stream.kind, 0) for c in model.configs]
+        return {f"stream_lam_l{k}": lam[np.arange(len(proj)), k, proj] for k in range(1, lam.shape[1])}
 
     # -- checkpoints ------------------------------------------------------------------------------
     def state(self) -> dict:
