@@ -145,6 +145,13 @@ def _stages(text: str | None):
     help="Fitness score: exact match, or the probability of the right answer (smooth).",
 )
 @config_option(EvolveConfig, "seed", type=click.IntRange(min=0))
+@config_option(
+    EvolveConfig,
+    "budget_fraction",
+    type=float,
+    help="Budget mode: every layer keeps this fraction of the context, the NAMM choosing which tokens "
+    "(so fitness cannot trade cache for score); unset: NAMM's threshold rule, the cache fraction its choice.",
+)
 @device_option
 @threads_option
 @executor_options
@@ -230,10 +237,16 @@ def eval_cmd(base_dir, policy, namm_dir, budget, budget_fraction, match_dir, dev
     budgets = parse_budgets(
         comma_list(budget, "--budget", int), comma_list(budget_fraction, "--budget-fraction", float), match_dir, context
     )
-    cfg = EvalConfig(policy=policy, budgets=budgets, **given(kw))
     expect_run(base_dir, "namm-base", "--base")
     if namm_dir:
-        expect_run(namm_dir, "namm-evolve", "--namm")
+        from amicl.common.io import read_json
+
+        evolved = read_json(expect_run(namm_dir, "namm-evolve", "--namm") / "config.json")["evolve"]
+        f = EvolveConfig.from_dict(evolved).budget_fraction
+        if budgets == (None,) and f is not None:  # a budget-mode NAMM ranks tokens; it was never given a threshold
+            budgets = (max(1, round(f * context)),)
+            click.echo(f"the NAMM was evolved to keep {f:g} of the context: {budgets[0]} tokens per layer", err=True)
+    cfg = EvalConfig(policy=policy, budgets=budgets, **given(kw))
     with claim_run_folder(out, "namm-eval"):
         set_torch_threads(threads)
         from transformers_mini.core.device import resolve_device

@@ -127,8 +127,20 @@ class EvolveConfig(Config):
     metric: str = "prob"  # smooth, but it rewards confident forgetting over exact match (results/namm)
     batch_rows: int = 16  # rows per batched rollout: fastest measured on 2 CPU cores (bench_evolution)
     seed: int = 0
+    # None: NAMM's threshold rule (score < 0 evicts; the cache kept is the evolution's choice). A fraction
+    # f: every layer keeps its round(f * context) best-scored tokens, so the fitness cannot trade cache
+    # for score and the evolution, its evaluation and every baseline share one budget by construction.
+    budget_fraction: float | None = None
+
+    def budget(self) -> int | None:
+        """The per-layer token budget of the budget mode (None in threshold mode)."""
+        return None if self.budget_fraction is None else max(1, round(self.budget_fraction * self.context))
 
     def __post_init__(self):
+        if self.budget_fraction is not None:
+            object.__setattr__(
+                self, "budget_fraction", check_float("budget_fraction", self.budget_fraction, 0.0, 1.0, lo_open=True)
+            )
         object.__setattr__(self, "stages", tuple(tuple(s) for s in self.stages))
         object.__setattr__(self, "generations", tuple(int(g) for g in self.generations))
         if not self.stages or len(self.stages) != len(self.generations):

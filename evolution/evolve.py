@@ -67,6 +67,7 @@ class Evolution:
             c.n_up,
             self.norm,
             c.metric,
+            budget=c.budget(),
             batch_rows=c.batch_rows,
             executor=self.executor,
         )
@@ -102,6 +103,7 @@ class Evolution:
             c.n_up,
             self.norm,
             c.metric,
+            budget=c.budget(),
             batch_rows=c.batch_rows,
             executor=self.executor,
         )

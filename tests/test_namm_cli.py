@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from tiny import TINY_BASE
 
 from amicl.cli import amicl
+from amicl.common.io import read_csv
 
 SMALL = ["--threads", "1"]
 
@@ -364,3 +365,18 @@ def test_score_vs_cache_keeps_the_namms_of_several_evolutions_apart(tmp_path):
     )
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert labels == ["NAMM run_x/namm (its own budget)", "NAMM run_y/namm (its own budget)"]
+
+
+def test_a_budget_mode_namm_is_evaluated_at_its_budget(base, tmp_path):
+    common = ["--context", 96, "--n-up", 32, "--metric", "prob", *SMALL]
+    evolve = ["--stages", "kv_retrieval", "--generations", 1, "--popsize", 3, "--prompts", 2, "--dev-prompts", 2]
+    r = run("namm", "evolve", "--base", base, *evolve, "--budget-fraction", 0.25, *common, "--out", tmp_path / "evo")
+    assert r.exit_code == 0, r.output
+    ev = ["namm", "eval", "--base", base, "--policy", "namm", "--namm", tmp_path / "evo", "--tasks", "kv_retrieval"]
+    r = run(*ev, "--prompts", 2, *common, "--out", tmp_path / "ev")
+    assert r.exit_code == 0 and "keep 0.25 of the context: 24 tokens per layer" in r.stderr, r.output
+    rows = read_csv(tmp_path / "ev" / "eval.csv")
+    assert {row["budget"] for row in rows} == {"24"}
+    assert all(float(row["cache_fraction"]) == pytest.approx(0.25, abs=1 / 96) for row in rows)
+    bad = run("namm", "evolve", "--base", base, *evolve, "--budget-fraction", 2, *common, "--out", tmp_path / "b")
+    assert bad.exit_code == 2 and "budget_fraction" in bad.stderr

@@ -85,6 +85,20 @@ def test_killed_evolution_resumes_exactly(model, tmp_path):
         other.load(tmp_path / "b")
 
 
+def test_budget_mode_keeps_the_stated_fraction_whatever_the_parameters(model):
+    """In budget mode every member ends with the same cache, round(f * context) tokens per layer, so the
+    fitness cannot buy score with cache; in threshold mode the fraction is each member's own."""
+    cfg = EvolveConfig(**{**CFG.to_dict(), "budget_fraction": 0.25})
+    assert cfg.budget() == 24  # 0.25 of 96 tokens
+    run = Evolution(cfg, model)
+    row = run.step()
+    assert row["cache_fraction_mean"] == pytest.approx(0.25, abs=1 / 96) and row[
+        "cache_fraction_of_best"
+    ] == pytest.approx(row["cache_fraction_mean"])
+    free = Evolution(CFG, model).step()
+    assert free["cache_fraction_mean"] != pytest.approx(0.25, abs=1 / 96)
+
+
 def test_base_training_resumes_exactly(tmp_path):
     cfg = BaseConfig(
         model=TINY_GPT,
@@ -137,6 +151,8 @@ def test_context_curriculum_admits_one_doubling_per_stage():
         ({"popsize": 1}, "popsize"),
         ({"scorer": "tcn"}, "scorer"),
         ({"stages": (("copy",), ("needle",)), "generations": (1, 1)}, "task"),
+        ({"budget_fraction": 0.0}, "budget_fraction"),
+        ({"budget_fraction": 1.5}, "budget_fraction"),
     ],
 )
 def test_invalid_evolve_configs(kwargs, match):
