@@ -267,15 +267,12 @@ def eval_cmd(base_dir, policy, namm_dir, budget, budget_fraction, match_dir, dev
 def table(evals, out):
     """Normalised score per policy and task with bootstrap 95% intervals, from eval folders on the same prompts;
     tasks outside the NAMM's evolution stages count as held out, and NAMM is compared with each policy, paired."""
-    from amicl.common.io import atomic_write_bytes, read_json, write_csv
+    from amicl.common.io import atomic_write_bytes, write_csv
     from amicl.common.runs import expect_runs
-    from evolution.table import summary_table
+    from evolution.table import summary_table, trained_tasks
 
     dirs = expect_runs(evals, "namm-eval", "EVALS")
-    evolved = [read_json(d / "config.json")["eval"].get("namm") for d in dirs]
-    evolved = [Path(e) for e in evolved if e and (Path(e) / "config.json").exists()]
-    stages = read_json(evolved[0] / "config.json")["evolve"]["stages"] if evolved else EvolveConfig().stages
-    rows, md = summary_table(dirs, {t for s in stages for t in s})
+    rows, md = summary_table(dirs, trained_tasks(dirs))
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         write_csv(Path(out) / "table.csv", rows)

@@ -96,6 +96,26 @@ def markdown(rows: list[dict], tasks: list[str], against: str) -> str:
     return "\n".join(md) + "\n"
 
 
+def trained_tasks(eval_dirs: list[Path]) -> set[str]:
+    """The tasks the evaluated NAMM was evolved on (its evolve run's stages, where its folder is still
+    there; else the default stages): the others count as held out."""
+    from evolution.config import EvolveConfig
+
+    evolved = [read_json(Path(d) / "config.json")["eval"].get("namm") for d in eval_dirs]
+    evolved = [Path(e) for e in evolved if e and (Path(e) / "config.json").exists()]
+    stages = read_json(evolved[0] / "config.json")["evolve"]["stages"] if evolved else EvolveConfig().stages
+    return {t for stage in stages for t in stage}
+
+
+def table_lines(root: Path, *evals: str) -> list[str]:
+    """``amicl namm table EVALS``'s markdown, recomputed from the eval folders (paths relative to ``root``;
+    a pattern such as results/namm/eval/match_* expands in sorted order, as a shell does)."""
+    dirs = [p for e in evals for p in (sorted(Path(root).glob(e)) if any(c in e for c in "*?[") else [Path(root) / e])]
+    if not dirs:
+        raise ValueError(f"no eval folders match {' '.join(evals)}")
+    return summary_table(dirs, trained_tasks(dirs))[1].rstrip("\n").split("\n")
+
+
 def summary_table(
     eval_dirs: list[Path], trained: set[str], against: str = "namm", n_boot: int = 2000, seed: int = 0
 ) -> tuple[list[dict], str]:
