@@ -50,14 +50,15 @@ def results_index(root: Path, folder: str = "results") -> list[str]:
     """Every run folder under ``folder``: its kind, the command that made it (as a user would retype it,
     paths relative to the run's own folder; each distinct one of a run resumed over several sessions) and
     the commit of its last session. A folder a process is still
-    writing is left out until it settles."""
+    writing, or one inside it (a grouped run's groups), is left out until it settles."""
     from amicl.common.artifacts import relative_command
     from amicl.common.io import read_json
     from amicl.common.runs import run_kind, writer_pid
 
     lines = ["| run folder | kind | command | commit |", "|---|---|---|---|"]
     for cfg in sorted((Path(root) / folder).rglob("config.json")):
-        if writer_pid(cfg.parent) is not None:
+        inside = [cfg.parent, *cfg.parent.parents[: len(cfg.parent.relative_to(root).parts) - 1]]
+        if any(writer_pid(f) is not None for f in inside):  # written now, or inside a run being written
             continue
         meta = read_json(cfg)
         sessions = meta.get("sessions") or [meta]  # before sessions were recorded: the last command only, as is

@@ -52,12 +52,12 @@ def test_the_results_index_leaves_out_a_folder_being_written(tmp_path):
     from amicl.common.runs import claim_run_folder
     from amicl.tables import results_index
 
-    for name in ("done", "busy"):
+    for name in ("done", "busy", "busy/groups/g0"):  # a grouped run writes its groups inside its own folder
         write_json(tmp_path / "results" / name / "config.json", {"kind": "lm", "argv": ["amicl", "lm", "train"]})
     with claim_run_folder(tmp_path / "results" / "busy", "lm", resume=True):
         rows = results_index(tmp_path)
     assert [r.split(" | ")[0] for r in rows[2:]] == ["| results/done"]
-    assert len(results_index(tmp_path)) == 4  # settled: listed again
+    assert len(results_index(tmp_path)) == 5  # settled: listed again, with its group
 
 
 def test_the_results_index_names_every_command_of_a_resumed_run(tmp_path):

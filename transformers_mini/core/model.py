@@ -112,6 +112,13 @@ class ToyTransformer(nn.Module):
             setattr(self, name, b[sel].clone())
         self.configs = [self.configs[i] for i in idx]
 
+    def stream_weights(self) -> torch.Tensor:
+        """(E, L): each member's stream weight per layer on the projection it streams (0 for the baseline
+        and for layer 0, which has no earlier layer), as the forward pass uses it."""
+        lam = self.stream_lam if self.stream_on is None else self.stream_lam * self.stream_on
+        proj = torch.tensor([_PROJ.get(c.stream.kind, 0) for c in self.configs], device=lam.device)
+        return lam.detach()[torch.arange(self.members, device=lam.device), :, proj]
+
     def n_params(self) -> int:
         """Parameters of one member (learned stream weights count once per streamed layer)."""
         n = sum(p[0].numel() for name, p in self.named_parameters() if name != "stream_lam")

@@ -36,7 +36,7 @@ def score_prompts(model, tok, prompts: list[IOIPrompt], batch: int = 64, hooks: 
         for lo in range(0, len(idx), batch):
             part = idx[lo : lo + batch]
             idx_t = torch.tensor([ids[i] for i in part], device=device)
-            logits = model(idx_t, hooks=Hooks(hooks) if hooks else None)[:, -1].float()
+            logits = (model(idx_t, hooks=Hooks(hooks)) if hooks else model(idx_t))[:, -1].float()
             logp = torch.log_softmax(logits, -1).cpu()
             logits = logits.cpu()
             for j, i in enumerate(part):

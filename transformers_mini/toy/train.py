@@ -176,14 +176,10 @@ class Trainer:
     def _learned_weights(self) -> dict[str, np.ndarray]:
         """A learned stream's weight per later layer, (E,) each (``stream_lam_l{l}``: the weight on the
         member's streamed projection; 0 for a member without a stream); empty for fixed weights."""
-        model = self.model
-        if not model.config.stream.learn:
+        if not self.model.config.stream.learn:
             return {}
-        from transformers_mini.core.model import _PROJ
-
-        lam = (model.stream_lam * model.stream_on).detach().cpu().numpy()  # (E, L, 3)
-        proj = [_PROJ.get(c.stream.kind, 0) for c in model.configs]
-        return {f"stream_lam_l{k}": lam[np.arange(len(proj)), k, proj] for k in range(1, lam.shape[1])}
+        lam = self.model.stream_weights().cpu().numpy()  # (E, L)
+        return {f"stream_lam_l{k}": lam[:, k] for k in range(1, lam.shape[1])}
 
     # -- checkpoints ------------------------------------------------------------------------------
     def state(self) -> dict:
