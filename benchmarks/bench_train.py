@@ -22,6 +22,7 @@ from transformers_mini.toy.run import Run
 from transformers_mini.toy.train import Trainer
 
 DEVICE = "cpu"  # --device sets it
+DATA = "numpy"  # --data sets it
 
 
 def sync() -> None:
@@ -33,7 +34,7 @@ def sync() -> None:
 def trainer(seeds: list[int], arm: str = "none") -> Trainer:
     task = TaskConfig()
     cfg = ToyConfig(stream=parse_arm(arm))
-    run = Run({arm: cfg}, seeds, task, TrainConfig(eval_size=10, eval_every=10, checkpoint_every=10))
+    run = Run({arm: cfg}, seeds, task, TrainConfig(eval_size=10, eval_every=10, checkpoint_every=10, data=DATA))
     return Trainer(run, DEVICE)
 
 
@@ -151,9 +152,12 @@ def main():
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--arms", default="none,V,K,Q,V:detach,V:lam=0.5,V:learn", help="Arms whose step cost is compared.")
     p.add_argument("--device", default="cpu", help="cpu or cuda (float32 matmuls at full precision on both).")
+    p.add_argument("--data", default="numpy", choices=("numpy", "device"), help="Who draws the training batches.")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     set_device(a.device)
+    global DATA
+    DATA = a.data
     S = a.seeds
 
     one = trainer([0])
@@ -192,6 +196,7 @@ def main():
         "threads": a.threads,
         "cpu_count": os.cpu_count(),
         "device": device_name(),
+        "data": a.data,
         "seeds": S,
         "batch": 128,
         "one_seed_steps_per_s": r_one,

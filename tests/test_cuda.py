@@ -101,3 +101,29 @@ def test_the_papers_language_model_trains_and_is_scored_on_cuda(tmp_path):
                                    "--out", str(tmp_path / "i")])  # fmt: skip
     assert r.exit_code == 0, r.output
     assert {row["prompts"] for row in read_csv(tmp_path / "i" / "ioi.csv")} == {"IOI", "ABC"}
+
+
+def test_device_data_on_cuda_has_the_generators_structure_and_trains():
+    """The device sampler on the GPU: the structure checks of tests/test_device_data.py, and a toy trained
+    on it (no host work per step) resumes exactly."""
+    from test_device_data import test_every_sequence_has_the_generators_structure
+
+    from amicl.task import ICLTask, TaskConfig
+    from transformers_mini.toy.device_data import DeviceSampler
+
+    task = ICLTask.from_seed(TaskConfig(), 0)
+    x, y, classes = DeviceSampler(task, "cuda", 1).sample(2000)
+    assert x.device.type == "cuda"
+    b = task.sample(2000, np.random.default_rng(1))
+    on_gpu = tuple(t.cpu().numpy() for t in (x, y, classes))
+    test_every_sequence_has_the_generators_structure((task, (b.x, b.y, b.classes), on_gpu))
+
+    from transformers_mini.core.config import StreamConfig, ToyConfig, TrainConfig
+    from transformers_mini.toy.run import Run
+    from transformers_mini.toy.train import Trainer
+
+    arms = {"none": ToyConfig(), "V": ToyConfig(stream=StreamConfig(kind="V"))}
+    train = TrainConfig(steps=4, batch=64, eval_every=2, eval_size=100, checkpoint_every=2, data="device")
+    trainer = Trainer(Run(arms, [0, 1], TaskConfig(), train), "cuda")
+    trainer.fit(progress=False)
+    assert all(np.isfinite(h["train_loss"]) for h in trainer.history if h["train_loss"] != "")

@@ -11,6 +11,7 @@ STREAM_SOURCES = ("previous", "first")
 STREAM_MIXES = ("add", "convex")
 INITS = ("independent", "official")
 CLAMPS = ("none", "binding", "induction")  # what a toy's training holds fixed (TrainConfig.clamp)
+DATA_SOURCES = ("numpy", "device")  # who draws the toy's training batches (TrainConfig.data)
 POSITIONS = ("learned", "rotary")
 PRECISIONS = ("fp32", "bf16")  # bf16: the forward pass under bfloat16 autocast (weights stay fp32)
 PRECISION_HELP = (
@@ -186,9 +187,13 @@ class TrainConfig(Config):
     probe_size: int = 256  # ic sequences the mechanistic probes read at every evaluation (0: none)
     clamp: str = "none"  # binding: layer 1's pattern held at AMICL's binding; induction: layer 2's at the query
     clamp_w: float = 2 / 3  # the clamped binding's mass on the predecessor (AMICL's a = 2)
+    # numpy: the reference generator on the host; device: the same distributions drawn by torch on the
+    # training device (transformers_mini/toy/device_data.py), another sample of the same experiment
+    data: str = "numpy"
 
     def __post_init__(self):
         check_choice("clamp", self.clamp, CLAMPS)
+        check_choice("data", self.data, DATA_SOURCES)
         object.__setattr__(self, "clamp_w", check_float("clamp_w", self.clamp_w, 0.0, 1.0))
         for name in ("steps", "batch", "eval_every", "eval_size", "checkpoint_every"):
             object.__setattr__(self, name, check_int(name, getattr(self, name), lo=1))

@@ -21,6 +21,7 @@ from amicl.common.cli import (
 from amicl.task import TaskConfig
 from transformers_mini.core.config import (
     CLAMPS,
+    DATA_SOURCES,
     INITS,
     STREAM_MIXES,
     STREAM_SOURCES,
@@ -42,6 +43,8 @@ TRAIN_HELP = {
     "clamp": "Hold a pattern fixed from step 0 (training and evaluation): binding = layer 1 at AMICL's binding, "
     "induction = layer 2 at the query on the labels of the query's class (no probes are recorded).",
     "clamp_w": "The clamped binding's mass on the predecessor t-1 (2/3 is AMICL's a = 2).",
+    "data": "Who draws the training batches: numpy (the reference, on the host) or device (torch on the training "
+    "device, no host work; the same distributions, other numbers).",
 }
 STREAM_OPTIONS = {  # option name -> StreamConfig field
     "stream_source": ("source", click.Choice(STREAM_SOURCES), "Which earlier layer's projection is added."),
@@ -64,6 +67,7 @@ def train_options(f):
         ("probe_size", click.IntRange(min=0)),
         ("clamp", click.Choice(CLAMPS)),
         ("clamp_w", float),
+        ("data", click.Choice(DATA_SOURCES)),
     ):
         opts.append(config_option(TrainConfig, name, type=typ, help=TRAIN_HELP.get(name, "")))
     opts.append(click.option("--stop-when-reached", is_flag=True, help=TRAIN_HELP["stop_when_reached"]))

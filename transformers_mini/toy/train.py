@@ -43,6 +43,12 @@ class Trainer:
         self.model = ToyTransformer([run.arms[a] for a, _ in run.members], [s for _, s in run.members]).to(self.device)
         self.tasks = [ICLTask.from_seed(run.task, seed_streams(s)[0]) for s in seeds]
         self.rngs = [np.random.default_rng(seed_streams(s)[1]) for s in seeds]
+        self.samplers = None  # device-drawn training batches, one generator per seed (TrainConfig.data)
+        if run.train.data == "device":
+            from transformers_mini.toy.device_data import DeviceSampler
+
+            streams = [int(seed_streams(s)[1].generate_state(1)[0]) for s in seeds]
+            self.samplers = [DeviceSampler(t, self.device, k) for t, k in zip(self.tasks, streams)]
         self.test_sets = [
             t.test_sets(run.train.eval_size, np.random.default_rng(seed_streams(s)[2]))
             for t, s in zip(self.tasks, seeds)
@@ -67,6 +73,11 @@ class Trainer:
         """(E, B, T, d), (E, B): each active member's batch; a seed with no active member draws none
         (its generator is its own, so the others' data does not change)."""
         used = sorted(set(self.member_seed_host.tolist()))
+        if self.samplers is not None:  # drawn on the training device: no host work, no copy
+            bs = {i: self.samplers[i].sample(self.run.train.batch) for i in used}
+            x, y, classes = (torch.stack([bs[i][k] for i in self.member_seed_host]) for k in range(3))
+            self._classes = classes
+            return x, y
         bs = {i: self.tasks[i].sample(self.run.train.batch, self.rngs[i]) for i in used}
         x = torch.from_numpy(np.stack([bs[i].x for i in self.member_seed_host])).to(self.device)
         y = torch.from_numpy(np.stack([bs[i].y for i in self.member_seed_host])).to(self.device)
@@ -80,7 +91,7 @@ class Trainer:
             return None
         from transformers_mini.toy.interventions import clamp_hooks
 
-        return clamp_hooks(c.clamp, c.clamp_w, x.shape[-2], torch.from_numpy(classes).to(self.device))
+        return clamp_hooks(c.clamp, c.clamp_w, x.shape[-2], torch.as_tensor(classes, device=self.device))
 
     def train_step(self) -> torch.Tensor:
         """One SGD step for every member; returns the per-member loss (E,)."""
@@ -188,6 +199,7 @@ class Trainer:
             "step": self.step,
             "model": self.model.state_dict(),
             "rngs": [r.bit_generator.state for r in self.rngs],
+            **({"samplers": [sm.state() for sm in self.samplers]} if self.samplers is not None else {}),
             "history": self.history,
             "probes": self.probes,
             "active": self.active,
@@ -209,6 +221,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         for r, s in zip(self.rngs, state["rngs"]):
             r.bit_generator.state = s
+        for sm, s in zip(self.samplers or [], state.get("samplers", [])):
+            sm.set_state(s.cpu() if hasattr(s, "cpu") else s)
         self.step = self.saved_step = state["step"]
         self.history = state["history"]
         self.probes = state.get("probes", [])  # checkpoints from before the probes have none
