@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 from amicl.common.registry import Registry
 from amicl.common.validate import Config, check_choice, check_float, check_int
-from evolution.tasks import TASKS
+from evolution.tasks import TASKS, VOCAB
 from transformers_mini.core.config import PRECISIONS, GPTConfig
 
 # Memory policies: ``POLICIES[name](n_up, budget)`` for the training-free ones; ``namm`` also needs a
@@ -38,7 +38,7 @@ class BaseConfig(Config):
 
     model: GPTConfig = field(
         default_factory=lambda: GPTConfig(
-            vocab_size=256,
+            vocab_size=VOCAB,
             block_size=4096,
             n_layer=4,
             n_head=4,
@@ -90,8 +90,8 @@ class BaseConfig(Config):
                 f"need min_context <= max_context <= block_size; got {self.min_context}, "
                 f"{self.max_context}, {self.model.block_size}"
             )
-        if self.model.vocab_size < 256:
-            raise ValueError("the tasks need vocab_size >= 256")
+        if self.model.vocab_size < VOCAB:
+            raise ValueError(f"the tasks need vocab_size >= {VOCAB}")
 
     @property
     def contexts(self) -> list[int]:

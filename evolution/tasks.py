@@ -25,7 +25,7 @@ FILLER = np.arange(16, 80)  # 64 filler words
 KEYS = np.arange(80, 144)  # 64 key symbols (pairs of them name a key)
 VALUES = np.arange(144, 208)  # 64 values
 LABELS = np.arange(208, 240)  # 32 labels
-VOCAB = 256
+VOCAB = 256  # the tasks' token ids lie below this; the base model's vocabulary (evolution.config)
 
 
 @dataclass(frozen=True)
