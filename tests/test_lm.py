@@ -265,3 +265,19 @@ def test_head_ablation_effects(two_arms, tmp_path):
     assert len(read_csv(tmp_path / "h" / "heads.csv")) == 2 * c.n_layer * c.n_head + (c.n_layer - 1) * c.kv_heads
     bad = run("lm", "heads", tmp_path / "h", "--out", tmp_path / "h2")
     assert bad.exit_code == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_every_command_spells_a_stream_arm_alike(tmp_path):
+    """lm train, transformer train and namm train-base take the arm specs of transformer compare."""
+    assert LMConfig(stream="K").gpt(300).stream.kind == "K"
+    detached = LMConfig(stream="V:detach").gpt(300).stream
+    assert (detached.kind, detached.detach) == ("V", True)
+    with pytest.raises(ValueError, match="stream"):
+        LMConfig(stream="W")
+    bad = run("lm", "train", "--stream", "V:sideways", *TINY, "--out", tmp_path / "bad")
+    assert bad.exit_code == 2 and "sideways" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    from tiny import TINY_TOY
+
+    r = run("transformer", "train", "--stream", "V:lam=0.5", *TINY_TOY, "--steps", 2, "--out", tmp_path / "toy")
+    assert r.exit_code == 0, r.output
+    assert '"lam": 0.5' in (tmp_path / "toy" / "config.json").read_text()

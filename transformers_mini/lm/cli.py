@@ -38,7 +38,7 @@ def lm():
 
 @lm.command("train")
 @config_option(LMConfig, "model", type=click.Choice(tuple(MODELS)))
-@config_option(LMConfig, "stream", type=click.Choice(("none", "V")))
+@config_option(LMConfig, "stream")
 @config_option(LMConfig, "tokenizer", type=click.Choice(TOKENIZERS))
 @config_option(LMConfig, "vocab", type=int)
 @config_option(LMConfig, "corpus", type=click.Path(dir_okay=False))

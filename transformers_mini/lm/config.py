@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from amicl.common.validate import Config, check_choice, check_float, check_int
-from transformers_mini.core.config import PRECISIONS, GPTConfig, StreamConfig
+from transformers_mini.core.config import PRECISIONS, GPTConfig, parse_arm
 
 MODELS = {
     "cpu": GPTConfig(vocab_size=4096, block_size=256, n_layer=4, n_head=4, d_model=128, pos="learned", scale=False,
@@ -52,7 +52,8 @@ class LMConfig(Config):
     HELP = {
         "model": "Named shape: cpu (4 x 128), cpu-4x (4 x 256: 4 times cpu's parameters outside the embeddings) or "
                  "paper-8m (the AMICL paper's 8 x 256, for its GPT-2 vocabulary).",
-        "stream": "none, or V: every block l >= 2 adds block l-1's raw values (the paper's V-pass).",
+        "stream": "none; V: every block l >= 2 adds block l-1's raw values (the paper's V-pass); K, Q, or "
+                  "KIND:option:... as in 'transformer compare' (e.g. V:detach).",
         "tokenizer": "bpe: a byte-level BPE trained on the corpus (cached in the run); gpt2: the GPT-2 vocabulary.",
         "vocab": "Vocabulary of the local BPE.",
         "corpus": "Text file (stories split at <|endoftext|>, as TinyStories ships, else at blank lines) or JSON lines "
@@ -69,7 +70,7 @@ class LMConfig(Config):
 
     def __post_init__(self):
         check_choice("model", self.model, tuple(MODELS))
-        check_choice("stream", self.stream, ("none", "V"))
+        parse_arm(self.stream)  # an arm spec as everywhere else: none, V, K, Q or KIND:option:...
         check_choice("tokenizer", self.tokenizer, TOKENIZERS)
         check_choice("precision", self.precision, PRECISIONS)
         for name, lo in (("vocab", 256 + 1), ("stories", 10), ("context", 8), ("batch", 1), ("steps", 1),
@@ -92,8 +93,7 @@ class LMConfig(Config):
         return super().from_dict({"world": 1, **d})
 
     def gpt(self, vocab_size: int) -> GPTConfig:
-        stream = StreamConfig(kind="V") if self.stream == "V" else StreamConfig()
-        return replace(MODELS[self.model], vocab_size=vocab_size, stream=stream)
+        return replace(MODELS[self.model], vocab_size=vocab_size, stream=parse_arm(self.stream))
 
 
 def read_config(folder: Path) -> LMConfig:

@@ -103,7 +103,12 @@ def transformer():
 
 
 @transformer.command("train")
-@click.option("--stream", type=click.Choice(STREAMS), default="none", help="The stream arm.")
+@click.option(
+    "--stream",
+    default="none",
+    show_default=True,
+    help="The stream arm: none, V, K, Q or KIND:option:... as in 'transformer compare'.",
+)
 @train_options
 def train_cmd(stream, **kw):
     """Train the ICL toy (one stream arm, --seeds seeds batched) and report steps to ICL."""
