@@ -4,6 +4,7 @@ registered, and the CLI offers exactly the registered names."""
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 from amicl.common.registry import Registry
 from evolution.config import POLICIES, SCORERS
@@ -112,6 +113,7 @@ def test_cli_choices_are_the_registries():
 
     assert _choices(eval_cmd, "policy") == POLICIES.names
     assert _choices(evolve, "scorer") == SCORERS.names
-    assert _choices(train_cmd, "stream") == STREAMS
+    refused = CliRunner().invoke(train_cmd, ["--stream", "Z", "--out", "unused"])  # arm specs: checked by parse_arm
+    assert refused.exit_code == 2 and ", ".join(STREAMS) in refused.output
     run = memory.commands["run"]
     assert _choices(run, "similarity") == tuple(SIM_CODES) and _choices(run, "separation") == tuple(SEP_CODES)
