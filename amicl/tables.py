@@ -32,6 +32,7 @@ TABLES = Registry(
         "streams-groups": "transformers_mini.toy.tables:groups",
         "streams-interventions": "transformers_mini.toy.tables:interventions",
         "streams-patching": "transformers_mini.toy.tables:patching",
+        "streams-paired-steps": "transformers_mini.toy.tables:paired_steps",
         "namm-table": "evolution.table:table_lines",
         "include": "amicl.tables:include",
         "results-index": "amicl.tables:results_index",

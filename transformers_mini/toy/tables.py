@@ -142,3 +142,26 @@ def patching(root: Path, *runs: str) -> list[str]:
     """The activation patching of ``amicl transformer intervene`` runs (their patching.csv), one table."""
     rows = [{**r, "run": Path(run).name} for run in runs for r in read_csv(Path(root) / run / "patching.csv")]
     return patch_lines(rows)
+
+
+def paired_steps(root: Path, free_members: str, *histories: str) -> list[str]:
+    """Steps to 0.95 on ic of none and V per seed in runs given as history files (e.g. the finished groups
+    of a clamped run), beside the same seeds' steps in a free run's members.csv, with V's saving in each."""
+    from transformers_mini.toy.run import steps_to_threshold
+
+    free = {(r["arm"], int(r["seed"])): r["steps_ic"] for r in read_csv(Path(root) / free_members)}
+    lines = ["| seed | none, clamped | V, clamped | V's saving, clamped | none, free | V, free | V's saving, free |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+
+    def cells(none, v) -> list[str]:
+        if none in ("", None) or v in ("", None):
+            return [f"{none or '-'}", f"{v or '-'}", "-"]
+        return [f"{int(none):,}", f"{int(v):,}", f"{1 - int(v) / int(none):.1%}"]
+
+    for h in histories:
+        rows = read_csv(Path(root) / h)
+        for seed in dict.fromkeys(int(r["seed"]) for r in rows):
+            clamped = [steps_to_threshold(rows, arm, seed, "ic", 0.95) for arm in ("none", "V")]
+            row = cells(*clamped) + cells(free.get(("none", seed)), free.get(("V", seed)))
+            lines.append(f"| {seed} | " + " | ".join(row) + " |")
+    return lines
