@@ -25,6 +25,10 @@ def last_option(help: str):
     return click.option("--last", type=click.IntRange(min=1), default=5, show_default=True, help=help)
 
 
+def prompts_option(default: int, help: str):
+    return click.option("--prompts", type=click.IntRange(min=4), default=default, show_default=True, help=help)
+
+
 def run_labels(folders) -> list[str]:
     """Each run's folder name, or its path where two folders share a name."""
     names = [f.name for f in folders]
@@ -110,13 +114,7 @@ def world_cmd(val, out, **kw):
 
 @lm.command("ioi")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option(
-    "--prompts",
-    type=click.IntRange(min=4),
-    default=1000,
-    show_default=True,
-    help="IOI prompts (+ half as many ABC controls).",
-)
+@prompts_option(1000, "IOI prompts (+ half as many ABC controls).")
 @click.option(
     "--templates",
     type=click.Choice(("package", "paper")),
@@ -179,13 +177,7 @@ def ioi_cmd(runs, prompts, templates, seed, last, device, threads, out):
 
 @lm.command("heads")
 @click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
-@click.option(
-    "--prompts",
-    type=click.IntRange(min=4),
-    default=500,
-    show_default=True,
-    help="IOI prompts (+ half as many ABC controls, whose mean each ablated head takes).",
-)
+@prompts_option(500, "IOI prompts (+ half as many ABC controls, whose mean each ablated head takes).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @device_option
 @threads_option

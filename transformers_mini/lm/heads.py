@@ -28,13 +28,14 @@ def abc_means(model, tok, prompts, points: list[str]) -> dict[str, torch.Tensor]
     for p in prompts:
         if p.order != "ABC":
             continue
+        ids = tok.encode(p.text).ids
         hooks = Hooks(cache=points)
-        model(torch.tensor([tok.encode(p.text).ids], device=device), hooks=hooks)
+        model(torch.tensor([ids], device=device), hooks=hooks)
         for name in points:
             t = hooks.cache[name]
             t = t.flatten(0, 1) if name.endswith("hook_z") else t.transpose(1, 2).flatten(0, 1)  # (tokens, H, dh)
             sums[name] = sums.get(name, 0) + t.sum(0)
-        count += hooks.cache[points[0]].shape[1]
+        count += len(ids)
     if not count:
         raise ValueError("mean ablation needs ABC control prompts; none were given")
     return {name: s / count for name, s in sums.items()}

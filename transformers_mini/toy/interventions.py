@@ -216,23 +216,22 @@ def intervene_run(folder, device: str = "auto", grid: list[Intervention] | None 
 
 def _patch_rows(trainer) -> list[dict]:
     """``patching`` on every member's ic set (each seed's corruption drawn from its own stream)."""
-    seeds, n_pos = trainer.run.seeds, trainer.run.task.n_pos
-    pairs = []
-    for i, s in enumerate(seeds):
-        batch = trainer.test_sets[i]["ic"]
-        x2, y2 = corrupt(
-            batch, trainer.tasks[i].lam, n_pos, np.random.default_rng(np.random.SeedSequence(s, spawn_key=(7,)))
-        )
-        pairs.append((batch, x2, y2))
-    idx = trainer.member_seed_host
+    n_pos, idx = trainer.run.task.n_pos, trainer.member_seed_host
+    clean = [ts["ic"] for ts in trainer.test_sets]
+    corrupted = [
+        corrupt(b, task.lam, n_pos, np.random.default_rng(np.random.SeedSequence(s, spawn_key=(7,))))
+        for b, task, s in zip(clean, trainer.tasks, trainer.run.seeds)
+    ]  # the corruptions' own stream per seed
 
-    def stack(f):
-        return torch.from_numpy(np.stack([f(*pairs[i]) for i in idx])).to(trainer.device)
+    def per_member(arrays) -> np.ndarray:
+        return np.stack([arrays[i] for i in idx])
 
-    T = pairs[0][0].x.shape[1]
-    masks = {r: np.stack([role_masks(pairs[i][0].classes, T)[r] for i in idx]) for r in ROLES}
-    effects = patching(trainer.model, stack(lambda b, x2, y2: b.x), stack(lambda b, x2, y2: x2),
-                       stack(lambda b, x2, y2: b.y), stack(lambda b, x2, y2: y2), masks)  # fmt: skip
+    def tensor(arrays) -> torch.Tensor:
+        return torch.from_numpy(per_member(arrays)).to(trainer.device)
+
+    masks = role_masks(per_member([b.classes for b in clean]), clean[0].x.shape[1])
+    effects = patching(trainer.model, tensor([b.x for b in clean]), tensor([c[0] for c in corrupted]),
+                       tensor([b.y for b in clean]), tensor([c[1] for c in corrupted]), masks)  # fmt: skip
     return [{"arm": arm, "seed": seed, "step": trainer.step, "point": point, "role": role, "effect": float(v[e])}
             for (point, role), v in effects.items() for e, (arm, seed) in enumerate(trainer.run.members)]  # fmt: skip
 
@@ -261,7 +260,6 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-ROLES = PATCH_ROLES
 PATCH_POINTS = ("blocks.0.hook_attn_out", "blocks.0.hook_resid_post")
 
 
@@ -269,7 +267,7 @@ def role_masks(classes: np.ndarray, T: int) -> dict[str, np.ndarray]:
     """Positions of each role, (..., T) bool, for item classes (..., N + 1) (query last)."""
     N = classes.shape[-1] - 1
     same = classes[..., :N] == classes[..., N:]  # (..., N)
-    masks = {r: np.zeros((*classes.shape[:-1], T), dtype=bool) for r in ROLES}
+    masks = {r: np.zeros((*classes.shape[:-1], T), dtype=bool) for r in PATCH_ROLES}
     masks["query-class labels"][..., 1 : 2 * N : 2] = same
     masks["query-class items"][..., 0 : 2 * N : 2] = same
     masks["other labels"][..., 1 : 2 * N : 2] = ~same
@@ -309,6 +307,7 @@ def patching(
     corrupted = Hooks(cache=points)
     ld_corrupt = ld(model(x2, hooks=corrupted))
     ld_clean = ld(model(x))
+    den = ((ld_corrupt - ld_clean) * moved).sum(1)  # the whole move, corrupted against clean
     out = {}
     for point in points:
         for role, mask in masks.items():
@@ -316,6 +315,5 @@ def patching(
             fn = {point: lambda t, m=m, c=corrupted.cache[point]: torch.where(m, c, t)}
             ld_patch = ld(model(x, hooks=Hooks(fn)))
             num = ((ld_patch - ld_clean) * moved).sum(1)
-            den = ((ld_corrupt - ld_clean) * moved).sum(1)
             out[(point, role)] = (num / den).cpu().numpy().astype(np.float64)
     return out

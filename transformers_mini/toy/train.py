@@ -73,25 +73,29 @@ class Trainer:
         """(E, B, T, d), (E, B): each active member's batch; a seed with no active member draws none
         (its generator is its own, so the others' data does not change)."""
         used = sorted(set(self.member_seed_host.tolist()))
+        members = self.member_seed_host
+        induction = self.run.train.clamp == "induction"  # the only use of the items' classes in a step
         if self.samplers is not None:  # drawn on the training device: no host work, no copy
             bs = {i: self.samplers[i].sample(self.run.train.batch) for i in used}
-            x, y, classes = (torch.stack([bs[i][k] for i in self.member_seed_host]) for k in range(3))
-            self._classes = classes
+            x, y = (torch.stack([bs[i][k] for i in members]) for k in range(2))
+            self._classes = torch.stack([bs[i][2] for i in members]) if induction else None
             return x, y
         bs = {i: self.tasks[i].sample(self.run.train.batch, self.rngs[i]) for i in used}
-        x = torch.from_numpy(np.stack([bs[i].x for i in self.member_seed_host])).to(self.device)
-        y = torch.from_numpy(np.stack([bs[i].y for i in self.member_seed_host])).to(self.device)
-        self._classes = np.stack([bs[i].classes for i in self.member_seed_host])  # for an induction clamp
+        x = torch.from_numpy(np.stack([bs[i].x for i in members])).to(self.device)
+        y = torch.from_numpy(np.stack([bs[i].y for i in members])).to(self.device)
+        self._classes = np.stack([bs[i].classes for i in members]) if induction else None
         return x, y
 
-    def _clamp(self, x: torch.Tensor, classes: np.ndarray):
-        """The hooks holding the clamped pattern (``TrainConfig.clamp``) for the inputs x, or None."""
+    def _clamp(self, x: torch.Tensor, classes=None):
+        """The hooks holding the clamped pattern (``TrainConfig.clamp``) for the inputs x, or None;
+        ``classes`` (E, B, N + 1): the items' classes, which only the induction clamp reads."""
         c = self.run.train
         if c.clamp == "none":
             return None
         from transformers_mini.toy.interventions import clamp_hooks
 
-        return clamp_hooks(c.clamp, c.clamp_w, x.shape[-2], torch.as_tensor(classes, device=self.device))
+        classes = None if classes is None else torch.as_tensor(classes, device=self.device)
+        return clamp_hooks(c.clamp, c.clamp_w, x.shape[-2], classes)
 
     def train_step(self) -> torch.Tensor:
         """One SGD step for every member; returns the per-member loss (E,)."""
@@ -128,9 +132,12 @@ class Trainer:
                 y = torch.from_numpy(np.stack([ts[name].y[lo : lo + EVAL_CHUNK] for ts in self.test_sets])).to(
                     self.device
                 )
-                classes = np.stack([ts[name].classes[lo : lo + EVAL_CHUNK] for ts in self.test_sets])
+                classes = None
+                if self.run.train.clamp == "induction":
+                    classes = np.stack([ts[name].classes[lo : lo + EVAL_CHUNK] for ts in self.test_sets])
+                    classes = classes[self.member_seed_host]
                 xm = x[self.member_seed]
-                pred = self.model(xm, hooks=self._clamp(xm, classes[self.member_seed_host])).argmax(-1)
+                pred = self.model(xm, hooks=self._clamp(xm, classes)).argmax(-1)
                 correct += (pred == y[self.member_seed]).float().sum(1)
             out[name] = correct.cpu().numpy().astype(np.float64) / n  # exact counts; 1900/2000 is 0.95, not 0.9499
         return out
