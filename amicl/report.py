@@ -1,7 +1,8 @@
 """``amicl reproduce all``: every experiment of the package from one command, into one report.
 
-A scale is a list of steps, each an ordinary ``amicl`` command writing its own run folder under OUT
-(the report quotes the exact command behind every number). Finished steps are recorded in
+The report is composed of sections that the rooms own and register (``amicl.common.sections``): each
+states its steps, ordinary ``amicl`` commands writing their own run folders under OUT (the report quotes
+the exact command behind every number), at each scale. Finished steps are recorded in
 OUT/steps.json and skipped when the command is run again; an unfinished step that checkpoints is
 resumed. The report (report.md and a self-contained report.html with the figures embedded) sets each
 headline number beside the published one, with its interval, the command and the machine.
@@ -22,129 +23,37 @@ import platform
 import re
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
 
 from amicl.common.cli import out_option
-from amicl.common.io import atomic_write_bytes, read_csv, read_json, run_metadata, write_json
+from amicl.common.io import atomic_write_bytes, read_json, run_metadata, write_json
+from amicl.common.sections import SECTIONS, Step, md_file
 from amicl.common.validate import RunStopped
 
 SCALES = ("quick", "paper")
-POLICIES = ("h2o", "tova", "snapkv", "pyramidkv", "keydiff", "recency", "l2", "random")
-
-
-@dataclass(frozen=True)
-class Step:
-    """One command of a scale: ``argv`` with {root} (OUT) and {dir} (this step's folder) filled in;
-    ``resume``: the file whose presence means an interrupted run to continue with --resume."""
-
-    name: str
-    argv: tuple[str, ...]
-    resume: str | None = None
-
-    def args(self, root: Path) -> list[str]:
-        return [a.format(root=root, dir=root / self.name) for a in self.argv]
-
-
-def _namm_steps(base_args, evolve_args, eval_args) -> list[Step]:
-    steps = [
-        Step("namm/base", ("namm", "train-base", *base_args, "--out", "{dir}"), "base.pt"),
-        Step(
-            "namm/evolve",
-            ("namm", "evolve", "--base", "{root}/namm/base", *evolve_args, "--out", "{dir}"),
-            "evolution.pkl",
-        ),
-        Step(
-            "namm/eval/namm",
-            (
-                "namm",
-                "eval",
-                "--base",
-                "{root}/namm/base",
-                "--policy",
-                "namm",
-                "--namm",
-                "{root}/namm/evolve",
-                *eval_args,
-                "--out",
-                "{dir}",
-            ),
-        ),
-    ]
-    for p in POLICIES:
-        args = ("--base", "{root}/namm/base", "--policy", p, "--match", "{root}/namm/eval/namm", *eval_args)
-        steps.append(Step(f"namm/eval/match_{p}", ("namm", "eval", *args, "--out", "{dir}")))
-    evals = ["{root}/namm/eval/namm", *(f"{{root}}/namm/eval/match_{p}" for p in POLICIES)]
-    steps.append(Step("namm/table", ("namm", "table", *evals, "--out", "{dir}")))
-    steps.append(
-        Step("namm/figures", ("figures", "namm", "{root}/namm/evolve", *evals, "--out", "{dir}", "--format", "png"))
-    )
-    return steps
-
-
-SIZES = {  # per scale, the size options of each pipeline
-    "quick": {
-        "trials": ("--trials", "1000"),
-        "streams": ("--streams", "none,V", "--seeds", "2", "--steps", "1500", "--eval-every", "250")
-        + ("--eval-size", "500", "--checkpoint-every", "500", "--probe-size", "128"),
-        "phase": (
-            "--grid-B",
-            "1,4",
-            "--grid-epsilon",
-            "0.1,1.0",
-            "--seeds",
-            "1",
-            "--steps",
-            "300",
-            "--eval-every",
-            "100",
-        )
-        + ("--eval-size", "500", "--checkpoint-every", "100"),
-        "base": ("--layers", "2", "--d-model", "64", "--steps", "400", "--batch", "8", "--min-context", "128")
-        + ("--max-context", "256", "--curriculum", "200", "--eval-every", "200", "--tasks", "kv_retrieval,needle"),
-        "evolve": ("--stages", "kv_retrieval;kv_retrieval,needle", "--generations", "2,2", "--popsize", "8")
-        + ("--prompts", "4", "--dev-prompts", "16", "--dev-every", "2", "--context", "256"),
-        "eval": ("--tasks", "kv_retrieval,needle", "--prompts", "32", "--context", "256", "--metric", "prob"),
-        "lm": ("--stories", "5000", "--steps", "300", "--batch", "16", "--eval-every", "100"),
-        "lm_seeds": 1,
-        "ioi": ("--prompts", "400"),
-    },
-    "paper": {
-        "trials": ("--trials", "1000"),
-        "streams": ("--streams", "none,V,K,Q", "--seeds", "8", "--stop-when-reached"),
-        "phase": ("--seeds", "2", "--steps", "20000"),
-        "base": ("--steps", "6250"),
-        "evolve": (),
-        "eval": ("--tasks", "kv_retrieval,variable_tracking,icl_classification,needle", "--prompts", "128"),
-        "lm": ("--model", "paper-8m", "--tokenizer", "gpt2", "--batch", "64", "--steps", "99400"),
-        "lm_seeds": 3,
-        "ioi": ("--prompts", "1000"),
-    },
-}
 
 
 def plan(scale: str) -> list[Step]:
     """The steps of ``scale``, in order."""
-    if scale not in SIZES:
+    if scale not in SCALES:
         raise ValueError(f"scale must be one of {', '.join(SCALES)}; got {scale!r}")
-    return build_plan(SIZES[scale])
+    return build_plan({name: SECTIONS[name].sizes[scale] for name in SECTIONS})
 
 
-def build_plan(size: dict) -> list[Step]:
-    """Every step, with the size options ``size`` (keys as in ``SIZES``): first the live check of the
-    shipped toy models, then the pipelines."""
-    return [
-        *_artifact_steps(),
-        Step("amicl", ("reproduce", "amicl", "--out", "{root}", *size["trials"])),
-        Step("streams/run", ("transformer", "compare", *size["streams"], "--out", "{dir}"), "checkpoint.pt"),
-        Step("streams/figures", ("figures", "streams", "{root}/streams/run", "--out", "{dir}", "--format", "png")),
-        Step("theory/phase", ("transformer", "phase", *size["phase"], "--out", "{dir}"), "config.json"),
-        Step("theory/figures", ("figures", "phase", "{root}/theory/phase", "--out", "{dir}", "--format", "png")),
-        *_namm_steps(size["base"], size["evolve"], size["eval"]),
-        *_lm_steps(size["lm"], size["lm_seeds"], size["ioi"]),
-    ]
+def build_plan(sizes: dict) -> list[Step]:
+    """Every step: first the live check of the shipped toy models, then each registered section's steps at
+    its size in ``sizes`` (section name -> the size the section reads). A section's steps are named under
+    its own name (its folder in OUT)."""
+    steps = _artifact_steps()
+    for name in SECTIONS:
+        own = SECTIONS[name].steps(sizes[name])
+        stray = [s.name for s in own if s.name != name and not s.name.startswith(name + "/")]
+        if stray:
+            raise ValueError(f"section {name!r} names steps outside its folder: {', '.join(stray)}")
+        steps += own
+    return steps
 
 
 def _artifact_steps() -> list[Step]:
@@ -153,19 +62,6 @@ def _artifact_steps() -> list[Step]:
 
     names = [n for n, e in manifest().items() if e.get("kind") == "streams"]
     return [Step(f"artifacts/{n}", ("transformer", "evaluate", f"builtin:{n}", "--out", "{dir}")) for n in names]
-
-
-def _lm_steps(train_args, seeds: int, ioi_args) -> list[Step]:
-    runs = [(arm, s, f"lm/{arm}_seed{s}") for s in range(seeds) for arm in ("none", "V")]
-    steps = [
-        Step(name, ("lm", "train", "--stream", arm, "--seed", str(s), *train_args, "--out", "{dir}"), "lm.pt")
-        for arm, s, name in runs
-    ]
-    folders = [f"{{root}}/{name}" for _, _, name in runs]
-    steps.append(Step("lm/ioi", ("lm", "ioi", *folders, *ioi_args, "--out", "{dir}")))
-    figures = ("figures", "lm", *folders, "--ioi", "{root}/lm/ioi", "--out", "{dir}", "--format", "png")
-    steps.append(Step("lm/figures", figures))
-    return steps
 
 
 def run_steps(root: Path, scale: str, echo=print) -> list[dict]:
@@ -206,60 +102,11 @@ def _die_with_parent(parent: int) -> None:
 # -- the report --------------------------------------------------------------------------------------
 
 
-def _md_file(path: Path) -> str:
-    return path.read_text().strip() if path.exists() else f"(missing: {path.name})"
-
-
 def _commands(steps: list[dict], prefix: str) -> str:
-    return "\n".join(f"    {s['command']}" for s in steps if s["name"].startswith(prefix))
-
-
-def _streams_headline(run: Path) -> str:
-    rows = [r for r in read_csv(run / "compare.csv") if r["test_set"] == "ic"] if (run / "compare.csv").exists() else []
-    lines = [
-        "| arm | reached 0.95 | median steps [95% CI] | fewer steps than none: median per-seed saving [95% CI] "
-        "| published (V vs none) |",
-        "|---|---|---|---|---|",
-    ]
-    for r in rows:
-        fewer = "-"
-        if r.get("median_saving_vs_none"):
-            fewer = (
-                f"{_pct(r['median_saving_vs_none'])} [{_pct(r['median_saving_low'])}, {_pct(r['median_saving_high'])}]"
-            )
-        pub = "24% fewer steps (AMICL paper)" if r["arm"] == "V" else "-"
-        median = f"{float(r['median_steps']):.0f} [{float(r['median_ci_low']):.0f}, {float(r['median_ci_high']):.0f}]"
-        if median.startswith("inf"):
-            median = "not reached (median run censored)"
-        lines.append(f"| {r['arm']} | {r['n_reached']}/{r['n_seeds']} | {median} | {fewer} | {pub} |")
-    return "\n".join(lines)
-
-
-def _pct(v) -> str:
-    v = float(v)
-    return "undefined" if v != v or abs(v) == float("inf") else f"{v:+.1%}"
+    return "\n".join(f"    {s['command']}" for s in steps if s["name"] == prefix or s["name"].startswith(prefix + "/"))
 
 
 REPO = Path(__file__).resolve().parents[1]  # the checkout, whose results/ holds the committed runs
-COMMITTED = (  # (heading, what it shows, generator and arguments of amicl.tables)
-    ("AMICL notebook", "Each published accuracy beside ours (1000 trials, 95% Clopper-Pearson interval).",
-     ("amicl-comparison", "results/amicl/comparison.csv")),
-    ("Residual values stream, 24 consecutive seeds (0-23)", "Steps to 0.95 on ic; paired savings over none by the "
-     "package's three estimators (primary: median of per-seed savings); the paper reports about 24%.",
-     ("streams-savings", "results/streams/none_V_24seeds", "ic")),
-    ("The paper's open questions (seeds 0-7)", "V without its gradient path (detach), at half weight, and with "
-     "a learned weight, paired with none and V on the same seeds.",
-     ("streams-savings", "results/streams/ablation_seeds0_7", "ic")),
-    ("K and Q on seeds 16-23, probed", "", ("streams-savings", "results/streams/all4_seeds16_23", "ic")),
-    ("Theory vs network over burstiness and noise (20,000-step budget)", "",
-     ("include", "results/theory/phase/phase.md")),
-    ("NAMM: every training-free policy at 10/25/50% of the cache (frozen base, 128 prompts per task)",
-     "Normalised score with bootstrap intervals. No NAMM is ahead of KeyDiff; the NAMM that meets the trained-task "
-     "target is the best of four evolutions (docs/namm.md).", ("include", "results/namm/sweeps/table_frozen/table.md")),
-    ("Language model and IOI, story world 1 (3 seeds per arm; superseded)", "This regime cannot test the paper's "
-     "claim: world 1 teaches the IOI structure itself and most prompt tokens are untrained (docs/lm.md).",
-     ("include", "results/lm/world1/ioi/ioi.md")),
-)  # fmt: skip
 
 
 def committed_section(repo: Path = REPO) -> list[str]:
@@ -272,12 +119,12 @@ def committed_section(repo: Path = REPO) -> list[str]:
     sha = run_metadata().get("git_sha") or "?"
     parts = [f"Regenerated now from the result files committed in the repository (commit {sha[:10]}), by the "
              "same generators as the tables of its documents (`amicl tables`):"]  # fmt: skip
-    for heading, text, (name, *args) in COMMITTED:
+    for c in (c for name in SECTIONS for c in SECTIONS[name].committed):
         try:
-            table = "\n".join(TABLES[name](repo, *args))
+            table = "\n".join(TABLES[c.generator](repo, *c.args))
         except (OSError, KeyError, ValueError) as exc:
             table = f"(not available: {type(exc).__name__}: {exc})"
-        parts += [f"## {heading}", text, f"Source: `{args[0]}`.", table]
+        parts += [f"## {c.heading}", c.text, f"Source: `{c.args[0]}`.", table]
     return [p for p in parts if p]
 
 
@@ -288,7 +135,7 @@ def artifact_section(root: Path, steps: list[dict]) -> list[str]:
     parts = ["Each shipped toy model (`amicl artifacts list`) evaluated now on its own test sets; 'yes' means the "
              "weights give exactly the numbers recorded when it was trained."]  # fmt: skip
     for folder in sorted((root / "artifacts").glob("*")) if (root / "artifacts").is_dir() else []:
-        parts += [f"## builtin:{folder.name}", _md_file(folder / "eval.md")]
+        parts += [f"## builtin:{folder.name}", md_file(folder / "eval.md")]
     parts += [f"builtin:{n} is not shipped in this release: {e['why']}." for n, e in pending().items()]
     return parts + [_commands(steps, "artifacts")]
 
@@ -296,14 +143,10 @@ def artifact_section(root: Path, steps: list[dict]) -> list[str]:
 def build_report(root: Path, scale: str, steps: list[dict]) -> str:
     """report.md's text."""
     meta = run_metadata()
-    streams = root / "streams" / "run"
-    saved = read_json(streams / "config.json") if (streams / "config.json").exists() else {}
-    cfg = saved.get("run", {}).get("train", {})
     parts = [
         f"# amicl: what this package reproduces ({scale} scale)",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPU cores, torch {meta['versions'].get('torch', '?')} "
-        f"(training device: {saved.get('device', '?')}); commit {meta.get('git_sha', '?')}; "
-        f"report written by the run started {meta.get('started', '?')}.",
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPU cores, torch {meta['versions'].get('torch', '?')}; "
+        f"commit {meta.get('git_sha', '?')}; report written by the run started {meta.get('started', '?')}.",
         "The quick scale runs every pipeline at a size that fits minutes on 2 cores: its numbers show where each "
         "pipeline stands at that budget, not the papers' results (those need the paper scale)."
         if scale == "quick"
@@ -313,38 +156,16 @@ def build_report(root: Path, scale: str, steps: list[dict]) -> str:
         "# Part B. The shipped models, checked now",
         *artifact_section(root, steps),
         f"# Part C. Every pipeline re-run now ({scale} scale)",
-        "## 1. Associative memory for in-context learning (AMICL notebook)",
-        "Each published accuracy beside the measured one (95% binomial interval):",
-        _md_file(root / "amicl" / "comparison.md"),
-        _commands(steps, "amicl"),
-        "## 2. The residual values stream (toy Transformer)",
-        f"Steps until ic accuracy first reaches {cfg.get('threshold', 0.95)} (a run that never does is censored at "
-        f"its last step, {cfg.get('steps', '?')}):",
-        _streams_headline(streams),
-        "The full comparison, the survival view, the mechanisms and the probes:",
-        _md_file(streams / "compare.md"),
-        _commands(steps, "streams"),
-        "## 3. Theory vs network over task parameters",
-        _md_file(root / "theory" / "phase" / "phase.md"),
-        _commands(steps, "theory"),
-        "## 4. NAMM: evolved KV-cache memory against the training-free policies",
-        "Published (NAMM paper): NAMM above the full cache on LongBench with about 25% of it, ahead of H2O and L2. "
-        "Here: scores normalised by the full cache on the same prompts, every baseline given NAMM's per-layer cache; "
-        "bootstrap 95% intervals:",
-        _md_file(root / "namm" / "table" / "table.md"),
-        _commands(steps, "namm"),
-        "## 5. Language model and IOI",
-        "Published (AMICL paper, 8M GPT on TinyStories, 3 models per arm): P(IO) about 7% (baseline) and 41% "
-        "(V-pass). Here, on the package's story world and its IOI frames:",
-        _md_file(root / "lm" / "ioi" / "ioi.md"),
-        _commands(steps, "lm"),
     ]
+    for i, name in enumerate(SECTIONS, 1):
+        section = SECTIONS[name]
+        parts += [f"## {i}. {section.title}", *section.body(root), _commands(steps, name)]
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
 def _figures(root: Path) -> list[Path]:
-    names = ["amicl/figures", "streams/figures", "theory/figures", "namm/figures", "lm/figures"]
-    return [p for n in names for p in sorted((root / n).glob("*.png"))]
+    folders = [f for name in SECTIONS for f in SECTIONS[name].figures]
+    return [p for f in folders for p in sorted((root / f).glob("*.png"))]
 
 
 def markdown_to_html(md: str, title: str, images: list[Path]) -> str:

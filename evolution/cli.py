@@ -14,6 +14,7 @@ import click
 from amicl.common.cli import (
     CONTEXT,
     RUN_OR_ARTIFACT,
+    RegistryChoice,
     comma_list,
     config_option,
     device_option,
@@ -128,7 +129,7 @@ def _stages(text: str | None):
     help="Semicolon-separated stages, each a comma-separated task list.",
 )
 @config_option(EvolveConfig, "generations", help="Generations per stage, comma-separated.")
-@config_option(EvolveConfig, "scorer", type=click.Choice(SCORERS.names))
+@config_option(EvolveConfig, "scorer", type=RegistryChoice(SCORERS))
 @config_option(EvolveConfig, "mask", type=click.Choice(MASKS))
 @config_option(EvolveConfig, "popsize", type=int)
 @config_option(EvolveConfig, "sigma0", type=float)
@@ -195,7 +196,7 @@ def evolve(base_dir, full_cma, device, threads, executor, workers, scheduler, ou
 
 @namm.command("eval")
 @click.option("--base", "base_dir", type=RUN_OR_ARTIFACT, required=True, help="A train-base run, or builtin:NAME.")
-@click.option("--policy", type=click.Choice(POLICIES.names), required=True)
+@click.option("--policy", type=RegistryChoice(POLICIES), required=True)
 @click.option(
     "--namm",
     "namm_dir",

@@ -12,7 +12,8 @@ from tiny import tiny_plan
 
 import amicl.report as report
 from amicl.cli import amicl
-from amicl.report import POLICIES, plan
+from amicl.report import plan
+from evolution.section import baselines
 
 
 def test_reproduce_all_fills_every_section_and_resumes(tmp_path, monkeypatch):
@@ -27,7 +28,7 @@ def test_reproduce_all_fills_every_section_and_resumes(tmp_path, monkeypatch):
     assert "(missing" not in md
     assert "| K=512, a=2 | 1.000 |" in md  # the notebook's number beside ours
     assert "| V | " in md and "24% fewer steps" in md
-    assert all(f"| {p} |" in md for p in POLICIES)
+    assert all(f"| {p} |" in md for p in baselines())
     assert "amicl transformer compare --streams none,V" in md  # the command behind the numbers
     # Part A: the committed headlines, regenerated from results/ by the documents' own generators
     assert "# Part A. The committed headlines" in md and "(not available" not in md

@@ -18,19 +18,25 @@ def tiny_plan(scale):
     train += ["--checkpoint-every", "2", "--eval-size", "40", "--threads", "1", "--device", "cpu"]
     return build_plan(
         {
-            "trials": ("--trials", "40", "--only", "a_K512"),
-            "streams": ("--streams", "none,V", "--seeds", "2", "--steps", "4", *train),
-            "phase": ("--grid-B", "1", "--grid-epsilon", "0.1", "--seeds", "1", "--steps", "2", "--eval-every", "1")
-            + ("--eval-size", "20", "--checkpoint-every", "1", "--threads", "1"),
-            "base": (*[str(a) for a in TINY_BASE], "--tasks", "needle", "--eval-every", "1"),
-            "evolve": ("--stages", "needle", "--generations", "1", "--popsize", "3", "--prompts", "2", "--dev-prompts")
-            + ("2", "--dev-every", "1", "--context", "64", "--n-up", "32", "--threads", "1"),
-            "eval": ("--tasks", "needle", "--prompts", "4", "--context", "64", "--n-up", "32", "--metric", "prob")
-            + ("--threads", "1"),
-            "lm": ("--stories", "200", "--steps", "2", "--batch", "4", "--context", "64", "--vocab", "300")
-            + ("--eval-every", "1", "--val-batches", "1", "--threads", "1"),
-            "lm_seeds": 1,
-            "ioi": ("--prompts", "20", "--threads", "1"),
+            "amicl": {"trials": ("--trials", "40", "--only", "a_K512")},
+            "streams": {"args": ("--streams", "none,V", "--seeds", "2", "--steps", "4", *train)},
+            "theory": {
+                "args": ("--grid-B", "1", "--grid-epsilon", "0.1", "--seeds", "1", "--steps", "2", "--eval-every")
+                + ("1", "--eval-size", "20", "--checkpoint-every", "1", "--threads", "1")
+            },
+            "namm": {
+                "base": (*[str(a) for a in TINY_BASE], "--tasks", "needle", "--eval-every", "1"),
+                "evolve": ("--stages", "needle", "--generations", "1", "--popsize", "3", "--prompts", "2")
+                + ("--dev-prompts", "2", "--dev-every", "1", "--context", "64", "--n-up", "32", "--threads", "1"),
+                "eval": ("--tasks", "needle", "--prompts", "4", "--context", "64", "--n-up", "32", "--metric")
+                + ("prob", "--threads", "1"),
+            },
+            "lm": {
+                "train": ("--stories", "200", "--steps", "2", "--batch", "4", "--context", "64", "--vocab", "300")
+                + ("--eval-every", "1", "--val-batches", "1", "--threads", "1"),
+                "seeds": 1,
+                "ioi": ("--prompts", "20", "--threads", "1"),
+            },
         }
     )
 

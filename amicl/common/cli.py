@@ -184,6 +184,19 @@ class RunOrArtifact(click.ParamType):
 RUN_OR_ARTIFACT = RunOrArtifact()
 
 
+class RegistryChoice(click.Choice):
+    """A choice among a registry's names, read when the command parses (not when it is defined), so a
+    plug-in registered after import is offered too."""
+
+    def __init__(self, registry):
+        self.registry = registry
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self.registry)
+
+
 def device_option(f):
     return click.option(
         "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", help="auto: CUDA when present."

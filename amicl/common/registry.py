@@ -3,6 +3,8 @@
 A registry maps a name to a ``"module:attribute"`` path and imports it on first use, so the CLI can
 offer the names as choices without importing torch, and the contract tests can parametrise over every
 entry: a new plug-in is offered and tested by being registered (the pattern of kvpress and evosax).
+``register`` adds one at run time (a user's own policy, say), which the CLI then offers (``RegistryChoice``
+in amicl.common.cli reads the registry when it parses).
 """
 
 from __future__ import annotations
@@ -28,6 +30,23 @@ class Registry(Mapping):
         if name not in self._paths:
             raise ValueError(f"unknown {self.kind} {name!r}; choose from {', '.join(self._paths)}")
         return name
+
+    def register(self, name: str, target):
+        """Add ``name``: ``target`` is a "module:attribute" path or the object itself. Refuses a taken name."""
+        if not isinstance(name, str) or not name or name in self._paths:
+            raise ValueError(f"{self.kind} name {name!r} is taken or empty")
+        if isinstance(target, str):
+            self._paths[name] = target
+        else:
+            self._paths[name] = f"<registered {type(target).__name__}>"
+            self._loaded[name] = target
+        return target
+
+    def unregister(self, name: str) -> None:
+        """Remove ``name`` (e.g. a test's dummy)."""
+        self.check(name)
+        del self._paths[name]
+        self._loaded.pop(name, None)
 
     def __getitem__(self, name: str):
         self.check(name)

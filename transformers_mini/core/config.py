@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 
 from amicl.common.validate import Config, check_choice, check_float, check_int
 
-STREAMS = ("none", "V", "K", "Q")
+# The stream arms, registered once: arm name -> the projections (of q, k, v) to which an earlier layer's
+# same projection is added. The toy, the GPT, the LM, the CLI and the contract tests read this mapping, so
+# a new arm is one ``register_stream`` call.
+STREAMS: dict[str, str] = {"none": "", "V": "v", "K": "k", "Q": "q"}
 STREAM_SOURCES = ("previous", "first")
 STREAM_MIXES = ("add", "convex")
 INITS = ("independent", "official")
@@ -17,6 +20,16 @@ PRECISIONS = ("fp32", "bf16")  # bf16: the forward pass under bfloat16 autocast 
 PRECISION_HELP = (
     "bf16: bfloat16 autocast over fp32 weights, meant for CUDA; on a CPU it runs (slower), e.g. to test the path."
 )
+
+
+def register_stream(name: str, projections: str) -> str:
+    """Add a stream arm ``name`` that streams ``projections`` (a non-empty subset of "qkv", e.g. "kv")."""
+    if name in STREAMS or not name.isidentifier():
+        raise ValueError(f"stream arm name {name!r} is taken or not an identifier")
+    if not projections or set(projections) - set("qkv") or len(set(projections)) != len(projections):
+        raise ValueError(f"stream arm {name!r}: projections must be distinct letters of 'qkv', got {projections!r}")
+    STREAMS[name] = "".join(sorted(projections, key="qkv".index))
+    return name
 
 
 @dataclass(frozen=True)

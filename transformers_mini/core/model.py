@@ -18,8 +18,6 @@ from transformers_mini.core.attention import KVCache, attend, attend_causal_fuse
 from transformers_mini.core.config import STREAMS, GPTConfig, ToyConfig
 from transformers_mini.core.hooks import Hooks
 
-_PROJ = {"Q": 0, "K": 1, "V": 2}
-
 
 def toy_init(config: ToyConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """One member's parameters, drawn in a fixed order (so arms with one seed share their init).
@@ -84,8 +82,8 @@ class ToyTransformer(nn.Module):
         # Stream weight per member, layer and projection (Q, K, V): lambda on the streamed one, else 0.
         lam = torch.zeros(len(configs), ref.n_layer, 3)
         for e, c in enumerate(configs):
-            if c.stream.kind != "none":
-                lam[e, 1:, _PROJ[c.stream.kind]] = c.stream.lam
+            for p in STREAMS[c.stream.kind]:
+                lam[e, 1:, "qkv".index(p)] = c.stream.lam
         # 1 where a member's stream term carries gradient, 0 where it is forward-only (detach)
         grad = torch.tensor([0.0 if c.stream.detach else 1.0 for c in configs])
         self.register_buffer("stream_grad", grad, persistent=False)  # not in checkpoints: derived from configs
@@ -113,10 +111,11 @@ class ToyTransformer(nn.Module):
         self.configs = [self.configs[i] for i in idx]
 
     def stream_weights(self) -> torch.Tensor:
-        """(E, L): each member's stream weight per layer on the projection it streams (0 for the baseline
-        and for layer 0, which has no earlier layer), as the forward pass uses it."""
+        """(E, L): each member's stream weight per layer on the (first) projection it streams (0 for the
+        baseline and for layer 0, which has no earlier layer), as the forward pass uses it."""
         lam = self.stream_lam if self.stream_on is None else self.stream_lam * self.stream_on
-        proj = torch.tensor([_PROJ.get(c.stream.kind, 0) for c in self.configs], device=lam.device)
+        first = ["qkv".index(STREAMS[c.stream.kind][0]) if STREAMS[c.stream.kind] else 0 for c in self.configs]
+        proj = torch.tensor(first, device=lam.device)
         return lam.detach()[torch.arange(self.members, device=lam.device), :, proj]
 
     def n_params(self) -> int:
@@ -238,12 +237,14 @@ class Block(nn.Module):
         q, k, v = raw
         hook, pre = (hooks if hooks is not None else _no_hook), f"blocks.{layer}."
         if src is not None:  # residual attention stream from an earlier block's raw projection
-            i = _PROJ[c.stream.kind]
-            s = hook(pre + f"attn.hook_stream_{c.stream.kind.lower()}", src[i])
-            if c.stream.detach:
-                s = s.detach()
             lam = self.lam if self.lam is not None else c.stream.lam
-            q, k, v = [mix_stream(p, s, lam, c.stream.mix) if j == i else p for j, p in enumerate((q, k, v))]
+            mixed = []
+            for n, p, s in zip("qkv", (q, k, v), src):
+                if n in STREAMS[c.stream.kind]:
+                    s = hook(pre + f"attn.hook_stream_{n}", s)
+                    p = mix_stream(p, s.detach() if c.stream.detach else s, lam, c.stream.mix)
+                mixed.append(p)
+            q, k, v = mixed
         if rotary is not None:
             q, k = rotary(q, pos), rotary(k, pos)
         if cache is not None:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from amicl.common.stats import mean_ci
+from transformers_mini.core.config import STREAMS
 from transformers_mini.core.hooks import Hooks
 from transformers_mini.lm.ioi import score_prompts
 
@@ -59,8 +60,7 @@ def head_effects(model, tok, prompts) -> list[dict]:
     difference and P(IO) under mean ablation, with bootstrap intervals over prompts."""
     c = model.config
     z_points = [f"blocks.{layer}.attn.hook_z" for layer in range(c.n_layer)]
-    kind = c.stream.kind.lower()
-    s_points = [f"blocks.{layer}.attn.hook_stream_{kind}" for layer in range(1, c.n_layer)] if kind != "none" else []
+    s_points = [f"blocks.{layer}.attn.hook_stream_{n}" for layer in range(1, c.n_layer) for n in STREAMS[c.stream.kind]]
     means = abc_means(model, tok, prompts, z_points + s_points)
     ioi = [p for p in prompts if p.order != "ABC"]
     clean = score_prompts(model, tok, ioi)
