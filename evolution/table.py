@@ -107,13 +107,81 @@ def trained_tasks(eval_dirs: list[Path]) -> set[str]:
     return {t for stage in stages for t in stage}
 
 
-def table_lines(root: Path, *evals: str) -> list[str]:
-    """``amicl namm table EVALS``'s markdown, recomputed from the eval folders (paths relative to ``root``;
-    a pattern such as results/namm/eval/match_* expands in sorted order, as a shell does)."""
+def expand(root: Path, evals) -> list[Path]:
+    """Eval folders relative to ``root``; a pattern such as results/namm/eval/match_* expands in sorted
+    order, as a shell does."""
     dirs = [p for e in evals for p in (sorted(Path(root).glob(e)) if any(c in e for c in "*?[") else [Path(root) / e])]
     if not dirs:
         raise ValueError(f"no eval folders match {' '.join(evals)}")
+    return dirs
+
+
+def table_lines(root: Path, *evals: str) -> list[str]:
+    """``amicl namm table EVALS``'s markdown, recomputed from the eval folders (see ``expand``)."""
+    dirs = expand(root, evals)
     return summary_table(dirs, trained_tasks(dirs))[1].rstrip("\n").split("\n")
+
+
+def group_rows(dirs: list[Path]) -> list[dict]:
+    """The rows of ``summary_table`` (same bootstrap, so the same numbers as the eval set's table)."""
+    cells, fraction = read_cells(dirs)
+    return bootstrap_rows(cells, fraction, trained_tasks(dirs), "namm", 2000, 0)[0]
+
+
+def budgets_lines(root: Path, *sets: str) -> list[str]:
+    """Every policy but NAMM at each budget: its mean normalised score over the trained and over the
+    held-out tasks with 95% intervals, for one or more eval sets side by side (``NAME=EVALS,EVALS...``, e.g.
+    one set per base model; each set's numbers are those of its ``amicl namm table``). Policies in order of
+    their mean score over the first set's cells."""
+    named = []
+    for spec in sets:
+        name, _, evals = spec.partition("=")
+        rows = [r for r in group_rows(expand(root, evals.split(","))) if r["policy"] != "namm"]
+        named.append((name, {(r["policy"], f"{r['cache_fraction']:.0%}"): r for r in rows}))
+    first = named[0][1]
+    score = {p: np.mean([r[g][0] for (q, _), r in first.items() if q == p for g in GROUPS if g in r]) for p, _ in first}
+    head = [f"{n}: {g.replace('_', ' ')}" for n, _ in named for g in GROUPS]
+    md = ["| policy | cache | " + " | ".join(head) + " |", "|---" * (len(head) + 2) + "|"]
+    for policy in sorted(score, key=lambda p: -score[p]):
+        for i, cache in enumerate(sorted({c for p, c in first if p == policy}, key=lambda c: float(c[:-1]))):
+            cells = [_interval(rows.get((policy, cache), {}).get(g)) for _, rows in named for g in GROUPS]
+            md.append(f"| {policy if i == 0 else ''} | {cache} | " + " | ".join(cells) + " |")
+    return md
+
+
+def own_budget_lines(root: Path, *evals: str) -> list[str]:
+    """One row per NAMM eval folder, at the budget its NAMM chose: base model, cache kept, and the mean
+    normalised score over the trained and the held-out tasks with 95% intervals (as in its table)."""
+    md = ["| NAMM eval | base | cache kept | trained | held out |", "|---|---|---|---|---|"]
+    for d in expand(root, evals):
+        (row,) = [r for r in group_rows([d]) if r["policy"] == "namm"]
+        base = Path(read_json(d / "config.json")["eval"]["base"]).name
+        cells = " | ".join(_interval(row.get(g)) for g in GROUPS)
+        md.append(f"| `{d.relative_to(root).as_posix()}` | {base} | {row['cache_fraction']:.3f} | {cells} |")
+    return md
+
+
+def margins_lines(root: Path, *sets: str) -> list[str]:
+    """For each eval set (``NAME=EVALS,EVALS...``, NAMM's eval with the policies matched to it; "_" in NAME
+    reads as a space): NAMM's mean
+    normalised score over the trained and the held-out tasks, and NAMM minus each other policy (paired
+    over the same prompts), with 95% intervals; the numbers of each set's ``amicl namm table``."""
+    head = ["set", "policy", "cache kept", "trained", "held out", "NAMM minus this: trained", "held out"]
+    md = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for spec in sets:
+        name, _, evals = spec.partition("=")
+        rows = sorted(group_rows(expand(root, evals.split(","))), key=lambda r: (r["policy"] != "namm", r["policy"]))
+        for i, r in enumerate(rows):
+            cells = [_interval(r.get(k)) for k in (*GROUPS, *(f"namm_minus_this_{g}" for g in GROUPS))]
+            md.append(
+                f"| {name.replace('_', ' ') if i == 0 else ''} | {r['policy']} | {r['cache_fraction']:.3f} | "
+                + " | ".join(cells)
+                + " |"
+            )
+    return md
+
+
+GROUPS = ("trained", "held_out")
 
 
 def summary_table(
