@@ -9,6 +9,7 @@ import numpy as np
 
 from amicl.common.io import read_csv, read_json
 from amicl.common.runs import expect_run
+from amicl.common.stats import percentile_interval, resample_indices
 
 
 def read_cells(eval_dirs: list[Path]) -> tuple[dict, dict]:
@@ -37,7 +38,7 @@ def bootstrap_rows(cells: dict, fraction: dict, trained: set[str], against: str,
     paired = all(len(f) == 1 for f in fulls.values())
     rng = np.random.default_rng(seed)
     # Bootstrap indices per (task, prompt count): paired evals resample the same prompts together.
-    idx = {(t, n): rng.integers(0, n, size=(n_boot, n)) for t in tasks for n in sorted({len(f) for f in fulls[t]})}
+    idx = {(t, n): resample_indices(n, n_boot, rng) for t in tasks for n in sorted({len(f) for f in fulls[t]})}
     groups = (("trained", [t for t in tasks if t in trained]), ("held_out", [t for t in tasks if t not in trained]))
     boots, rows = {}, []
     for key, per_task in cells.items():
@@ -48,12 +49,12 @@ def bootstrap_rows(cells: dict, fraction: dict, trained: set[str], against: str,
             s, f = (np.asarray(x) for x in per_task[t])
             i = idx[t, len(s)]
             b[t] = s[i].mean(1) / f[i].mean(1)
-            row[t] = (s.mean() / f.mean(), *np.percentile(b[t], [2.5, 97.5]))
+            row[t] = (s.mean() / f.mean(), *percentile_interval(b[t]))
         for group, members in groups:
             members = [t for t in members if t in b]
             if members:
                 b[group] = np.mean([b[t] for t in members], axis=0)
-                row[group] = (float(np.mean([row[t][0] for t in members])), *np.percentile(b[group], [2.5, 97.5]))
+                row[group] = (float(np.mean([row[t][0] for t in members])), *percentile_interval(b[group]))
         boots[key] = b
         rows.append(row)
     refs = [(k, r) for k, r in zip(cells, rows) if k[0] == against]
@@ -65,7 +66,7 @@ def bootstrap_rows(cells: dict, fraction: dict, trained: set[str], against: str,
                     d = boots[ref_key][group] - boots[key][group]
                     row[f"{against}_minus_this_{group}"] = (
                         ref_row[group][0] - row[group][0],
-                        *np.percentile(d, [2.5, 97.5]),
+                        *percentile_interval(d),
                     )
     return rows, tasks
 
@@ -225,7 +226,7 @@ def base_difference(
         if len(n) != 1:
             raise ValueError(f"{t}: the evals hold different numbers of prompts ({sorted(n)}); use the same --prompts")
         m = n.pop()
-        idx[t] = rng.integers(0, m, size=(n_boot, m))
+        idx[t] = resample_indices(m, n_boot, rng)
     groups = (("trained", [t for t in tasks if t in trained]), ("held_out", [t for t in tasks if t not in trained]))
     rows = []
     for key in keys:
@@ -246,9 +247,9 @@ def base_difference(
         for group, _ in groups:
             if ("a", group) in point and ("b", group) in point:
                 for side in ("a", "b"):
-                    row[f"{side}_{group}"] = (point[side, group], *np.percentile(boot[side, group], [2.5, 97.5]))
+                    row[f"{side}_{group}"] = (point[side, group], *percentile_interval(boot[side, group]))
                 d = boot["b", group] - boot["a", group]
-                row[f"b_minus_a_{group}"] = (point["b", group] - point["a", group], *np.percentile(d, [2.5, 97.5]))
+                row[f"b_minus_a_{group}"] = (point["b", group] - point["a", group], *percentile_interval(d))
         rows.append(row)
     return rows
 

@@ -102,3 +102,26 @@ def test_paired_t_power_and_seeds_needed():
     assert paired_t_power(10, 1.0, 0.0) == pytest.approx(0.05)  # no effect: the test's size
     with pytest.raises(ValueError):
         paired_t_power(1, 1.0, 0.5)
+
+
+def test_percentile_interval_is_the_hand_computed_order_statistics():
+    from amicl.common.stats import percentile_interval
+
+    draws = np.arange(1, 201, dtype=float)  # 2.5% and 97.5% of 1..200 by linear interpolation: 5.975, 195.025
+    assert percentile_interval(draws) == pytest.approx((5.975, 195.025))
+    assert percentile_interval(draws, method="lower") == (5.0, 195.0)
+    assert percentile_interval(draws, level=0.5) == pytest.approx((50.75, 150.25))
+    with pytest.raises(ValueError, match="no resamples"):
+        percentile_interval([])
+
+
+def test_resample_indices_keep_pairs_together_and_refuse_nothing_to_resample():
+    from amicl.common.stats import resample_indices
+
+    idx = resample_indices(5, 1000, np.random.default_rng(0))
+    assert idx.shape == (1000, 5) and idx.min() == 0 and idx.max() == 4
+    a, b = np.arange(5.0), 10 * np.arange(5.0)  # paired units: b = 10 a, in every resample too
+    assert np.array_equal(b[idx], 10 * a[idx])
+    assert np.allclose(np.bincount(idx.ravel()) / idx.size, 0.2, atol=0.02)  # each unit equally likely
+    with pytest.raises(ValueError, match="at least one unit"):
+        resample_indices(0, 10, np.random.default_rng(0))

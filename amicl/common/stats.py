@@ -12,7 +12,11 @@ is censored at the cap):
   the exact sign test on who reached the threshold first (``paired_sign_test``).
 
 Bootstrap intervals are ``scipy.stats.bootstrap`` (BCa where the resamples allow it, percentile where
-BCa is undefined, e.g. when every seed gives the same value or a bound is infinite).
+BCa is undefined, e.g. when every seed gives the same value or a bound is infinite). Statistics that
+scipy's bootstrap cannot resample (several strata of different sizes resampled jointly, e.g. the NAMM
+table's tasks, each resampling its prompts for every policy together; a crossing point over a grid of
+rates, resampling seeds) draw their resamples with ``resample_indices`` and report
+``percentile_interval``.
 """
 
 from __future__ import annotations
@@ -44,6 +48,25 @@ def bootstrap_ci(data: tuple, statistic, *, paired: bool = True, seed: int = 0, 
             return lo, hi, method
     point = float(statistic(*data))
     return point, point, "degenerate"  # every resample gives one value
+
+
+def resample_indices(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, n) indices, each row one bootstrap resample of ``n`` units drawn with replacement. Index
+    every paired quantity with the same row, so that pairs stay together."""
+    if n < 1 or n_boot < 1:
+        raise ValueError(f"need at least one unit and one resample, got n={n}, n_boot={n_boot}")
+    return rng.integers(0, n, size=(n_boot, n))
+
+
+def percentile_interval(draws, level: float = LEVEL, method: str = "linear") -> tuple[float, float]:
+    """The percentile bootstrap interval of the resampled statistic ``draws`` (``method`` as in
+    ``np.percentile``; "lower"/"higher" give the conservative order statistics)."""
+    draws = np.asarray(draws, dtype=float)
+    if draws.size == 0:
+        raise ValueError("no resamples to take an interval from")
+    tail = 100 * (1 - level) / 2
+    lo, hi = np.percentile(draws, [tail, 100 - tail], method=method)
+    return float(lo), float(hi)
 
 
 def _saving(base, arm, axis=-1):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from amicl.common.stats import mean_ci
+from amicl.common.stats import mean_ci, percentile_interval, resample_indices
 
 METRICS = ("p_io", "logit_diff", "correct")
 
@@ -96,7 +96,7 @@ def evidence_needed(rows: list[dict], target: float, base: str = "none", n_boot:
         raise ValueError("evidence_needed needs every arm at every rate with seeds in common")
     p = {a: np.array([[cells[(r, a)][s]["p_io"] for s in seeds] for r in rates]) for a in arms}  # (rates, seeds)
     rng = np.random.default_rng(seed)
-    draws = rng.integers(len(seeds), size=(n_boot, len(seeds)))
+    draws = resample_indices(len(seeds), n_boot, rng)
     boot = {a: np.array([crossing(rates, p[a][:, d].mean(1), target) for d in draws]) for a in arms}
     out = []
     for a in arms:
@@ -108,7 +108,7 @@ def evidence_needed(rows: list[dict], target: float, base: str = "none", n_boot:
             ratios = np.array([evidence_ratio(x, y) for x, y in zip(boot[base], boot[a])])
             ratios = ratios[~np.isnan(ratios)]  # resamples where neither arm reaches the target say nothing
             row["times_less_low"], row["times_less_high"] = (
-                (float(np.percentile(ratios, 2.5, method="lower")), float(np.percentile(ratios, 97.5, method="higher")))
+                (percentile_interval(ratios, method="lower")[0], percentile_interval(ratios, method="higher")[1])
                 if len(ratios)
                 else (np.nan, np.nan)
             )
