@@ -25,6 +25,7 @@ POLICIES = Registry(
         "snapkv": "evolution.presses:SnapKV",
         "pyramidkv": "evolution.presses:PyramidKV",
         "keydiff": "evolution.presses:KeyDiff",
+        "expected_attention": "evolution.presses:ExpectedAttention",
     },
 )
 SCORERS = Registry("scorer", {"bam": "evolution.scorers:BAM", "mlp": "evolution.scorers:MLPScorer"})

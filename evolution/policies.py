@@ -28,6 +28,7 @@ class MemoryPolicy:
 
     name = "policy"
     needs_attention = False
+    needs_queries = False  # shown every layer's queries before rotary (``observe_queries``)
     needs_budget = False  # baselines keep a fixed number of tokens; only NAMM can do without one
 
     def __init__(self, n_up: int = 64, budget: int | Sequence[int] | None = None):
@@ -47,6 +48,10 @@ class MemoryPolicy:
 
     def observe(self, layer: int, probs: torch.Tensor, cache: KVCache) -> None:
         """probs: (B, H_kv, Tq, T) attention of the chunk's queries over the cache columns."""
+
+    def observe_queries(self, layer: int, q: torch.Tensor, cache: KVCache, rotate) -> None:
+        """q: (B, H, Tq, dh) the chunk's queries before rotary; ``rotate(x, pos)``: the model's rotary
+        embedding (None without one). Called only for a policy that ``needs_queries``."""
 
     def score(self, layer: int, cache: KVCache) -> torch.Tensor:
         raise NotImplementedError

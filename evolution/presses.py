@@ -12,6 +12,10 @@ attention, and every statistic over "the tokens" runs over the alive ones of eac
   total across layers.
 - KeyDiff (Park et al. 2025): keeps the keys least similar (cosine) to the mean direction of the alive
   keys; needs no attention.
+- ExpectedAttention (Devoto et al. 2025): the attention future queries are expected to pay each token,
+  from the mean and covariance of the queries seen so far; reads the queries (``observe_queries``).
+
+Each is checked against kvpress's press on a tiny random Hugging Face Llama (tests/test_kvpress.py).
 """
 
 from __future__ import annotations
@@ -118,3 +122,58 @@ class KeyDiff(MemoryPolicy):
         anchor = (k * alive).sum(dim=2, keepdim=True) / alive.sum(dim=2, keepdim=True).clamp(min=1.0)
         anchor = torch.nn.functional.normalize(anchor, dim=-1)
         return -(k * anchor).sum(dim=-1)
+
+
+class ExpectedAttention(MemoryPolicy):
+    """Expected attention (kvpress ``ExpectedAttentionPress``): the queries seen so far (before rotary, the
+    first ``n_sink`` left out) give a mean mu and covariance S per query head, both rotated by the rotary
+    rotation averaged over the next ``n_future`` positions (R); a cached key k is expected to receive
+    softmax over tokens of k.(R mu)/sqrt(d) + k.(R S R^T)k/(2d), averaged over the query heads of its KV
+    group, times its value's norm. The first ``n_sink`` tokens are always kept. kvpress defaults: 512
+    future positions, 4 sink tokens."""
+
+    name = "expected_attention"
+    needs_queries = True
+    needs_budget = True
+
+    def __init__(self, n_up=64, budget=None, n_future: int = 512, n_sink: int = 4):
+        super().__init__(n_up, budget)
+        self.n_future = check_int("n_future", n_future, lo=1)
+        self.n_sink = check_int("n_sink", n_sink, lo=0)
+        self.reset()
+
+    def reset(self):
+        self.stats: dict[int, list] = {}  # layer -> [query count, sum of queries, sum of outer products]
+        self.rotate = None
+
+    def observe_queries(self, layer, q, cache, rotate):
+        self.rotate = rotate
+        pos = torch.arange(cache.n_seen - q.shape[2], cache.n_seen, device=q.device)
+        q = q[:, :, pos >= self.n_sink].double()
+        n, s, ss = self.stats.get(layer, (0, 0.0, 0.0))
+        self.stats[layer] = [n + q.shape[2], s + q.sum(2), ss + torch.einsum("bhti,bhtj->bhij", q, q)]
+
+    def mean_rotation(self, start: int, dh: int, device) -> torch.Tensor:
+        """M (dh, dh) with x @ M the rotation of a row x averaged over positions start .. start+n_future-1."""
+        eye = torch.eye(dh, dtype=torch.float64, device=device).repeat(self.n_future, 1)[None, None]
+        pos = torch.arange(start, start + self.n_future, device=device).repeat_interleave(dh)
+        return self.rotate(eye, pos)[0, 0].view(self.n_future, dh, dh).mean(0)
+
+    def score(self, layer, cache):
+        n, s, ss = self.stats.get(layer, (0, None, None))
+        if n == 0:
+            raise ValueError(f"{self.name} scores need queries past the first {self.n_sink}")
+        mu = s / n  # (B, H, dh)
+        cov = ss / n - mu[..., :, None] * mu[..., None, :]
+        k, v = cache.k[layer].double(), cache.v[layer]
+        B, Hkv, T, dh = k.shape
+        if self.rotate is not None:
+            m = self.mean_rotation(cache.n_seen, dh, k.device)
+            mu, cov = mu @ m, m.T @ cov @ m
+        mu, cov = mu.view(B, Hkv, -1, dh), cov.view(B, Hkv, -1, dh, dh)
+        logits = torch.einsum("bktd,bkgd->bkgt", k, mu) / dh**0.5
+        logits = logits + torch.einsum("bktd,bkgde,bkte->bkgt", k, cov, k) / dh / 2
+        sink = (cache.pos[layer] < self.n_sink).expand_as(cache.alive[layer])
+        logits = logits.masked_fill((~cache.alive[layer] | sink)[:, :, None], float("-inf"))
+        scores = (logits.softmax(-1).mean(2) * v.double().norm(dim=-1)).to(torch.float32)
+        return scores.masked_fill(sink, float("inf"))

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from transformers_mini.core.attention import KVCache
+from transformers_mini.core.hooks import Hooks
 from transformers_mini.core.model import GPT
 
 
@@ -34,7 +35,15 @@ class RolloutStats:
 def _step(model: GPT, idx, cache, policy, stats):
     c = model.config
     needs = policy is not None and policy.needs_attention
-    logits, attn = model(idx, cache, return_attn=needs) if needs else (model(idx, cache), None)
+    hooks = None
+    if policy is not None and policy.needs_queries:
+        hooks = Hooks(cache=[f"blocks.{layer}.attn.hook_q" for layer in range(c.n_layer)])
+    logits, attn = (
+        model(idx, cache, return_attn=needs, hooks=hooks) if needs else (model(idx, cache, hooks=hooks), None)
+    )
+    if hooks is not None:
+        for layer in range(c.n_layer):
+            policy.observe_queries(layer, hooks.cache[f"blocks.{layer}.attn.hook_q"], cache, model.rotary)
     if policy is not None:
         if needs:
             B, _, Tq, _ = attn[0].shape

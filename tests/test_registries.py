@@ -50,6 +50,8 @@ def test_policy_contract_budget_is_kept_per_head(name):
     cache, probs = cache_with_attention()
     policy.reset()
     policy.observe(0, probs, cache)  # one full update window: n_up query rows over the 24 cached tokens
+    if policy.needs_queries:  # and the 24 tokens' queries (4 query heads over the 2 KV heads)
+        policy.observe_queries(0, torch.randn(1, 4, 24, 4, generator=torch.Generator().manual_seed(2)), cache, None)
     keep = policy.keep(0, cache)
     assert keep.shape == cache.alive[0].shape and keep.dtype == torch.bool
     assert keep[..., -1].all()
