@@ -205,6 +205,28 @@ class NAMM(MemoryPolicy):
         age = (cache.n_seen - 1 - cache.pos[layer]).expand_as(cache.alive[layer])
         return torch.cat([age_embedding(age), self.norm.normalise(ema)], dim=-1)
 
+    def prompt_scores(self, keys: torch.Tensor, values: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """One layer's scores for a whole prompt's cache, as if NAMM had watched the prompt in windows of
+        ``n_up`` queries and evicted nothing: keys, values (B, H_kv, T, dh), probs (B, H_kv, T, T) the
+        attention rows (query heads of a KV group averaged). Tokens after the last full window score +inf
+        (kept, like SnapKV's window). This is how a press that compresses once after the prompt runs NAMM.
+        Needs frozen normalisation statistics (an evolved NAMM's), so that layers and prompts do not shift
+        each other's features."""
+        if not self.norm.frozen:
+            raise ValueError("prompt_scores needs frozen normalisation statistics (load an evolved NAMM)")
+        B, H, T, _ = keys.shape
+        if probs.shape != (B, H, T, T):
+            raise ValueError(f"probs must be {(B, H, T, T)}, got {tuple(probs.shape)}")
+        self.reset()
+        cache, scores = KVCache(1), torch.full((B, H, T), float("inf"), device=keys.device)
+        for lo in range(0, T - T % self.n_up, self.n_up):
+            hi = lo + self.n_up
+            cache.append(0, keys[:, :, lo:hi], values[:, :, lo:hi], torch.arange(lo, hi, device=keys.device))
+            cache.n_seen = hi
+            self.observe(0, probs[:, :, lo:hi, :hi].float(), cache)
+            scores[..., :hi] = self.score(0, cache)
+        return scores
+
     def score(self, layer, cache):
         X = self.features(layer, cache)
         B = X.shape[0]
