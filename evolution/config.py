@@ -26,6 +26,7 @@ POLICIES = Registry(
         "pyramidkv": "evolution.presses:PyramidKV",
         "keydiff": "evolution.presses:KeyDiff",
         "expected_attention": "evolution.presses:ExpectedAttention",
+        "oracle": "evolution.policies:Oracle",
     },
 )
 SCORERS = Registry("scorer", {"bam": "evolution.scorers:BAM", "mlp": "evolution.scorers:MLPScorer"})

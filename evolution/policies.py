@@ -29,6 +29,7 @@ class MemoryPolicy:
     name = "policy"
     needs_attention = False
     needs_queries = False  # shown every layer's queries before rotary (``observe_queries``)
+    needs_future = False  # shown the model and the whole prompt before the rollout (``prepare``): an oracle
     needs_budget = False  # baselines keep a fixed number of tokens; only NAMM can do without one
 
     def __init__(self, n_up: int = 64, budget: int | Sequence[int] | None = None):
@@ -48,6 +49,9 @@ class MemoryPolicy:
 
     def observe(self, layer: int, probs: torch.Tensor, cache: KVCache) -> None:
         """probs: (B, H_kv, Tq, T) attention of the chunk's queries over the cache columns."""
+
+    def prepare(self, model, prompt: torch.Tensor) -> None:
+        """Before a rollout over ``prompt`` (B, T); called only for a policy that ``needs_future``."""
 
     def observe_queries(self, layer: int, q: torch.Tensor, cache: KVCache, rotate) -> None:
         """q: (B, H, Tq, dh) the chunk's queries before rotary; ``rotate(x, pos)``: the model's rotary
@@ -149,6 +153,32 @@ class RandomPolicy(MemoryPolicy):
 
     def score(self, layer, cache):
         return torch.rand(cache.alive[layer].shape, generator=self.gen).to(cache.alive[layer].device)
+
+
+class Oracle(MemoryPolicy):
+    """The upper bound of any scorer: keeps the tokens the answer's query attends to most in the full-cache
+    model (its attention over the prompt at the last position, where the answer is predicted, query heads
+    of a KV group averaged). It sees the future, which no real policy can; tokens past the prompt (an
+    answer being decoded) are kept."""
+
+    name = "oracle"
+    needs_future = True
+    needs_budget = True
+
+    def prepare(self, model, prompt):
+        cache = KVCache(model.config.n_layer)
+        if prompt.shape[1] > 1:
+            model(prompt[:, :-1], cache)
+        _, attn = model(prompt[:, -1:], cache, return_attn=True)
+        B, H_kv = prompt.shape[0], model.config.kv_heads
+        self.future = [a[:, :, -1].reshape(B, H_kv, -1, a.shape[-1]).mean(2) for a in attn]  # (B, H_kv, T)
+
+    def score(self, layer, cache):
+        future = self.future[layer]
+        pos = cache.pos[layer]
+        seen = pos < future.shape[-1]
+        s = future[..., pos.clamp(max=future.shape[-1] - 1)]
+        return torch.where(seen, s, torch.full_like(s, float("inf")))
 
 
 class NAMM(MemoryPolicy):

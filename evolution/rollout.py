@@ -70,6 +70,8 @@ def rollout(model: GPT, prompt: torch.Tensor, answer_len: int, policy=None) -> t
     stats = RolloutStats()
     if policy is not None:
         policy.reset()
+        if policy.needs_future:
+            policy.prepare(model, prompt)
     chunk = policy.n_up if policy is not None else prompt.shape[1]
     logits = None
     for lo in range(0, prompt.shape[1], chunk):

@@ -362,3 +362,30 @@ def test_keydiff_keeps_the_keys_least_like_their_mean_direction():
     assert kept(KeyDiff(16, budget=2), cache) == [3, 7]  # with keys 0-1 the mean leans to (1, 0)
     cache.alive[0][..., :2] = False  # dead keys leave the mean: it leans to (0, 1), so key 2 is the outlier
     assert kept(KeyDiff(16, budget=2), cache) == [2, 7]
+
+
+def test_oracle_reads_the_answer_querys_full_cache_attention_and_keeps_its_top_tokens():
+    from evolution.policies import Oracle
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=32, block_size=256, n_layer=2, n_head=4, n_kv_head=2, d_model=16, pos="rotary")
+    model = GPT(cfg).eval()
+    prompt = torch.randint(0, 32, (2, 128))
+    oracle = Oracle(64, 16)
+    with torch.no_grad():
+        oracle.prepare(model, prompt)
+        _, attn = model(prompt, return_attn=True)
+    for layer in range(2):
+        expected = attn[layer][:, :, -1].reshape(2, 2, 2, 128).mean(2)
+        torch.testing.assert_close(oracle.future[layer], expected, rtol=1e-5, atol=1e-6)
+    out, stats = rollout(model, prompt, 1, oracle)  # two updates, at 64 and 128 tokens
+    assert all(abs(f - 16 / 128) < 1e-9 for f in stats.layer_fraction)
+    # at the last update the kept tokens are the answer query's 16 most attended (newest kept as every policy)
+    cache = KVCache(2)
+    with torch.no_grad():
+        model(prompt, cache)
+    s = oracle.score(0, cache)
+    s[..., -1] = float("inf")
+    assert torch.equal(
+        oracle.keep(0, cache), torch.zeros_like(s, dtype=torch.bool).scatter_(-1, s.topk(16).indices, True)
+    )

@@ -50,6 +50,10 @@ def test_policy_contract_budget_is_kept_per_head(name):
     cache, probs = cache_with_attention()
     policy.reset()
     policy.observe(0, probs, cache)  # one full update window: n_up query rows over the 24 cached tokens
+    if policy.needs_future:  # an oracle: the full-cache attention of a 24-token prompt's last query
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=32, block_size=64, n_layer=1, n_head=4, n_kv_head=2, d_model=16)).eval()
+        policy.prepare(model, torch.randint(0, 32, (1, 24)))
     if policy.needs_queries:  # and the 24 tokens' queries (4 query heads over the 2 KV heads)
         policy.observe_queries(0, torch.randn(1, 4, 24, 4, generator=torch.Generator().manual_seed(2)), cache, None)
     keep = policy.keep(0, cache)
