@@ -96,3 +96,19 @@ def test_a_failing_step_stops_the_run_in_one_line(tmp_path, monkeypatch):
     r = CliRunner().invoke(amicl, ["reproduce", "all", "--out", str(tmp_path / "all")])
     assert r.exit_code == 1 and "step amicl failed (exit 2" in r.stderr
     assert not (tmp_path / "all" / "steps.json").exists()
+
+
+def test_the_shipped_namm_gives_its_recorded_numbers_and_a_change_shows_as_no(tmp_path):
+    """Part B's check of the evolved NAMM: its recorded command (16 fresh prompts per task) run now gives the
+    recorded scores, full-cache scores and cache kept; a changed number reads 'no'."""
+    from amicl.common.artifacts import manifest
+    from amicl.report import _artifact_steps, check_table
+
+    check = manifest()["namm"]["check"]
+    (step,) = [s for s in _artifact_steps() if s.name == "artifacts/namm"]
+    r = CliRunner().invoke(amicl, step.args(tmp_path))
+    assert r.exit_code == 0, r.output
+    table = check_table(tmp_path / "artifacts" / "namm", check)
+    assert table.count("| yes |") == len(check["expect"]) == 4 and "| no |" not in table
+    changed = {**check, "expect": [{**check["expect"][0], "cache_fraction": "0.5"}, *check["expect"][1:]]}
+    assert check_table(tmp_path / "artifacts" / "namm", changed).count("| no |") == 1
