@@ -110,8 +110,13 @@ def trained_tasks(eval_dirs: list[Path]) -> set[str]:
 
 def expand(root: Path, evals) -> list[Path]:
     """Eval folders relative to ``root``; a pattern such as results/namm/eval/match_* expands in sorted
-    order, as a shell does."""
-    dirs = [p for e in evals for p in (sorted(Path(root).glob(e)) if any(c in e for c in "*?[") else [Path(root) / e])]
+    order, as a shell does, leaving out a folder a process is still writing (as the results index does)."""
+    from amicl.common.runs import writer_pid
+
+    def matches(e):
+        return [p for p in sorted(Path(root).glob(e)) if writer_pid(p) is None]
+
+    dirs = [p for e in evals for p in (matches(e) if any(c in e for c in "*?[") else [Path(root) / e])]
     if not dirs:
         raise ValueError(f"no eval folders match {' '.join(evals)}")
     return dirs

@@ -72,3 +72,20 @@ def test_the_results_index_names_every_command_of_a_resumed_run(tmp_path):
     row = results_index(tmp_path)[2]
     assert "`amicl lm train --steps 2000 --out x`; then `amicl lm train --steps 4000 --out x` (3 sessions)" in row
     assert row.endswith("| cccc |")
+
+
+def test_paired_onsets_and_probes_are_hand_computable(tmp_path):
+    """Two seeds, hand-written: arm minus base per seed, median [min, max], and the tallies."""
+    from transformers_mini.toy.tables import onset_pairs, probes_at
+
+    run = tmp_path / "r"
+    run.mkdir()
+    head = "arm,seed,complete,takeoff,start_prev_token\n"
+    rows = ["none,0,True,1000,800", "none,1,True,2000,900", "V,0,True,500,800", "V,1,True,1500,1000"]
+    (run / "mechanisms.csv").write_text(head + "\n".join(rows) + "\n")
+    table = onset_pairs(tmp_path, "r", "takeoff,start_prev_token")
+    # take-off: -500 and -500 (earlier on both); binding start: 0 and +100 (tied on one, later on one)
+    assert table[2] == "| V | -500 [-500, -500]; 2 / 0 / 0 | +50 [0, +100]; 0 / 1 / 1 |"
+    probes = "step,arm,seed,prev_token\n10,none,0,0.2\n10,none,1,0.3\n10,V,0,0.5\n10,V,1,0.2\n20,V,0,9\n"
+    (run / "probes.csv").write_text(probes)
+    assert probes_at(tmp_path, "r", "10", "prev_token")[2] == "| V | +0.100 [-0.100, +0.300]; 1/2 |"

@@ -165,3 +165,172 @@ def paired_steps(root: Path, free_members: str, *histories: str) -> list[str]:
             row = cells(*clamped) + cells(free.get(("none", seed)), free.get(("V", seed)))
             lines.append(f"| {seed} | " + " | ".join(row) + " |")
     return lines
+
+
+# -- the mechanisms over training (probes.csv, mechanisms.csv) -----------------------------------------
+
+
+LABELS = {  # probes whose figure panel title is missing or too short for a table row
+    "takeoff": "take-off",
+    "a_fit": "a fitted in x_{t-1}'s own basis",
+    "amicl_corr_a2": "layer 2 logits vs AMICL scores (a = 2), r",
+    "amicl_corr_gain": "layer 2 logits vs AMICL scores (the fitted gain a), r",
+    "k_comp": "K-composition (layer-2 keys read layer 1's output)",
+    "q_comp": "Q-composition",
+    "v_comp": "V-composition",
+}
+
+
+def _label(column: str) -> str:
+    """A mechanisms.csv column (``start_KEY``, ``mid_KEY``, ``takeoff``) or a probe name, in words."""
+    from transformers_mini.toy import probe_specs
+
+    when, _, key = column.partition("_") if column.startswith(("start_", "mid_")) else ("", "", column)
+    name = LABELS.get(key) or probe_specs.panels().get(key) or key
+    return f"{name}: {'midpoint' if when == 'mid' else when}" if when else name
+
+
+def _spread(v, signed: bool = False, fmt: str = ",.0f") -> str:
+    """median [min, max] of ``v``; ``signed`` writes + before positive values."""
+    import numpy as np
+
+    def f(x):
+        s = f"{x:{fmt}}"
+        return ("+" + s if x > 0 else s) if signed else s
+
+    return f"{f(np.median(v))} [{f(min(v))}, {f(max(v))}]"
+
+
+def _complete(root: Path, run: str) -> list[dict]:
+    return [r for r in read_csv(Path(root) / run / "mechanisms.csv") if r["complete"] == "True"]
+
+
+def onsets(root: Path, run: str, probes: str = "amicl_top1_a2,prev_token,induction,beta_eff") -> list[str]:
+    """Per arm of a streams run: the take-off and each probe's start / midpoint, in steps (median [min,
+    max] over the members probed from step 0 that reached the threshold; midpoint: median)."""
+    rows, keys = _complete(root, run), probes.split(",")
+    head = ["arm", "n", "take-off"] + [f"{_label(k)}: start / midpoint" for k in keys]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        mine = [r for r in rows if r["arm"] == arm]
+        cells = [str(len(mine)), _spread([float(r["takeoff"]) for r in mine])]
+        for k in keys:
+            mid = sorted(float(r[f"mid_{k}"]) for r in mine)
+            cells.append(_spread([float(r[f"start_{k}"]) for r in mine]) + f" / {_spread(mid).split(' [')[0]}")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def onset_pairs(root: Path, run: str, columns: str = "takeoff,start_prev_token,start_induction,mid_induction",
+                base: str = "none") -> list[str]:  # fmt: skip
+    """Each onset of each arm minus that of ``base`` on the same seed, in steps: median [min, max] over the
+    seeds, and on how many seeds the arm was earlier / tied / later."""
+    rows, cols = _complete(root, run), columns.split(",")
+    ref = {r["seed"]: r for r in rows if r["arm"] == base}
+    lines = ["| arm | " + " | ".join(_label(c) for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for arm in dict.fromkeys(r["arm"] for r in rows if r["arm"] != base):
+        pairs = [(r, ref[r["seed"]]) for r in rows if r["arm"] == arm and r["seed"] in ref]
+        cells = []
+        for c in cols:
+            d = [float(a[c]) - float(b[c]) for a, b in pairs]
+            tally = f"{sum(x < 0 for x in d)} / {sum(x == 0 for x in d)} / {sum(x > 0 for x in d)}"
+            cells.append(f"{_spread(d, signed=True)}; {tally}")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def probes_at(root: Path, run: str, step: str, probes: str = "prev_token,induction,amicl_corr_a2,k90",
+              base: str = "none") -> list[str]:  # fmt: skip
+    """Each probe of each arm minus ``base``'s on the same seed at one evaluated step: median [min, max]
+    over the seeds, and on how many seeds the arm's value is higher."""
+    rows = [r for r in read_csv(Path(root) / run / "probes.csv") if int(r["step"]) == int(step)]
+    keys = probes.split(",")
+    ref = {r["seed"]: r for r in rows if r["arm"] == base}
+    lines = ["| arm | " + " | ".join(_label(k) for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for arm in dict.fromkeys(r["arm"] for r in rows if r["arm"] != base):
+        pairs = [(r, ref[r["seed"]]) for r in rows if r["arm"] == arm and r["seed"] in ref]
+        cells = []
+        for k in keys:
+            d = [float(a[k]) - float(b[k]) for a, b in pairs]
+            cells.append(f"{_spread(d, signed=True, fmt='.3f')}; {sum(x > 0 for x in d)}/{len(d)}")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def final_probes(root: Path, run: str, probes: str = "prev_token,a_gain,a_fit,amicl_top1_a2,amicl_corr_a2,"
+                 "amicl_corr_gain,induction,beta_eff,k90,k_comp,q_comp,v_comp") -> list[str]:  # fmt: skip
+    """Each probe at every member's last evaluation (a run stopped when reached: its first at the
+    threshold), per arm the median over seeds with the bootstrap 95% interval of the median."""
+    import numpy as np
+
+    from amicl.common.stats import bootstrap_ci
+
+    last: dict = {}
+    for r in read_csv(Path(root) / run / "probes.csv"):
+        key = (r["arm"], r["seed"])
+        if key not in last or int(r["step"]) > int(last[key]["step"]):
+            last[key] = r
+    arms = list(dict.fromkeys(a for a, _ in last))
+    lines = ["| probe | " + " | ".join(arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    for k in probes.split(","):
+        cells = []
+        for arm in arms:
+            v = np.array([float(r[k]) for (a, _), r in last.items() if a == arm])
+            lo, hi = bootstrap_ci((v,), np.median)[:2] if len(v) > 1 else (v[0], v[0])
+            cells.append(f"{np.median(v):.3f} [{lo:.3f}, {hi:.3f}]")
+        lines.append(f"| {_label(k)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _firsts(hist: list[dict], arm: str, step: int, level: float = 0.95) -> str:
+    """Each seed's first evaluated step with ic >= ``level`` up to ``step`` (">step" when none)."""
+    out = []
+    for seed in dict.fromkeys(r["seed"] for r in hist if r["arm"] == arm):
+        mine = [r for r in hist if r["arm"] == arm and r["seed"] == seed and int(r["step"]) <= step]
+        first = next((int(r["step"]) for r in mine if float(r["ic"]) >= level), None)
+        out.append(f"{first:,}" if first else f">{step:,}")
+    return ", ".join(out)
+
+
+def phase_grid(root: Path, run: str, step: str = "") -> list[str]:
+    """The phase grid at one training step (default: the grid's own budget): per (B, epsilon) cell the AMICL
+    memory's ic accuracy, each arm's ic and in-weights (iw) accuracy, mean [min, max] over the seeds (from
+    each cell's history), and the accuracy of copying a context label (B/N). Past the budget (cells
+    continued with --resume), only the cells that reached ``step``, with each seed's first step at 0.95 on
+    ic (">step" when not within it)."""
+    import numpy as np
+
+    from amicl.common.io import read_json
+
+    folder = Path(root) / run
+    cfg = read_json(folder / "config.json")
+    budget, n = cfg["run"]["train"]["steps"], cfg["run"]["task"]["N"]
+    step = int(step or budget)
+    arms = list(cfg["run"]["arms"])
+    memory: dict = {}
+    for r in read_csv(folder / "phase.csv"):
+        if r["arm"].startswith("amicl-memory"):
+            memory.setdefault(r["cell"], []).append(float(r["ic"]))
+    head = ["B", "epsilon", "AMICL memory", *arms, *(f"{a}: iw" for a in arms), "copying a context label (B/N)"]
+    if step > budget:
+        head.append("steps to 0.95 on ic, " + " / ".join(f"{a} (seeds)" for a in arms))
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+
+    def mean_range(v):
+        return f"{np.mean(v):.2f} [{min(v):.2f}, {max(v):.2f}]"
+
+    for b in cfg["grid"]["B"]:
+        for eps in cfg["grid"]["epsilon"]:
+            cell = f"B{b}_eps{eps:g}"
+            hist = read_csv(folder / "cells" / cell / "history.csv")
+            at = [r for r in hist if int(r["step"]) == step]
+            if not at:
+                continue
+            acc = {a: [float(r["ic"]) for r in at if r["arm"] == a] for a in arms}
+            iw = {a: [float(r["iw"]) for r in at if r["arm"] == a] for a in arms}
+            cells = [str(b), f"{eps:g}", f"{np.mean(memory[cell]):.2f}"]
+            cells += [mean_range(acc[a]) for a in arms] + [mean_range(iw[a]) for a in arms] + [f"{b / n:g}"]
+            if step > budget:
+                cells.append(" / ".join(_firsts(hist, a, step) for a in arms))
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
