@@ -42,6 +42,7 @@ TABLES = Registry(
         "namm-budgets": "evolution.table:budgets_lines",
         "namm-own-budget": "evolution.table:own_budget_lines",
         "namm-margins": "evolution.table:margins_lines",
+        "namm-bases": "evolution.table:bases_lines",
         "include": "amicl.tables:include",
         "results-index": "amicl.tables:results_index",
     },

@@ -274,3 +274,22 @@ def base_difference_markdown(rows: list[dict], name_a: str, name_b: str) -> str:
             + " |"
         )
     return "\n".join(md) + "\n"
+
+
+def bases_lines(root: Path, csv: str, group: str = "held_out") -> list[str]:
+    """From ``amicl namm compare-bases``' bases.csv: base B minus base A per policy and budget (columns: the
+    share of the cache kept) on one task group, with the paired bootstrap 95% interval."""
+    rows = read_csv(Path(root) / csv)
+    caches = sorted({float(r["cache_a"]) for r in rows})
+    md = ["| policy | " + " | ".join(f"{c:.0%} of the cache" for c in caches) + " |", "|---" * (len(caches) + 1) + "|"]
+    for policy in dict.fromkeys(r["policy"] for r in rows):
+        cells = []
+        for c in caches:
+            r = next((r for r in rows if r["policy"] == policy and float(r["cache_a"]) == c), None)
+            if r is None:
+                cells.append("")
+                continue
+            lo, hi = (float(x) for x in r[f"b_minus_a_{group}_ci"].split(","))
+            cells.append(f"{float(r[f'b_minus_a_{group}']):+.2f} [{lo:+.2f}, {hi:+.2f}]")
+        md.append(f"| {policy} | " + " | ".join(cells) + " |")
+    return md
