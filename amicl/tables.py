@@ -43,6 +43,7 @@ TABLES = Registry(
         "namm-own-budget": "evolution.table:own_budget_lines",
         "namm-margins": "evolution.table:margins_lines",
         "namm-bases": "evolution.table:bases_lines",
+        "namm-per-task": "evolution.table:per_task_lines",
         "include": "amicl.tables:include",
         "results-index": "amicl.tables:results_index",
     },

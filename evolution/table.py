@@ -293,3 +293,22 @@ def bases_lines(root: Path, csv: str, group: str = "held_out") -> list[str]:
             cells.append(f"{float(r[f'b_minus_a_{group}']):+.2f} [{lo:+.2f}, {hi:+.2f}]")
         md.append(f"| {policy} | " + " | ".join(cells) + " |")
     return md
+
+
+def per_task_lines(root: Path, *folders: str) -> list[str]:
+    """One row per folder holding a NAMM's eval.csv (an evolve run's copy, or an eval): the evolution's best
+    dev fitness and its generation where its config records them, the mean cache kept, and per task the
+    normalised score at the share of the cache kept ("1.01 at 44%")."""
+    dirs = expand(root, folders)
+    tasks = list(dict.fromkeys(r["task"] for d in dirs for r in read_csv(d / "eval.csv")))
+    md = ["| run | best dev fitness (generation) | cache kept (mean) | " + " | ".join(tasks) + " |",
+          "|---" * (len(tasks) + 3) + "|"]  # fmt: skip
+    for d in dirs:
+        cfg = read_json(d / "config.json")
+        rows = {r["task"]: r for r in read_csv(d / "eval.csv")}
+        dev = f"{cfg['best_dev']:.2f} ({cfg['best_generation']})" if cfg.get("best_dev") is not None else ""
+        cache = np.mean([float(r["cache_fraction"]) for r in rows.values()])
+        cells = [f"{float(rows[t]['normalised']):.2f} at {float(rows[t]['cache_fraction']):.0%}" if t in rows else ""
+                 for t in tasks]  # fmt: skip
+        md.append(f"| `{d.relative_to(root).as_posix()}` | {dev} | {cache:.3f} | " + " | ".join(cells) + " |")
+    return md
