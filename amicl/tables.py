@@ -44,6 +44,8 @@ TABLES = Registry(
         "namm-margins": "evolution.table:margins_lines",
         "namm-bases": "evolution.table:bases_lines",
         "namm-per-task": "evolution.table:per_task_lines",
+        "namm-dev-history": "evolution.table:dev_history_lines",
+        "namm-base-accuracy": "evolution.table:base_accuracy_lines",
         "include": "amicl.tables:include",
         "results-index": "amicl.tables:results_index",
     },

@@ -312,3 +312,36 @@ def per_task_lines(root: Path, *folders: str) -> list[str]:
                  for t in tasks]  # fmt: skip
         md.append(f"| `{d.relative_to(root).as_posix()}` | {dev} | {cache:.3f} | " + " | ".join(cells) + " |")
     return md
+
+
+def dev_history_lines(root: Path, run: str) -> list[str]:
+    """An evolve run's dev evaluations (history.csv): at each generation where the CMA-ES mean was scored
+    on the dev prompts, the stage, that dev fitness and the mean's cache fraction."""
+    rows = [r for r in read_csv(Path(root) / run / "history.csv") if r.get("dev_mean_fitness") not in ("", None)]
+    if not rows:
+        raise ValueError(f"{run}: no dev evaluations in history.csv")
+    md = ["| generation | " + " | ".join(r["generation"] for r in rows) + " |", "|---" * (len(rows) + 1) + "|"]
+    md.append("| stage | " + " | ".join(r["stage"] for r in rows) + " |")
+    md.append(
+        "| dev fitness of the CMA-ES mean | " + " | ".join(f"{float(r['dev_mean_fitness']):.2f}" for r in rows) + " |"
+    )
+    md.append("| dev cache fraction | " + " | ".join(f"{float(r['dev_mean_cache_fraction']):.2f}" for r in rows) + " |")
+    return md
+
+
+def base_accuracy_lines(root: Path, run: str, step: str) -> list[str]:
+    """A namm-base run's accuracy per task and context length at one evaluated step (its history.csv
+    columns ``task@length``); tasks outside the default evolution stages are marked held out."""
+    from evolution.config import EvolveConfig
+
+    row = next((r for r in read_csv(Path(root) / run / "history.csv") if int(r["step"]) == int(step)), None)
+    if row is None:
+        raise ValueError(f"{run}: no evaluation at step {step} in history.csv")
+    cols = [c for c in row if "@" in c]
+    lengths = list(dict.fromkeys(c.split("@")[1] for c in cols))
+    trained = {t for stage in EvolveConfig().stages for t in stage}
+    md = ["| task | " + " | ".join(f"{int(n):,} tokens" for n in lengths) + " |", "|---" * (len(lengths) + 1) + "|"]
+    for task in dict.fromkeys(c.split("@")[0] for c in cols):
+        name = task if task in trained else f"{task} (held out)"
+        md.append(f"| {name} | " + " | ".join(f"{float(row[f'{task}@{n}']):.2f}" for n in lengths) + " |")
+    return md
