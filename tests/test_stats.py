@@ -125,3 +125,19 @@ def test_resample_indices_keep_pairs_together_and_refuse_nothing_to_resample():
     assert np.allclose(np.bincount(idx.ravel()) / idx.size, 0.2, atol=0.02)  # each unit equally likely
     with pytest.raises(ValueError, match="at least one unit"):
         resample_indices(0, 10, np.random.default_rng(0))
+
+
+def test_crossed_bootstrap_carries_both_sources_of_spread():
+    """x[e, p] = a_e + b_p: the bootstrap variance of the grand mean is var(a)/E + var(b)/P (population
+    variances, as resampling with replacement gives), and with one row it is the prompts' alone."""
+    from amicl.common.stats import crossed_indices
+
+    rng = np.random.default_rng(0)
+    a, b = np.array([0.0, 1.0, 3.0]), rng.normal(0, 2, 50)
+    x = a[:, None] + b[None, :]
+    rows, cols = crossed_indices(3, 50, 20000, np.random.default_rng(1))
+    means = np.array([x[r][:, c].mean() for r, c in zip(rows, cols)])
+    assert means.var() == pytest.approx(a.var() / 3 + b.var() / 50, rel=0.05)
+    rows, cols = crossed_indices(1, 50, 20000, np.random.default_rng(2))
+    means = np.array([x[:1][r][:, c].mean() for r, c in zip(rows, cols)])
+    assert means.var() == pytest.approx(b.var() / 50, rel=0.05)

@@ -58,6 +58,15 @@ def resample_indices(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarra
     return rng.integers(0, n, size=(n_boot, n))
 
 
+def crossed_indices(n_rows: int, n_cols: int, n_boot: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The bootstrap of a crossed design, e.g. several evolutions (rows) each evaluated on the same prompts
+    (columns): rows and columns are resampled independently (Owen's pigeonhole bootstrap), so an interval
+    carries both the between-evolution spread and the prompt sampling. Returns (n_boot, n_rows) and
+    (n_boot, n_cols) indices; draw b is ``x[rows[b]][:, cols[b]]``, and every quantity measured on the same
+    prompts (the full cache, a baseline) takes the same ``cols[b]``."""
+    return resample_indices(n_rows, n_boot, rng), resample_indices(n_cols, n_boot, rng)
+
+
 def percentile_interval(draws, level: float = LEVEL, method: str = "linear") -> tuple[float, float]:
     """The percentile bootstrap interval of the resampled statistic ``draws`` (``method`` as in
     ``np.percentile``; "lower"/"higher" give the conservative order statistics)."""
