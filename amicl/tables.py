@@ -46,6 +46,7 @@ TABLES = Registry(
         "namm-per-task": "evolution.table:per_task_lines",
         "namm-dev-history": "evolution.table:dev_history_lines",
         "namm-base-accuracy": "evolution.table:base_accuracy_lines",
+        "namm-curves": "evolution.table:curves_lines",
         "bench-amicl-retrieval": "amicl.bench_tables:amicl_retrieval",
         "bench-amicl-end-to-end": "amicl.bench_tables:amicl_end_to_end",
         "bench-toy-training": "amicl.bench_tables:toy_training",

@@ -345,3 +345,22 @@ def base_accuracy_lines(root: Path, run: str, step: str) -> list[str]:
         name = task if task in trained else f"{task} (held out)"
         md.append(f"| {name} | " + " | ".join(f"{float(row[f'{task}@{n}']):.2f}" for n in lengths) + " |")
     return md
+
+
+def curves_lines(root: Path, *runs: str) -> list[str]:
+    """Training histories side by side (``LABEL=history.csv``, "_" in LABEL reads as a space): at every
+    evaluated step, the accuracy of the history's one ``task@length`` column and the training loss."""
+    named = [
+        (label.replace("_", " "), read_csv(Path(root) / path)) for label, _, path in (r.partition("=") for r in runs)
+    ]
+    steps = [r["step"] for r in named[0][1]]
+    md = ["| step | " + " | ".join(steps) + " |", "|---" * (len(steps) + 1) + "|"]
+    for label, rows in named:
+        acc = next(c for c in rows[0] if "@" in c)
+        by_step = {r["step"]: r for r in rows}
+        cells = [
+            f"{float(by_step[s][acc]):.2f} ({float(by_step[s]['train_loss']):.2f})" if s in by_step else ""
+            for s in steps
+        ]
+        md.append(f"| {label}: accuracy (loss) | " + " | ".join(cells) + " |")
+    return md
