@@ -56,3 +56,35 @@ def _sig(x: float) -> str:
     from math import floor, log10
 
     return f"{round(x, 2 - floor(log10(x))):,.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def devices(root: Path, folder: str = "benchmarks/results") -> list[str]:
+    """CPU against GPU, each figure from the JSON the benchmark wrote on that machine (``lm.json`` /
+    ``lm_cuda.json``, ``train.json`` / ``train_cuda.json``, ``lm_paper8m_cuda.json``)."""
+    d = Path(root) / folder
+    lm, lm_gpu, big = (read_json(d / f) for f in ("lm.json", "lm_cuda.json", "lm_paper8m_cuda.json"))
+    train, train_gpu = read_json(d / "train.json"), read_json(d / "train_cuda.json")
+
+    def tok(b, arm):
+        return b["arms"][arm]["tokens_per_s"]
+
+    def pair(cpu, gpu):
+        return f"{_sig(cpu)} | {_sig(gpu)} | {gpu / cpu:.1f}×"
+
+    lines = [
+        f"| benchmark | CPU ({lm['threads']} threads) | GPU ({lm_gpu.get('device', 'cuda')}) | ratio |",
+        "|---|---|---|---|",
+    ]
+    lm_cells = [f"{_sig(tok(b, 'none'))} / {_sig(tok(b, 'V'))}" for b in (lm, lm_gpu)]
+    ratios = " / ".join(f"{tok(lm_gpu, a) / tok(lm, a):.1f}×" for a in ("none", "V"))
+    lines.append(
+        f"| LM, `{lm['model']}` shape, batch {lm['batch']}, tokens/s (none / V) | {' | '.join(lm_cells)} | {ratios} |"
+    )
+    shares = " / ".join(f"{big['arms'][a]['share_of_matmul']:.0%}" for a in ("none", "V"))
+    lines.append(f"| LM, `{big['model']}` shape, batch {big['batch']}, tokens/s (none / V) | not run | "
+                 f"{_sig(tok(big, 'none'))} / {_sig(tok(big, 'V'))} ({shares} of float32 matmul) | |")  # fmt: skip
+    gpt = pair(train["gpt_flops"]["steps_per_s"], train_gpu["gpt_flops"]["steps_per_s"])
+    lines.append(f"| NAMM base GPT step (256 tokens, batch 8), steps/s | {gpt} |")
+    toy = pair(train["batched_seed_steps_per_s"], train_gpu["batched_seed_steps_per_s"])
+    lines.append(f"| ICL toy, {train['seeds']} seeds batched, seed-steps/s | {toy} |")
+    return lines

@@ -50,6 +50,7 @@ TABLES = Registry(
         "bench-amicl-retrieval": "amicl.bench_tables:amicl_retrieval",
         "bench-amicl-end-to-end": "amicl.bench_tables:amicl_end_to_end",
         "bench-toy-training": "amicl.bench_tables:toy_training",
+        "bench-devices": "amicl.bench_tables:devices",
         "include": "amicl.tables:include",
         "results-index": "amicl.tables:results_index",
     },
