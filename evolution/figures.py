@@ -54,8 +54,9 @@ def plot_evolution(run: Path):
     return fig
 
 
-def plot_score_vs_cache(evals: list[Path], trained: set[str], colour: dict):
-    """Normalised score against cache kept, trained and held-out tasks side by side."""
+def plot_score_vs_cache(evals: list[Path], trained: set[str], colour: dict, compression: bool = False):
+    """Normalised score against cache kept, trained and held-out tasks side by side; ``compression``: against
+    the compression ratio (cache / kept, log scale: 2:1 ... 32:1), the field's format."""
     import matplotlib.pyplot as plt
 
     names = [e.name for e in evals]  # an eval's label; with its parent where two folders share a name
@@ -69,7 +70,8 @@ def plot_score_vs_cache(evals: list[Path], trained: set[str], colour: dict):
             if (r["task"] not in trained) == held:
                 # NAMMs of several evolutions (one eval folder each) are points of their own
                 key = (r["policy"], r["budget"], name if r["policy"] == "namm" else "")
-                pts[key].append((float(r["cache_fraction"]), float(r["normalised"])))
+                kept = float(r["cache_fraction"])
+                pts[key].append((1 / kept if compression else kept, float(r["normalised"])))
         uniform, other = defaultdict(list), []
         for (pol, budget, name), v in pts.items():
             (uniform[pol] if budget.isdigit() else other).append((pol, name, np.mean(v, axis=0)))
@@ -84,7 +86,11 @@ def plot_score_vs_cache(evals: list[Path], trained: set[str], colour: dict):
             else:  # a baseline given NAMM's measured per-layer budget (--match)
                 ax.plot(x, y, "D", ms=6, mfc="none", color=colour[pol], label=f"{pol}, NAMM's per-layer budget")
         ax.axhline(1.0, color="grey", ls="--", lw=0.8)
-        ax.set_xlabel("cache fraction kept")
+        ax.set_xlabel("compression ratio (cache / kept)" if compression else "cache fraction kept")
+        if compression:
+            ax.set_xscale("log", base=2)
+            ticks = [2**k for k in range(1, 6)]
+            ax.set_xticks(ticks, [f"{t}:1" for t in ticks])
         ax.set_title("held-out tasks" if held else "training tasks", fontsize=9)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("score / full-cache score (mean over tasks)")
@@ -164,6 +170,7 @@ def draw_namm(runs: list[Path], out: Path, formats=("png", "pdf")) -> list[Path]
         colour = _colours(evals)
         figs += [
             ("score_vs_cache", plot_score_vs_cache(evals, trained, colour)),
+            ("score_vs_compression", plot_score_vs_cache(evals, trained, colour, compression=True)),
             ("layers_and_ages", plot_layers_and_ages(evals, colour)),
             ("example_spectrogram", plot_spectrogram(evals)),
         ]

@@ -210,7 +210,8 @@ def test_evolve_eval_and_figures(base, tmp_path):
     )
     assert r.exit_code == 0, r.output
     names = sorted(p.name for p in (tmp_path / "fig").iterdir())
-    assert names == ["evolution_evo.png", "example_spectrogram.png", "layers_and_ages.png", "score_vs_cache.png"]
+    assert names == ["evolution_evo.png", "example_spectrogram.png", "layers_and_ages.png", "score_vs_cache.png",
+                     "score_vs_compression.png"]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -365,6 +366,11 @@ def test_score_vs_cache_keeps_the_namms_of_several_evolutions_apart(tmp_path):
     )
     labels = fig.axes[0].get_legend_handles_labels()[1]
     assert labels == ["NAMM run_x/namm (its own budget)", "NAMM run_y/namm (its own budget)"]
+    # against the compression ratio: the same points at cache / kept, on a log2 axis labelled 2:1 ... 32:1
+    fig = plot_score_vs_cache(evals[2:], {"kv_retrieval"}, {"h2o": "C1"}, compression=True)
+    (line,) = fig.axes[0].lines[:1]
+    assert list(line.get_xdata()) == [2.0, 4.0] and fig.axes[0].get_xscale() == "log"
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()][:2] == ["2:1", "4:1"]
 
 
 def test_a_budget_mode_namm_is_evaluated_at_its_budget(base, tmp_path):
