@@ -25,7 +25,7 @@ from transformers_mini.lm.train import LMTrainer, pad_batch
 
 
 def arm(stream: str, model: str, batch: int, steps: int, repeats: int, folder: Path) -> dict:
-    cfg = LMConfig(model=model, stream=stream, stories=5000, batch=batch, steps=10**6)
+    cfg = LMConfig(model=model, stream=stream, stories=5000, batch=batch, steps=10**6, precision=bench_train.PRECISION)
     tr = LMTrainer(cfg, folder, bench_train.DEVICE)
     # the batches the timed steps will draw: tokens and padded length, from a copy of the generator
     rng = np.random.default_rng()
@@ -59,13 +59,21 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--out", default="benchmarks/results/lm.json")
     ap.add_argument("--device", default="cpu", help="cpu or cuda.")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"), help="Arithmetic of the steps.")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     bench_train.set_device(a.device)
+    bench_train.PRECISION = a.precision
     with tempfile.TemporaryDirectory() as tmp:
         arms = {s: arm(s, a.model, a.batch, a.steps, a.repeats, Path(tmp) / s) for s in ("none", "V")}
+    peaks = bench_train.gemm_peaks()
+    for r in arms.values():
+        r["mfu"] = r["achieved_flops_per_s"] / peaks[a.precision]
     result = {
         "model": a.model,
+        "precision": a.precision,
+        "gemm_peak_flops_per_s": peaks,
+        "targets": {"mfu": ">= 0.30 of the bf16 GEMM peak for paper-8m in bf16 on an H200 (>= 1.5M tokens/s)"},
         "batch": a.batch,
         "threads": a.threads,
         "cpu_count": os.cpu_count(),
@@ -79,7 +87,7 @@ def main():
         print(
             f"{s}: {r['tokens_per_s']:.0f} tokens/s, {r['steps_per_s']:.2f} steps/s, "
             f"{r['share_of_matmul']:.0%} of matmul throughput ({r['achieved_flops_per_s'] / 1e9:.1f} of "
-            f"{r['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s)"
+            f"{r['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s), MFU {r['mfu']:.1%} of the {a.precision} GEMM peak"
         )
     print(f"V-pass step time vs none: {result['v_time_per_step_vs_none']:.3f}x")
 

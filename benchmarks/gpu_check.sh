@@ -7,7 +7,10 @@
 # 1. the CUDA tests (tests/test_cuda.py: CUDA against the CPU, bf16 paths);
 # 2. the toy and LM benchmarks on the device (seed-steps/s, tokens/s, achieved FLOP/s beside the
 #    device's measured matmul rate);
-# 3. the longest experiment that fits: the language-model grid of results/lm/plan.txt (IOI dose-response
+#    in fp32 and in bf16, each with the device's GEMM peak per precision and the MFU against it;
+# 3. the bf16 parity check: none and V on seeds 0-7 in bf16 to 0.95 (half of the long step's time), whose
+#    steps to 0.95 are set against the fp32 run results/streams/none_V_8seeds (`amicl tables`' savings);
+# 4. the longest experiment that fits: the language-model grid of results/lm/plan.txt (IOI dose-response
 #    and iso-loss) in its priority order, 12 runs at a time on the device; each run's config.json and
 #    history.csv come back under OUT/lm/ (checkpoints are dropped), to be copied into results/lm/.
 set -uo pipefail
@@ -29,7 +32,15 @@ step cuda_tests 240 python -m pytest -q -p no:cacheprovider tests/test_cuda.py
 step bench_train 120 python benchmarks/bench_train.py --device cuda --out "$out/train_cuda.json"
 step bench_train_device_data 60 python benchmarks/bench_train.py --device cuda --data device --arms none,V \
   --out "$out/train_cuda_device_data.json"
+step bench_train_bf16 90 python benchmarks/bench_train.py --device cuda --precision bf16 --arms none,V \
+  --out "$out/train_cuda_bf16.json"
 step bench_lm 120 python benchmarks/bench_lm.py --device cuda --model paper-8m --out "$out/lm_cuda.json"
+step bench_lm_bf16 120 python benchmarks/bench_lm.py --device cuda --model paper-8m --precision bf16 \
+  --out "$out/lm_cuda_bf16.json"
+step bf16_parity $((long / 2)) "${amicl[@]}" transformer compare --streams none,V --seeds 8 --first-seed 0 \
+  --group-size 1 --executor process --workers 8 --eval-size 2000 --stop-when-reached --checkpoint-every 1000 \
+  --precision bf16 --device cuda --threads 1 --out "$out/bf16_parity"
+find "$out/bf16_parity" \( -name checkpoint.pt -o -name .lock \) -delete 2>/dev/null
 lm_plan() {
   # the runs not yet finished in the repository, written under OUT/lm
   while read -r path args; do

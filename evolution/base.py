@@ -27,6 +27,7 @@ from amicl.common.runs import expect_run, train_with_evals
 from amicl.common.validate import RunStopped
 from evolution.config import BaseConfig
 from evolution.tasks import ANSWER, sample
+from transformers_mini.core.device import precision
 from transformers_mini.core.model import GPT
 
 
@@ -74,7 +75,7 @@ class BaseTrainer:
         p = sample(task, c.batch, ctx, self.rng, c.filler_frac, c.queries)
         self.model.train()
         tokens = torch.from_numpy(p.tokens).to(self.device)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.precision == "bf16"):
+        with precision(self.device, c.precision):
             logits = self.model(tokens)[tokens == ANSWER]  # (batch * queries, vocab), row-major like answers
         target = torch.from_numpy(p.answers.reshape(-1)).to(self.device)
         loss = torch.nn.functional.cross_entropy(logits.float(), target)

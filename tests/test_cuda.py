@@ -39,6 +39,19 @@ def test_toy_training_on_cuda_matches_the_cpu(tmp_path):
     assert [float(r["train_loss"] or 0) for r in a] == pytest.approx([float(r["train_loss"] or 0) for r in b], rel=1e-3)
 
 
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_toy_training_on_cuda_in_tf32_and_bf16_stays_close_to_fp32(tmp_path, precision):
+    from test_transformer_train import CLI
+
+    cli = [a for a in CLI if a not in ("--device", "cpu")]
+    for p in ("fp32", precision):
+        args = ["transformer", "compare", "--streams", "none,V", "--steps", 6, *cli, "--precision", p]
+        r = run(*args, "--device", "cuda", "--out", tmp_path / p)
+        assert r.exit_code == 0, r.output
+    a, b = (read_csv(tmp_path / p / "history.csv") for p in ("fp32", precision))
+    assert [float(r["train_loss"] or 0) for r in a] == pytest.approx([float(r["train_loss"] or 0) for r in b], rel=0.02)
+
+
 @pytest.mark.parametrize("policy", ["h2o", "tova", "snapkv", "pyramidkv", "keydiff", "recency", "l2"])
 def test_policies_keep_the_same_tokens_on_cuda(policy):
     from evolution.config import POLICIES

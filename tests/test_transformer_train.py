@@ -456,3 +456,26 @@ def test_a_learned_stream_weight_is_recorded_in_the_history():
     assert k[-1]["stream_lam_l1"] == pytest.approx(
         float(trainer.model.stream_lam[1, 1, 1].detach())
     )  # K: the keys' weight
+
+
+def test_precisions_tf32_is_fp32_on_a_cpu_and_bf16_trains_close_to_it_and_resumes_exactly(tmp_path):
+    """tf32 changes only CUDA matmuls: on a CPU it is fp32 bit for bit. bf16 autocast trains the same run to
+    nearly the same losses (bfloat16 keeps 8 mantissa bits) and resumes exactly like fp32."""
+    runs = {p: Trainer(tiny_run(4, precision=p), "cpu") for p in ("fp32", "tf32", "bf16")}
+    for t in runs.values():
+        t.fit(progress=False)
+    fp32, tf32, bf16 = (runs[p].history for p in ("fp32", "tf32", "bf16"))
+    assert fp32 == tf32
+    loss = np.array([[float(h["train_loss"]) for h in hist if h["train_loss"] != ""] for hist in (fp32, bf16)])
+    assert not np.array_equal(loss[0], loss[1]) and np.allclose(loss[0], loss[1], rtol=0.02)
+    straight = Trainer(tiny_run(8, precision="bf16"), "cpu")
+    straight.fit(tmp_path / "a", progress=False)
+    Trainer(tiny_run(4, precision="bf16"), "cpu").fit(tmp_path / "b", progress=False)
+    resumed = Trainer(tiny_run(8, precision="bf16"), "cpu")
+    resumed.load(tmp_path / "b" / "checkpoint.pt")
+    resumed.fit(tmp_path / "b", progress=False)
+    assert straight.history == resumed.history
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert saved["run"]["train"]["precision"] == "bf16"
+    with pytest.raises(ValueError, match="precision must be one of fp32, tf32, bf16"):
+        TrainConfig(precision="fp16")

@@ -16,9 +16,10 @@ INITS = ("independent", "official")
 CLAMPS = ("none", "binding", "induction")  # what a toy's training holds fixed (TrainConfig.clamp)
 DATA_SOURCES = ("numpy", "device")  # who draws the toy's training batches (TrainConfig.data)
 POSITIONS = ("learned", "rotary")
-PRECISIONS = ("fp32", "bf16")  # bf16: the forward pass under bfloat16 autocast (weights stay fp32)
+PRECISIONS = ("fp32", "tf32", "bf16")  # the forward pass's arithmetic (core.device.precision); weights stay fp32
 PRECISION_HELP = (
-    "bf16: bfloat16 autocast over fp32 weights, meant for CUDA; on a CPU it runs (slower), e.g. to test the path."
+    "tf32: float32 matmuls on CUDA's TF32 tensor cores (no effect on a CPU); bf16: bfloat16 autocast over fp32 "
+    "weights, meant for CUDA (on a CPU it runs, slower, e.g. to test the path)."
 )
 
 
@@ -203,9 +204,11 @@ class TrainConfig(Config):
     # numpy: the reference generator on the host; device: the same distributions drawn by torch on the
     # training device (transformers_mini/toy/device_data.py), another sample of the same experiment
     data: str = "numpy"
+    precision: str = "fp32"  # the arithmetic of training and evaluation (core.device.precision)
 
     def __post_init__(self):
         check_choice("clamp", self.clamp, CLAMPS)
+        check_choice("precision", self.precision, PRECISIONS)
         check_choice("data", self.data, DATA_SOURCES)
         object.__setattr__(self, "clamp_w", check_float("clamp_w", self.clamp_w, 0.0, 1.0))
         for name in ("steps", "batch", "eval_every", "eval_size", "checkpoint_every"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
 
@@ -14,3 +16,21 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device cuda requested but torch.cuda.is_available() is False")
     return torch.device(device)
+
+
+@contextmanager
+def precision(device: torch.device, name: str):
+    """The arithmetic of a forward pass (``PRECISIONS``): fp32; tf32, float32 matmuls and convolutions on
+    CUDA's TF32 tensor cores (10-bit mantissa; no effect on a CPU, whose matmuls stay fp32); bf16,
+    bfloat16 autocast over fp32 master weights. The TF32 switches are restored on leaving."""
+    from transformers_mini.core.config import PRECISIONS
+
+    if name not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {name!r}")
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = name == "tf32"
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=name == "bf16"):
+            yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags

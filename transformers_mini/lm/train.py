@@ -21,6 +21,7 @@ import torch
 from amicl.common.io import DamagedFile, atomic_write_bytes, load_torch, save_torch, write_csv, write_run_config
 from amicl.common.runs import train_with_evals
 from amicl.common.validate import RunStopped
+from transformers_mini.core.device import precision
 from transformers_mini.core.model import GPT
 from transformers_mini.lm.config import WORLD, LMConfig
 from transformers_mini.lm.stories import NAMES, ioi_prompts, stories
@@ -159,7 +160,7 @@ class LMTrainer:
         self.model.train()
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(self.torch_gen.get_state())
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=c.precision == "bf16"):
+            with precision(self.device, c.precision):
                 loss = lm_loss(self.model, batch, self.eos)
             self.torch_gen.set_state(torch.get_rng_state())
         if not torch.isfinite(loss):

@@ -23,6 +23,8 @@ from transformers_mini.core.config import (
     CLAMPS,
     DATA_SOURCES,
     INITS,
+    PRECISION_HELP,
+    PRECISIONS,
     STREAM_MIXES,
     STREAM_SOURCES,
     STREAMS,
@@ -45,6 +47,7 @@ TRAIN_HELP = {
     "clamp_w": "The clamped binding's mass on the predecessor t-1 (2/3 is AMICL's a = 2).",
     "data": "Who draws the training batches: numpy (the reference, on the host) or device (torch on the training "
     "device, no host work; the same distributions, other numbers).",
+    "precision": PRECISION_HELP,
 }
 STREAM_OPTIONS = {  # option name -> StreamConfig field
     "stream_source": ("source", click.Choice(STREAM_SOURCES), "Which earlier layer's projection is added."),
@@ -68,6 +71,7 @@ def train_options(f):
         ("clamp", click.Choice(CLAMPS)),
         ("clamp_w", float),
         ("data", click.Choice(DATA_SOURCES)),
+        ("precision", click.Choice(PRECISIONS)),
     ):
         opts.append(config_option(TrainConfig, name, type=typ, help=TRAIN_HELP.get(name, "")))
     opts.append(click.option("--stop-when-reached", is_flag=True, help=TRAIN_HELP["stop_when_reached"]))

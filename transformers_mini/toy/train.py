@@ -21,7 +21,7 @@ from amicl.common.io import load_torch, save_torch, write_csv, write_run_config
 from amicl.common.runs import drive
 from amicl.common.validate import RunStopped
 from amicl.task import ICLTask
-from transformers_mini.core.device import resolve_device
+from transformers_mini.core.device import precision, resolve_device
 from transformers_mini.core.model import ToyTransformer
 from transformers_mini.toy.run import Run, probe_stream, resumable_part, seed_streams, summarise_members
 
@@ -101,8 +101,9 @@ class Trainer:
         """One SGD step for every member; returns the per-member loss (E,)."""
         c = self.run.train
         x, y = self._batch()
-        logits = self.model(x, hooks=self._clamp(x, self._classes))
-        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+        with precision(self.device, c.precision):
+            logits = self.model(x, hooks=self._clamp(x, self._classes))
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
         loss = loss.view(y.shape).mean(dim=1)  # (E,)
         if self.check_every_step:
             self._check_finite(loss, f"at step {self.step + 1}")
@@ -137,7 +138,8 @@ class Trainer:
                     classes = np.stack([ts[name].classes[lo : lo + EVAL_CHUNK] for ts in self.test_sets])
                     classes = classes[self.member_seed_host]
                 xm = x[self.member_seed]
-                pred = self.model(xm, hooks=self._clamp(xm, classes)).argmax(-1)
+                with precision(self.device, self.run.train.precision):
+                    pred = self.model(xm, hooks=self._clamp(xm, classes)).argmax(-1)
                 correct += (pred == y[self.member_seed]).float().sum(1)
             out[name] = correct.cpu().numpy().astype(np.float64) / n  # exact counts; 1900/2000 is 0.95, not 0.9499
         return out
