@@ -8,7 +8,7 @@ page embeds. The report (amicl/report.py) only composes them in registration ord
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -51,7 +51,7 @@ class Section:
     steps: Callable[[dict], list[Step]]
     body: Callable[[Path], list[str]]
     committed: tuple[Committed, ...] = ()
-    figures: tuple[str, ...] = field(default_factory=tuple)
+    figures: tuple[str, ...] = ()
 
 
 SECTIONS = Registry(
