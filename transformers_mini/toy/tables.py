@@ -225,18 +225,13 @@ def onset_pairs(root: Path, run: str, columns: str = "takeoff,start_prev_token,s
                 base: str = "none") -> list[str]:  # fmt: skip
     """Each onset of each arm minus that of ``base`` on the same seed, in steps: median [min, max] over the
     seeds, and on how many seeds the arm was earlier / tied / later."""
-    rows, cols = _complete(root, run), columns.split(",")
-    ref = {r["seed"]: r for r in rows if r["arm"] == base}
-    lines = ["| arm | " + " | ".join(_label(c) for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for arm in dict.fromkeys(r["arm"] for r in rows if r["arm"] != base):
-        pairs = [(r, ref[r["seed"]]) for r in rows if r["arm"] == arm and r["seed"] in ref]
-        cells = []
-        for c in cols:
-            d = [float(a[c]) - float(b[c]) for a, b in pairs]
-            tally = f"{sum(x < 0 for x in d)} / {sum(x == 0 for x in d)} / {sum(x > 0 for x in d)}"
-            cells.append(f"{_spread(d, signed=True)}; {tally}")
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    return lines
+
+    def cell(d):
+        return (
+            f"{_spread(d, signed=True)}; {sum(x < 0 for x in d)} / {sum(x == 0 for x in d)} / {sum(x > 0 for x in d)}"
+        )
+
+    return _paired(_complete(root, run), columns.split(","), base, cell)
 
 
 def probes_at(root: Path, run: str, step: str, probes: str = "prev_token,induction,amicl_corr_a2,k90",
@@ -244,15 +239,20 @@ def probes_at(root: Path, run: str, step: str, probes: str = "prev_token,inducti
     """Each probe of each arm minus ``base``'s on the same seed at one evaluated step: median [min, max]
     over the seeds, and on how many seeds the arm's value is higher."""
     rows = [r for r in read_csv(Path(root) / run / "probes.csv") if int(r["step"]) == int(step)]
-    keys = probes.split(",")
+
+    def cell(d):
+        return f"{_spread(d, signed=True, fmt='.3f')}; {sum(x > 0 for x in d)}/{len(d)}"
+
+    return _paired(rows, probes.split(","), base, cell)
+
+
+def _paired(rows: list[dict], keys: list[str], base: str, cell) -> list[str]:
+    """A table of each arm's values minus ``base``'s on the same seed, one ``cell(differences)`` per key."""
     ref = {r["seed"]: r for r in rows if r["arm"] == base}
     lines = ["| arm | " + " | ".join(_label(k) for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for arm in dict.fromkeys(r["arm"] for r in rows if r["arm"] != base):
         pairs = [(r, ref[r["seed"]]) for r in rows if r["arm"] == arm and r["seed"] in ref]
-        cells = []
-        for k in keys:
-            d = [float(a[k]) - float(b[k]) for a, b in pairs]
-            cells.append(f"{_spread(d, signed=True, fmt='.3f')}; {sum(x > 0 for x in d)}/{len(d)}")
+        cells = [cell([float(a[k]) - float(b[k]) for a, b in pairs]) for k in keys]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return lines
 
