@@ -28,7 +28,7 @@ from pathlib import Path
 import click
 
 from amicl.common.cli import out_option
-from amicl.common.io import atomic_write_bytes, read_json, run_metadata, write_json
+from amicl.common.io import atomic_write_bytes, read_csv, read_json, run_metadata, write_json
 from amicl.common.sections import SECTIONS, Step, md_file
 from amicl.common.validate import RunStopped
 
@@ -150,8 +150,6 @@ def artifact_section(root: Path, steps: list[dict]) -> list[str]:
 
 def check_table(folder: Path, check: dict) -> str:
     """An artifact's recorded check against the eval.csv its command wrote now, row by row."""
-    from amicl.common.io import read_csv
-
     if not (folder / "eval.csv").exists():
         return "(missing: eval.csv)"
     now = {r["task"]: r for r in read_csv(folder / "eval.csv")}

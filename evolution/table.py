@@ -134,16 +134,23 @@ def group_rows(dirs: list[Path]) -> list[dict]:
     return bootstrap_rows(cells, fraction, trained_tasks(dirs), "namm", 2000, 0)[0]
 
 
-def budgets_lines(root: Path, *sets: str) -> list[str]:
-    """Every policy but NAMM at each budget: its mean normalised score over the trained and over the
-    held-out tasks with 95% intervals, for one or more eval sets side by side (``NAME=EVALS,EVALS...``, e.g.
-    one set per base model; each set's numbers are those of its ``amicl namm table``). Policies in order of
-    their mean score over the first set's cells."""
+def _named_sets(root: Path, sets) -> list[tuple[str, list[dict]]]:
+    """Eval sets given as ``NAME=EVALS,EVALS...`` ("_" in NAME reads as a space): each name with the rows
+    of its ``amicl namm table``."""
     named = []
     for spec in sets:
         name, _, evals = spec.partition("=")
-        rows = [r for r in group_rows(expand(root, evals.split(","))) if r["policy"] != "namm"]
-        named.append((name, {(r["policy"], f"{r['cache_fraction']:.0%}"): r for r in rows}))
+        named.append((name.replace("_", " "), group_rows(expand(root, evals.split(",")))))
+    return named
+
+
+def budgets_lines(root: Path, *sets: str) -> list[str]:
+    """Every policy but NAMM at each budget: its mean normalised score over the trained and over the
+    held-out tasks with 95% intervals, for one or more eval sets side by side (``NAME=EVALS,EVALS...`` as
+    in ``_named_sets``, e.g. one set per base model; each set's numbers are those of its ``amicl namm
+    table``). Policies in order of their mean score over the first set's cells."""
+    named = [(name, {(r["policy"], f"{r['cache_fraction']:.0%}"): r for r in rows if r["policy"] != "namm"})
+             for name, rows in _named_sets(root, sets)]  # fmt: skip
     first = named[0][1]
     score = {p: np.mean([r[g][0] for (q, _), r in first.items() if q == p for g in GROUPS if g in r]) for p, _ in first}
     head = [f"{n}: {g.replace('_', ' ')}" for n, _ in named for g in GROUPS]
@@ -168,21 +175,18 @@ def own_budget_lines(root: Path, *evals: str) -> list[str]:
 
 
 def margins_lines(root: Path, *sets: str) -> list[str]:
-    """For each eval set (``NAME=EVALS,EVALS...``, NAMM's eval with the policies matched to it; "_" in NAME
-    reads as a space): NAMM's mean
-    normalised score over the trained and the held-out tasks, and NAMM minus each other policy (paired
-    over the same prompts), with 95% intervals; the numbers of each set's ``amicl namm table``."""
+    """For each eval set (``NAME=EVALS,EVALS...`` as in ``_named_sets``: NAMM's eval with the policies
+    matched to it): NAMM's mean normalised score over the trained and the held-out tasks, and NAMM minus
+    each other policy (paired over the same prompts), with 95% intervals; the numbers of each set's
+    ``amicl namm table``."""
     head = ["set", "policy", "cache kept", "trained", "held out", "NAMM minus this: trained", "held out"]
     md = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
-    for spec in sets:
-        name, _, evals = spec.partition("=")
-        rows = sorted(group_rows(expand(root, evals.split(","))), key=lambda r: (r["policy"] != "namm", r["policy"]))
+    for name, rows in _named_sets(root, sets):
+        rows = sorted(rows, key=lambda r: (r["policy"] != "namm", r["policy"]))
         for i, r in enumerate(rows):
             cells = [_interval(r.get(k)) for k in (*GROUPS, *(f"namm_minus_this_{g}" for g in GROUPS))]
             md.append(
-                f"| {name.replace('_', ' ') if i == 0 else ''} | {r['policy']} | {r['cache_fraction']:.3f} | "
-                + " | ".join(cells)
-                + " |"
+                f"| {name if i == 0 else ''} | {r['policy']} | {r['cache_fraction']:.3f} | " + " | ".join(cells) + " |"
             )
     return md
 

@@ -179,12 +179,12 @@ def _paired_summary(pairs: list[list[int]]) -> list[str]:
         return []
     import numpy as np
 
-    from amicl.common.stats import bootstrap_ci
+    from amicl.common.stats import ESTIMATORS, bootstrap_ci
 
     s = np.array(pairs, dtype=float).T  # none clamped, V clamped, none free, V free
+    stat = ESTIMATORS["median_saving"][0]
 
     def saving(base, arm) -> str:
-        stat = lambda b, a, axis=-1: np.median(1 - a / b, axis=axis)  # noqa: E731
         lo, hi, _ = bootstrap_ci((base, arm), stat)
         return f"{stat(base, arm):.1%} [{lo:.1%}, {hi:.1%}]"
 
@@ -235,6 +235,8 @@ def _complete(root: Path, run: str) -> list[dict]:
 def onsets(root: Path, run: str, probes: str = "amicl_top1_a2,prev_token,induction,beta_eff") -> list[str]:
     """Per arm of a streams run: the take-off and each probe's start / midpoint, in steps (median [min,
     max] over the members probed from step 0 that reached the threshold; midpoint: median)."""
+    import numpy as np
+
     rows, keys = _complete(root, run), probes.split(",")
     head = ["arm", "n", "take-off"] + [f"{_label(k)}: start / midpoint" for k in keys]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
@@ -242,8 +244,8 @@ def onsets(root: Path, run: str, probes: str = "amicl_top1_a2,prev_token,inducti
         mine = [r for r in rows if r["arm"] == arm]
         cells = [str(len(mine)), _spread([float(r["takeoff"]) for r in mine])]
         for k in keys:
-            mid = sorted(float(r[f"mid_{k}"]) for r in mine)
-            cells.append(_spread([float(r[f"start_{k}"]) for r in mine]) + f" / {_spread(mid).split(' [')[0]}")
+            mid = np.median([float(r[f"mid_{k}"]) for r in mine])
+            cells.append(_spread([float(r[f"start_{k}"]) for r in mine]) + f" / {mid:,.0f}")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return lines
 
@@ -311,12 +313,11 @@ def final_probes(root: Path, run: str, probes: str = "prev_token,a_gain,a_fit,am
 
 def _firsts(hist: list[dict], arm: str, step: int, level: float = 0.95) -> str:
     """Each seed's first evaluated step with ic >= ``level`` up to ``step`` (">step" when none)."""
-    out = []
-    for seed in dict.fromkeys(r["seed"] for r in hist if r["arm"] == arm):
-        mine = [r for r in hist if r["arm"] == arm and r["seed"] == seed and int(r["step"]) <= step]
-        first = next((int(r["step"]) for r in mine if float(r["ic"]) >= level), None)
-        out.append(f"{first:,}" if first else f">{step:,}")
-    return ", ".join(out)
+    from transformers_mini.toy.run import steps_to_threshold
+
+    upto = [r for r in hist if int(r["step"]) <= step]
+    firsts = [steps_to_threshold(upto, arm, int(s), "ic", level) for s in dict.fromkeys(r["seed"] for r in upto)]
+    return ", ".join(f"{f:,}" if f else f">{step:,}" for f in firsts)
 
 
 def phase_grid(root: Path, run: str, step: str = "") -> list[str]:
