@@ -67,14 +67,18 @@ def include(root: Path, path: str) -> list[str]:
 def results_index(root: Path, folder: str = "results") -> list[str]:
     """Every run folder under ``folder``: its kind, the command that made it (as a user would retype it,
     paths relative to the run's own folder; each distinct one of a run resumed over several sessions) and
-    the commit of its last session. A folder a process is still
-    writing, or one inside it (a grouped run's groups), is left out until it settles."""
+    the commit of its last session. In a git checkout only the folders whose config.json git tracks (a
+    fresh clone has no others); a folder a process is still writing, or one inside it (a grouped run's
+    groups), is left out until it settles."""
     from amicl.common.artifacts import relative_command
     from amicl.common.io import read_json
     from amicl.common.runs import run_kind, writer_pid
 
+    tracked = _tracked(Path(root), folder)
     lines = ["| run folder | kind | command | commit |", "|---|---|---|---|"]
     for cfg in sorted((Path(root) / folder).rglob("config.json")):
+        if tracked is not None and cfg not in tracked:  # a run on this disk only, not committed
+            continue
         inside = [cfg.parent, *cfg.parent.parents[: len(cfg.parent.relative_to(root).parts) - 1]]
         if any(writer_pid(f) is not None for f in inside):  # written now, or inside a run being written
             continue
@@ -90,6 +94,17 @@ def results_index(root: Path, folder: str = "results") -> list[str]:
         commit = str(meta.get("git_sha") or "")[:10] or "-"
         lines.append(f"| {cfg.parent.relative_to(root).as_posix()} | {run_kind(cfg.parent)} | {command} | {commit} |")
     return lines
+
+
+def _tracked(root: Path, folder: str) -> set[Path] | None:
+    """The files under ``folder`` that git tracks (committed or staged), or None outside a git checkout."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--", folder], capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return {root / p for p in out.stdout.decode().split("\0") if p}
 
 
 def render(text: str, root: Path) -> str:

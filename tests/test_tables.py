@@ -89,3 +89,20 @@ def test_paired_onsets_and_probes_are_hand_computable(tmp_path):
     probes = "step,arm,seed,prev_token\n10,none,0,0.2\n10,none,1,0.3\n10,V,0,0.5\n10,V,1,0.2\n20,V,0,9\n"
     (run / "probes.csv").write_text(probes)
     assert probes_at(tmp_path, "r", "10", "prev_token")[2] == "| V | +0.100 [-0.100, +0.300]; 1/2 |"
+
+
+def test_in_a_git_checkout_the_results_index_lists_only_committed_runs(tmp_path):
+    """A run folder that exists only on this disk (stopped, never committed) is not in the index a fresh
+    clone would generate, so it is left out here too; once staged it is listed."""
+    import subprocess
+
+    from amicl.common.io import write_json
+    from amicl.tables import results_index
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    for name in ("kept", "local"):
+        write_json(tmp_path / "results" / name / "config.json", {"kind": "lm", "argv": ["amicl", "lm", "train"]})
+    subprocess.run(["git", "-C", str(tmp_path), "add", "results/kept/config.json"], check=True)
+    assert [r.split(" | ")[0] for r in results_index(tmp_path)[2:]] == ["| results/kept"]
+    subprocess.run(["git", "-C", str(tmp_path), "add", "results/local/config.json"], check=True)
+    assert len(results_index(tmp_path)) == 4
