@@ -26,6 +26,7 @@ POLICIES = Registry(
         "pyramidkv": "evolution.presses:PyramidKV",
         "keydiff": "evolution.presses:KeyDiff",
         "expected_attention": "evolution.presses:ExpectedAttention",
+        "kvzip": "evolution.presses:KVzip",
         "oracle": "evolution.policies:Oracle",
     },
 )

@@ -14,8 +14,11 @@ attention, and every statistic over "the tokens" runs over the alive ones of eac
   keys; needs no attention.
 - ExpectedAttention (Devoto et al. 2025): the attention future queries are expected to pay each token,
   from the mean and covariance of the queries seen so far; reads the queries (``observe_queries``).
+- KVzip (Kim et al. 2025): the most attention a token receives while the model reads the prompt a second
+  time (context reconstruction); scored once, before the rollout, with the whole prompt in view.
 
-Each is checked against kvpress's press on a tiny random Hugging Face Llama (tests/test_kvpress.py).
+Each but KVzip is checked against kvpress's press on a tiny random Hugging Face Llama (tests/test_kvpress.py);
+KVzip's press needs a tokenizer with a chat template, so it is checked against a plain reference instead.
 """
 
 from __future__ import annotations
@@ -177,3 +180,51 @@ class ExpectedAttention(MemoryPolicy):
         logits = logits.masked_fill((~cache.alive[layer] | sink)[:, :, None], float("-inf"))
         scores = (logits.softmax(-1).mean(2) * v.double().norm(dim=-1)).to(torch.float32)
         return scores.masked_fill(sink, float("inf"))
+
+
+class KVzip(MemoryPolicy):
+    """Context reconstruction (Kim et al. 2025; kvpress ``KVzipPress``): after the prompt, the model reads
+    it once more, teacher-forced after a ``separator`` token (kvpress puts "Repeat the previous context"
+    there; the base models here know no instructions), and a cached token scores the most attention any
+    replaying query of its KV group pays it: max over the replay's positions and the group's query heads.
+    Tokens the model needs to reproduce the prompt score high, whatever is asked later. The first
+    ``n_sink`` tokens are always kept.
+
+    Like kvpress's press it scores with the whole prompt in view (the replay runs before the rollout,
+    ``needs_future``), which the online policies here, deciding every ``n_up`` tokens, do not have; the
+    scores use no answer. Differences from kvpress, stated in docs/namm.md: the prompt is replayed in one
+    chunk (kvpress: chunks of 2,048 tokens, each attending to the sinks, itself and its own replay), and
+    every KV head keeps the common budget (kvpress spreads the pruning over heads and layers)."""
+
+    name = "kvzip"
+    needs_future = True
+    needs_budget = True
+
+    def __init__(self, n_up=64, budget=None, n_sink: int = 4, separator: int = 2):
+        super().__init__(n_up, budget)
+        self.n_sink = check_int("n_sink", n_sink, lo=0)
+        self.separator = check_int("separator", separator, lo=0)
+
+    def prepare(self, model, prompt):
+        if self.separator >= model.config.vocab_size:
+            vocab = model.config.vocab_size
+            raise ValueError(f"separator {self.separator} is not in the model's vocabulary of {vocab}")
+        B, T = prompt.shape
+        H_kv = model.config.kv_heads
+        cache = KVCache(model.config.n_layer)
+        model(prompt, cache)
+        replay = torch.cat([torch.full_like(prompt[:, :1], self.separator), prompt], dim=1)
+        best = [torch.zeros(B, H_kv, T, device=prompt.device) for _ in range(model.config.n_layer)]
+        for lo in range(0, T + 1, self.n_up):  # a chunk of replaying queries at a time bounds the memory
+            _, attn = model(replay[:, lo : lo + self.n_up], cache, return_attn=True)
+            for layer, a in enumerate(attn):  # (B, H, q, columns): the prompt's columns come first
+                seen = a[..., :T].reshape(B, H_kv, -1, a.shape[2], T).amax(dim=(2, 3))
+                best[layer] = torch.maximum(best[layer], seen)
+        self.replay = best
+
+    def score(self, layer, cache):
+        replay = self.replay[layer]
+        pos = cache.pos[layer]
+        s = replay[..., pos.clamp(max=replay.shape[-1] - 1)]
+        keep = (pos >= replay.shape[-1]) | (pos < self.n_sink)  # past the prompt (an answer), or a sink
+        return torch.where(keep, torch.full_like(s, float("inf")), s)

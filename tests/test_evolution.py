@@ -364,6 +364,39 @@ def test_keydiff_keeps_the_keys_least_like_their_mean_direction():
     assert kept(KeyDiff(16, budget=2), cache) == [2, 7]
 
 
+def test_kvzip_scores_are_the_replays_max_attention_and_it_keeps_sinks_and_its_top_tokens():
+    """KVzip's score of a prompt token is the most attention any query of the prompt's replay (after the
+    separator) pays it in one full forward pass over prompt + separator + prompt; chunking the replay
+    through the cache changes nothing. The rollout keeps the sinks and the best-scored tokens."""
+    from evolution.presses import KVzip
+
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=32, block_size=512, n_layer=2, n_head=4, n_kv_head=2, d_model=16, pos="rotary")
+    model = GPT(cfg).eval()
+    prompt = torch.randint(3, 32, (2, 128))
+    policy = KVzip(64, 16, n_sink=4, separator=2)
+    with torch.no_grad():
+        policy.prepare(model, prompt)
+        _, attn = model(torch.cat([prompt, torch.full((2, 1), 2), prompt], 1), return_attn=True)
+    for layer in range(2):
+        expected = attn[layer][:, :, 128:, :128].reshape(2, 2, 2, 129, 128).amax(dim=(2, 3))
+        torch.testing.assert_close(policy.replay[layer], expected, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(policy.replay[0], policy.replay[1])  # each layer its own scores
+    out, stats = rollout(model, prompt, 1, policy)  # two updates, at 64 and 128 tokens
+    assert all(abs(f - 16 / 128) < 1e-9 for f in stats.layer_fraction)
+    cache = KVCache(2)
+    with torch.no_grad():
+        model(prompt, cache)
+    s = policy.score(1, cache)
+    assert torch.isinf(s[..., :4]).all() and torch.isfinite(s[..., 4:]).all()
+    top = policy.replay[1][..., 4:-1].topk(11).indices + 4  # 16 = 4 sinks + newest + the 11 best
+    expect = torch.zeros_like(s, dtype=torch.bool).scatter_(-1, top, True)
+    expect[..., :4] = expect[..., -1] = True
+    assert torch.equal(policy.keep(1, cache), expect)
+    with pytest.raises(ValueError, match="separator 40 is not in the model's vocabulary of 32"):
+        KVzip(64, 16, separator=40).prepare(model, prompt)
+
+
 def test_oracle_reads_the_answer_querys_full_cache_attention_and_keeps_its_top_tokens():
     from evolution.policies import Oracle
 
