@@ -145,7 +145,9 @@ class LMTrainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             self.model = GPT(cfg.gpt(self.tok.get_vocab_size())).to(self.device)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.95))
+        # one fused kernel per step on a GPU (the same update; the CPU keeps the foreach path its runs began on)
+        fused = self.device.type == "cuda"
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), fused=fused)
         self.rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(9,)))
         self.torch_gen = torch.Generator().manual_seed(cfg.seed)  # dropout masks, saved with the checkpoint
         self.step, self.history, self.saved_step = 0, [], None
