@@ -31,6 +31,7 @@ TABLES = Registry(
         "streams-savings": "transformers_mini.toy.tables:savings",
         "streams-groups": "transformers_mini.toy.tables:groups",
         "streams-interventions": "transformers_mini.toy.tables:interventions",
+        "streams-interventions-seeds": "transformers_mini.toy.tables:interventions_over_seeds",
         "streams-patching": "transformers_mini.toy.tables:patching",
         "streams-paired-steps": "transformers_mini.toy.tables:paired_steps",
         "streams-onsets": "transformers_mini.toy.tables:onsets",

@@ -106,3 +106,29 @@ def test_in_a_git_checkout_the_results_index_lists_only_committed_runs(tmp_path)
     assert [r.split(" | ")[0] for r in results_index(tmp_path)[2:]] == ["| results/kept"]
     subprocess.run(["git", "-C", str(tmp_path), "add", "results/local/config.json"], check=True)
     assert len(results_index(tmp_path)) == 4
+
+
+def test_interventions_over_seeds_pool_runs_pair_seeds_and_count_seeds_at_their_own_accuracy(tmp_path):
+    """Two run folders of one seed each, hand-written: pooled per arm, V minus none paired by seed."""
+    from transformers_mini.toy.tables import interventions_over_seeds
+
+    head = "arm,seed,step,intervention,set,accuracy,clean,drop\n"
+    for name, seed, (n_clean, n_zero, v_clean, v_zero) in (
+        ("a", 0, (0.9, 0.2, 0.95, 0.4)),
+        ("b", 1, (0.8, 0.8, 0.9, 0.5)),
+    ):
+        (tmp_path / name).mkdir()
+        grid = '"amicl:a=2,beta=10"'
+        rows = [f"none,{seed},10,clean,ic,{n_clean},{n_clean},0", f"none,{seed},10,zero:attn0,ic,{n_zero},{n_clean},0",
+                f"V,{seed},10,clean,ic,{v_clean},{v_clean},0", f"V,{seed},10,zero:attn0,ic,{v_zero},{v_clean},0",
+                f"none,{seed},10,{grid},ic,1.0,{n_clean},0", f"V,{seed},10,{grid},ic,0.5,{v_clean},0",
+                f'none,{seed},10,"amicl:a=1,beta=10",ic,0.1,{n_clean},0']  # fmt: skip
+        (tmp_path / name / "interventions.csv").write_text(head + "\n".join(rows) + "\n")
+    table = interventions_over_seeds(tmp_path, "ic", "a", "b")
+    assert table[0].startswith("| intervention | none (2 seeds) | V (2 seeds) | V - none, paired |")
+    assert [r.split(" | ")[0] for r in table[2:]] == ["| clean", "| zero:attn0", "| amicl:a=2,beta=10"]  # no grid
+    zero = table[3].split(" | ")
+    assert zero[1].startswith("0.500 [") and zero[2].startswith("0.450 [")  # means over the two seeds
+    assert zero[3].startswith("-0.050 [")  # (0.4 - 0.2 + 0.5 - 0.8) / 2
+    assert zero[4] == "none 1/2, V 0/2 |"  # seed 1's none is not hurt by the zeroing
+    assert table[4].endswith("none 2/2, V 0/2 |")

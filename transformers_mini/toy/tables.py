@@ -113,6 +113,40 @@ def interventions(root: Path, test_set: str, *runs: str) -> list[str]:
     return lines
 
 
+def interventions_over_seeds(root: Path, test_set: str, *runs: str) -> list[str]:
+    """``amicl transformer intervene`` runs pooled (e.g. the groups of one ``compare`` run), one row per
+    intervention but the AMICL grid (only a = 2, beta = 10; the figure draws the grid): each arm's mean
+    accuracy on ``test_set`` over its seeds with the 95% bootstrap interval, V minus none paired by seed,
+    and how many seeds answer at least as well as their own clean model."""
+    from amicl.common.stats import mean_ci
+
+    rows = [r for run in runs for r in read_csv(Path(root) / run / "interventions.csv") if r["set"] == test_set]
+    if not rows:
+        raise ValueError(f"no {test_set} rows in {', '.join(runs)}")
+    acc = {(r["arm"], int(r["seed"]), r["intervention"]): float(r["accuracy"]) for r in rows}
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    seeds = {a: sorted({s for b, s, _ in acc if b == a}) for a in arms}
+    paired = sorted(set(seeds.get("none", [])) & set(seeds.get("V", [])))
+    labels = [k for k in dict.fromkeys(r["intervention"] for r in rows) if not k.startswith("amicl:")]
+    labels.append("amicl:a=2,beta=10")
+
+    def cell(v) -> str:
+        m, lo, hi = mean_ci(v)
+        return f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if len(v) > 1 else f"{m:.3f}"
+
+    head = " | ".join(f"{a} ({len(seeds[a])} seed{'s' if len(seeds[a]) > 1 else ''})" for a in arms)
+    diff = " V - none, paired |" if paired else ""
+    lines = [f"| intervention | {head} |{diff} seeds at or above their own clean accuracy |",
+             "|---|" + "---|" * (len(arms) + 1 + bool(paired))]  # fmt: skip
+    for label in labels:
+        cells = [cell([acc[(a, s, label)] for s in seeds[a]]) for a in arms]
+        if paired:
+            cells.append(cell([acc[("V", s, label)] - acc[("none", s, label)] for s in paired]))
+        own = [f"{a} {sum(acc[(a, s, label)] >= acc[(a, s, 'clean')] for s in seeds[a])}/{len(seeds[a])}" for a in arms]
+        lines.append(f"| {label} | " + " | ".join(cells) + " | " + (", ".join(own) if label != "clean" else "-") + " |")
+    return lines
+
+
 PATCH_ROLES = ("query-class labels", "query-class items", "other labels", "other items", "query", "all")
 
 
