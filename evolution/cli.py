@@ -134,6 +134,12 @@ def _stages(text: str | None):
 @config_option(EvolveConfig, "popsize", type=int)
 @config_option(EvolveConfig, "sigma0", type=float)
 @click.option("--full-cma", is_flag=True, help="Full covariance instead of separable CMA-ES.")
+@click.option(
+    "--noise-handling",
+    is_flag=True,
+    help="pycma's uncertainty handling: re-evaluate ceil(2 + popsize/20) candidates a generation on a second "
+    "draw of prompts and raise sigma when their ranks change beyond chance.",
+)
 @config_option(EvolveConfig, "n_up", type=int, help="Tokens between memory updates (multiple of 16).")
 @config_option(EvolveConfig, "context", type=int)
 @config_option(EvolveConfig, "prompts_per_task", "--prompts", type=int, help="Prompts per task per generation.")
@@ -158,7 +164,7 @@ def _stages(text: str | None):
 @executor_options
 @out_option()
 @resume_option
-def evolve(base_dir, full_cma, device, threads, executor, workers, scheduler, out, resume, **kw):
+def evolve(base_dir, full_cma, noise_handling, device, threads, executor, workers, scheduler, out, resume, **kw):
     """Evolve a NAMM scorer with CMA-ES on the base model, stage by stage, checkpointing every generation.
     With --executor process or dask, each generation's population is scored in batches on the workers
     (--threads torch threads each); the numbers do not change."""
@@ -173,7 +179,8 @@ def evolve(base_dir, full_cma, device, threads, executor, workers, scheduler, ou
     kw["stages"] = _stages(kw["stages"])
     if kw["generations"] is not None:
         kw["generations"] = tuple(comma_list(kw["generations"], "--generations", int))
-    cfg = EvolveConfig(**given(kw), **({"separable": False} if full_cma else {}))
+    flags = {**({"separable": False} if full_cma else {}), **({"noise_handling": True} if noise_handling else {})}
+    cfg = EvolveConfig(**given(kw), **flags)
     expect_run(base_dir, "namm-base", "--base")
     with training_run(out, "namm-evolve", resume, "evolution.pkl", threads) as folder:
         from evolution.base import load_base

@@ -134,6 +134,12 @@ class EvolveConfig(Config):
     # f: every layer keeps its round(f * context) best-scored tokens, so the fitness cannot trade cache
     # for score and the evolution, its evaluation and every baseline share one budget by construction.
     budget_fraction: float | None = None
+    # pycma's uncertainty handling (UH-CMA-ES): each generation re-evaluates ceil(2 + popsize / 20)
+    # candidates on a second draw of fresh prompts and raises sigma when the ranks change beyond chance
+    noise_handling: bool = False
+
+    def noise_reevals(self) -> int:
+        return -(-(40 + self.popsize) // 20) if self.noise_handling else 0  # ceil(2 + popsize / 20)
 
     def budget(self) -> int | None:
         """The per-layer token budget of the budget mode (None in threshold mode)."""
@@ -170,6 +176,8 @@ class EvolveConfig(Config):
         check_float("sigma0", self.sigma0, lo=0.0, lo_open=True)
         check_choice("metric", self.metric, METRICS)
         check_choice("mask", self.mask, MASKS)
+        if not isinstance(self.noise_handling, bool):
+            raise ValueError(f"noise_handling must be a bool, got {self.noise_handling!r}")
 
     def make_scorer(self):
         """The registered scorer, built with this config's mask where it takes one (BAM)."""

@@ -32,6 +32,7 @@ class EngineConfig(Config):
     sigma0: float = 0.065
     separable: bool = True
     seed: int = 0
+    noise_reevals: int = 0  # > 0: pycma's uncertainty handling re-evaluates this many candidates a generation
 
     def __post_init__(self):
         object.__setattr__(self, "dim", check_int("dim", self.dim, lo=1))
@@ -39,6 +40,7 @@ class EngineConfig(Config):
         object.__setattr__(self, "mu", check_int("mu", self.mu, lo=0, hi=self.popsize))
         object.__setattr__(self, "sigma0", check_float("sigma0", self.sigma0, lo=0.0, lo_open=True))
         object.__setattr__(self, "seed", check_int("seed", self.seed, lo=0))
+        object.__setattr__(self, "noise_reevals", check_int("noise_reevals", self.noise_reevals, lo=0))
         if not isinstance(self.separable, bool):
             raise ValueError(f"separable must be a bool, got {self.separable!r}")
 
@@ -80,6 +82,9 @@ class CMAEngine:
         if config.mu:
             opts["CMA_mu"] = config.mu
         self.es = cma.CMAEvolutionStrategy(x0, config.sigma0, opts)
+        # UH-CMA-ES (Hansen et al. 2009; pycma's NoiseHandler): re-evaluate a few candidates on fresh noise
+        # and raise sigma when their ranks change more than chance allows (one evaluation per candidate)
+        self.noise = cma.NoiseHandler(config.dim, maxevals=[1, 1, 1], reevals=config.noise_reevals or None)
         self._asked: np.ndarray | None = None
         self.generation = 0
         self.best_fitness = -np.inf
@@ -91,13 +96,23 @@ class CMAEngine:
             self._asked = np.asarray(self.es.ask(), dtype=float)
         return self._asked
 
-    def tell(self, X: np.ndarray, fitness) -> None:
+    def tell(self, X: np.ndarray, fitness, reevaluate=None) -> None:
+        """``reevaluate(x) -> fitness`` of one candidate on fresh noise: needed, and only used, with
+        ``noise_reevals`` > 0."""
         fitness = np.asarray(fitness, dtype=float)
         if self._asked is None or not np.array_equal(X, self._asked):
             raise ValueError("tell() must receive the population returned by the last ask()")
         if fitness.shape != (len(X),) or not np.isfinite(fitness).all():
             raise ValueError(f"fitness must be {len(X)} finite values, got shape {fitness.shape}")
+        if self.config.noise_reevals and reevaluate is None:
+            raise ValueError("noise handling needs reevaluate(x), a fresh evaluation of one candidate")
         self.es.tell(list(X), list(-fitness))  # pycma minimises
+        if self.config.noise_reevals:
+            state = np.random.get_state()  # the handler draws one np.random.rand(); its result is unused here
+            try:
+                self.es.sigma *= self.noise(list(X), list(-fitness), lambda x: -float(reevaluate(x)), self.es.ask)
+            finally:
+                np.random.set_state(state)
         i = int(np.argmax(fitness))
         if fitness[i] > self.best_fitness:
             self.best_fitness, self.best_x = float(fitness[i]), X[i].copy()
@@ -123,6 +138,7 @@ class CMAEngine:
             "axis_ratio": float(D.max() / D.min()),
             "std_min": float(stds.min()),
             "std_max": float(stds.max()),
+            **({"noise_s": float(self.noise.noiseS)} if self.config.noise_reevals else {}),
         }
 
     def to_bytes(self) -> bytes:

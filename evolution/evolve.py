@@ -33,7 +33,15 @@ class Evolution:
         self.executor = executor  # where the population is scored (None: in this process)
         self.scorer = config.make_scorer()
         self.engine = CMAEngine(
-            EngineConfig(self.scorer.n_params, config.popsize, 0, config.sigma0, config.separable, config.seed)
+            EngineConfig(
+                self.scorer.n_params,
+                config.popsize,
+                0,
+                config.sigma0,
+                config.separable,
+                config.seed,
+                config.noise_reevals(),
+            )
         )
         self.rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(1,)))
         dev_rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(2,)))
@@ -71,7 +79,16 @@ class Evolution:
             batch_rows=c.batch_rows,
             executor=self.executor,
         )
-        self.engine.tell(X, fit)
+        reevaluate = None
+        if c.noise_handling:  # a second draw of fresh prompts: the noise the re-evaluations measure
+            again = {t: sample(t, c.prompts_per_task, c.context, self.rng, c.filler_frac) for t in tasks}
+            again_ref = reference_scores(self.model, again, c.metric, c.n_up, c.batch_rows)
+
+            def reevaluate(x):
+                return evaluate_population(self.model, self.scorer, x[None], again, again_ref, c.n_up, self.norm,
+                                           c.metric, budget=c.budget(), batch_rows=c.batch_rows)[0][0]  # fmt: skip
+
+        self.engine.tell(X, fit, reevaluate)
         row = {
             "generation": self.engine.generation,
             "stage": self.stage + 1,

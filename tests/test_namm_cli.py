@@ -285,6 +285,8 @@ def test_evolve_cli_defaults_are_the_config_defaults(base, tmp_path, monkeypatch
     r = run("namm", "evolve", "--base", base, "--out", tmp_path / "evo")
     assert isinstance(r.exception, Built), r.output
     assert r.exception.args[0] == ev.EvolveConfig()
+    r = run("namm", "evolve", "--base", base, "--noise-handling", "--full-cma", "--out", tmp_path / "evo2")
+    assert r.exception.args[0] == ev.EvolveConfig(noise_handling=True, separable=False)
 
 
 def test_bf16_autocast_trains_the_base_on_the_cpu_too(tmp_path):

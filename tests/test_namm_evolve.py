@@ -85,6 +85,29 @@ def test_killed_evolution_resumes_exactly(model, tmp_path):
         other.load(tmp_path / "b")
 
 
+def test_noise_handled_evolution_resumes_exactly_and_logs_its_noise_measure(model, tmp_path):
+    """--noise-handling re-evaluates ceil(2 + popsize / 20) = 3 candidates a generation on a second prompt
+    draw; the run still resumes exactly, and the plain run's prompt stream is not touched by it."""
+    cfg = EvolveConfig(**{**CFG.to_dict(), "noise_handling": True})
+    assert cfg.noise_reevals() == 3 and CFG.noise_reevals() == 0
+    straight = Evolution(cfg, model)
+    straight.run(tmp_path / "a", progress=False)
+    first = Evolution(cfg, model)
+    first.step()
+    first.save(tmp_path / "b")
+    resumed = Evolution(cfg, model)
+    resumed.load(tmp_path / "b")
+    resumed.run(tmp_path / "b", progress=False)
+    assert resumed.history == straight.history and all("noise_s" in r for r in straight.history)
+    np.testing.assert_array_equal(resumed.engine.mean, straight.engine.mean)
+    plain = Evolution(CFG, model)
+    plain.step()
+    assert "noise_s" not in plain.history[0]
+    assert plain.history[0]["fitness_mean"] == straight.history[0]["fitness_mean"]  # same first prompts
+    with pytest.raises(ValueError, match="noise_handling must be a bool"):
+        EvolveConfig(noise_handling="yes")
+
+
 def test_budget_mode_keeps_the_stated_fraction_whatever_the_parameters(model):
     """In budget mode every member ends with the same cache, round(f * context) tokens per layer, so the
     fitness cannot buy score with cache; in threshold mode the fraction is each member's own."""
