@@ -213,3 +213,25 @@ def test_a_jsonl_corpus_whose_texts_are_not_strings_is_one_line(tmp_path):
 )
 def test_readers_that_combine_runs_refuse_one_given_twice(tmp_path, args):
     one_line_error(run(*[a.format(tmp=tmp_path) for a in args]), "is given twice")
+
+
+def test_a_non_finite_loss_stops_a_language_model_at_its_step_before_anything_is_saved(tmp_path, monkeypatch):
+    """The LM and NAMM-base steps return their loss on the device and never wait for it; the loop reads
+    the losses at each evaluation, names the first non-finite step and keeps the last checkpoint."""
+    import torch
+
+    import transformers_mini.lm.train as lm_train
+
+    step = lm_train.LMTrainer.train_step
+
+    def poisoned(self):
+        loss = step(self)
+        return loss * float("nan") if self.step == 3 else loss
+
+    monkeypatch.setattr(lm_train.LMTrainer, "train_step", poisoned)
+    r = run("lm", "train", *TINY_LM, "--out", tmp_path / "lm")
+    assert r.exit_code == 1 and r.stderr.strip().splitlines()[-1] == (
+        "Stopped: non-finite loss at step 3; the checkpoint of step 2 is kept"
+    ), r.output
+    assert torch.load(tmp_path / "lm" / "lm.pt", weights_only=False)["step"] == 2
+    assert (tmp_path / "lm" / "history.csv").read_text().count("\n") == 3  # header, steps 0 and 2

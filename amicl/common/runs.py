@@ -239,17 +239,29 @@ def drive(
 def train_with_evals(
     trainer, steps: int, eval_every: int, evaluate, *, desc: str, save=None, progress=None, postfix=None
 ):
-    """``drive`` for trainers with ``train_step()``, ``step`` and ``history``: every ``eval_every`` steps
-    (and at the last) a history row of the mean training loss since the last one and ``evaluate()``'s
-    dict, then a checkpoint (``save``). ``postfix(row)`` is shown on the bar."""
-    losses: list[float] = []
+    """``drive`` for trainers with ``train_step()``, ``step``, ``saved_step`` and ``history``: every
+    ``eval_every`` steps (and at the last) a history row of the mean training loss since the last one and
+    ``evaluate()``'s dict, then a checkpoint (``save``). ``postfix(row)`` is shown on the bar.
+
+    ``train_step`` may return its loss as a device tensor: the losses are read once per evaluation, so a
+    step never waits for the device. A non-finite one stops the run there, before anything is saved
+    (``RunStopped``, naming the step; the last checkpoint is kept)."""
+    from amicl.common.validate import RunStopped
+
+    losses: list = []
 
     def step() -> dict | None:
         losses.append(trainer.train_step())
         if trainer.step % eval_every and trainer.step != steps:
             return None
+        values = [float(v) for v in losses]
+        if not np.isfinite(values).all():
+            at = trainer.step - len(values) + 1 + int(np.argmin(np.isfinite(values)))
+            saved = getattr(trainer, "saved_step", None)
+            kept = "no checkpoint was written" if saved is None else f"the checkpoint of step {saved} is kept"
+            raise RunStopped(f"non-finite loss at step {at}; {kept}")
         row = evaluate()
-        trainer.history.append({"step": trainer.step, "train_loss": float(np.mean(losses)), **row})
+        trainer.history.append({"step": trainer.step, "train_loss": float(np.mean(values)), **row})
         losses.clear()
         return {"postfix": postfix(row) if postfix else None, "save": True}
 

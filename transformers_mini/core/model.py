@@ -93,6 +93,14 @@ class ToyTransformer(nn.Module):
         else:
             self.register_buffer("stream_lam", lam)
             self.stream_on = None
+        self._host_flags()
+
+    def _host_flags(self) -> None:
+        """What the forward pass branches on, known on the host from the configs, so that a step on a GPU
+        never waits for the device to answer: does any member stream, and do all take the stream's
+        gradient (none detaches)."""
+        self.any_stream = any(STREAMS[c.stream.kind] and c.stream.lam != 0 for c in self.configs)
+        self.all_stream_grad = not any(c.stream.detach for c in self.configs)
 
     @property
     def members(self) -> int:
@@ -109,6 +117,7 @@ class ToyTransformer(nn.Module):
         for name, b in list(self.named_buffers()):
             setattr(self, name, b[sel].clone())
         self.configs = [self.configs[i] for i in idx]
+        self._host_flags()
 
     def stream_weights(self) -> torch.Tensor:
         """(E, L): each member's stream weight per layer on the (first) projection it streams (0 for the
@@ -157,10 +166,10 @@ class ToyTransformer(nn.Module):
                 q, k, v = torch.bmm(h.reshape(E, B * T, d), w).reshape(E, B, T, 3, d).unbind(3)
             q, k, v = (hook(pre + f"attn.hook_{n}", t) for n, t in zip("qkv", (q, k, v)))
             raw.append((q, k, v))
-            if layer > 0 and bool(lam[:, layer].any()):
+            if layer > 0 and self.any_stream:
                 src = raw[layer - 1] if self.config.stream.source == "previous" else raw[0]
                 src = [hook(pre + f"attn.hook_stream_{n}", t) for n, t in zip("qkv", src)]
-                if not bool(self.stream_grad.all()):
+                if not self.all_stream_grad:
                     src = [_grad_only_where(p, self.stream_grad) for p in src]
                 wl = lam[:, layer].reshape(E, 1, 1, 1, 3)
                 q = mix_stream(q, src[0][:, :, -q.shape[2] :], wl[..., 0], self.config.stream.mix)

@@ -20,7 +20,6 @@ import torch
 
 from amicl.common.io import DamagedFile, atomic_write_bytes, load_torch, save_torch, write_csv, write_run_config
 from amicl.common.runs import train_with_evals
-from amicl.common.validate import RunStopped
 from transformers_mini.core.device import precision
 from transformers_mini.core.model import GPT
 from transformers_mini.lm.config import WORLD, LMConfig
@@ -155,24 +154,25 @@ class LMTrainer:
         # a fixed IOI set (seed 1; `amicl lm ioi` defaults to seed 0), the same for every run and arm
         self.ioi = ioi_prompts(cfg.ioi_prompts, seed=1) if cfg.ioi_prompts else []
 
-    def train_step(self) -> float:
+    def train_step(self) -> torch.Tensor:
+        """One optimiser step; returns the loss as a tensor on the device (read at the next evaluation,
+        where a non-finite one stops the run), so that nothing here waits for the device."""
         c = self.cfg
         idx = self.rng.integers(len(self.train), size=c.batch)
-        batch = torch.from_numpy(pad_batch([self.train[i] for i in idx], self.eos)).to(self.device)
+        host = pad_batch([self.train[i] for i in idx], self.eos)
+        batch = torch.from_numpy(host).to(self.device)
         self.model.train()
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(self.torch_gen.get_state())
             with precision(self.device, c.precision):
                 loss = lm_loss(self.model, batch, self.eos)
             self.torch_gen.set_state(torch.get_rng_state())
-        if not torch.isfinite(loss):
-            raise RunStopped(f"non-finite loss at step {self.step + 1}")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         self.step += 1
-        self.tokens += int((batch[:, 1:] != self.eos).sum())
-        return float(loss.detach())
+        self.tokens += int((host[:, 1:] != self.eos).sum())
+        return loss.detach()
 
     @torch.no_grad()
     def val_loss(self) -> float:
