@@ -51,6 +51,29 @@ def toy_training(root: Path, path: str = "benchmarks/results/train.json") -> lis
     ]
 
 
+def plain_step(root: Path, *paths: str) -> list[str]:
+    """``bench_train.py`` and ``bench_lm.py``: each trainer's step against the plain reference step (same
+    batches, loss and update, none of the machinery), timed round-robin in the same run; the GPU path's
+    additions must leave the CPU at >= 0.95 of it."""
+    lines = ["| benchmark | device, threads | step | trainer / plain (steps/s) | ratio |", "|---|---|---|---|---|"]
+    for path in paths:
+        b = read_json(Path(root) / path)
+        where = f"{b['device']}, {b['threads']}"
+        if "trainer_vs_plain_step" in b:  # the toy: one seed and the batched ensemble
+            for case in ("one_seed", "batched"):
+                r = b["trainer_vs_plain_step"][case]
+                per = 1 if case == "one_seed" else b["seeds"]
+                rates = f"{r['trainer'] / per:.1f} / {r['plain'] / per:.1f}"
+                name = "one seed" if case == "one_seed" else f"{b['seeds']} seeds batched"
+                lines.append(f"| ICL toy | {where} | {name} | {rates} | {r['ratio']:.3f} |")
+        else:  # the language model, per arm
+            for arm, r in b["arms"].items():
+                rates = f"{r['steps_per_s']:.2f} / {r['plain_steps_per_s']:.2f}"
+                lines.append(f"| LM `{b['model']}`, batch {b['batch']} | {where} | {arm} | {rates} | "
+                             f"{r['trainer_vs_plain_step']:.3f} |")  # fmt: skip
+    return lines
+
+
 def _sig(x: float) -> str:
     """Three significant figures, with thousands separators from 100 up (1,040,000; 3,470; 296; 45.9)."""
     from math import floor, log10

@@ -58,6 +58,7 @@ def arm(stream: str, model: str, batch: int, steps: int, repeats: int, folder: P
         "share_of_matmul": flops * steps_per_s / peak,
         "parameters": tr.model.n_params(),
         "trainer_vs_plain_step": rates["trainer"] / rates["plain"],
+        "plain_steps_per_s": rates["plain"],
     }
 
 

@@ -32,10 +32,12 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
-def trainer(seeds: list[int], arm: str = "none") -> Trainer:
+def trainer(seeds: list[int], arm: str = "none", compile: bool = False) -> Trainer:
     task = TaskConfig()
     cfg = ToyConfig(stream=parse_arm(arm))
-    train = TrainConfig(eval_size=10, eval_every=10, checkpoint_every=10, data=DATA, precision=PRECISION)
+    train = TrainConfig(
+        eval_size=10, eval_every=10, checkpoint_every=10, data=DATA, precision=PRECISION, compile=compile
+    )
     run = Run({arm: cfg}, seeds, task, train)
     return Trainer(run, DEVICE)
 
@@ -209,6 +211,7 @@ def main():
     p.add_argument("--device", default="cpu", help="cpu or cuda.")
     p.add_argument("--data", default="numpy", choices=("numpy", "device"), help="Who draws the training batches.")
     p.add_argument("--precision", default="fp32", choices=("fp32", "tf32", "bf16"), help="Arithmetic of the steps.")
+    p.add_argument("--compile", action="store_true", help="Also time the batched step under torch.compile.")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     set_device(a.device)
@@ -235,6 +238,14 @@ def main():
     for name, t, per in (("one_seed", one, 1), ("batched", batched, S)):
         r = interleaved_rates({"trainer": t.train_step, "plain": plain_step(t)}, a.steps, a.repeats, per)
         plain[name] = {**r, "ratio": r["trainer"] / r["plain"]}
+    compiled = None
+    if a.compile:  # the first call compiles (seconds to a minute) before the timed windows
+        fast = trainer(list(range(S)), compile=True)
+        start = time.perf_counter()
+        fast.train_step()
+        seconds = time.perf_counter() - start
+        r = interleaved_rates({"eager": batched.train_step, "compiled": fast.train_step}, a.steps, a.repeats, S)
+        compiled = {**r, "ratio": r["compiled"] / r["eager"], "first_step_seconds": seconds}
     task = TaskConfig()
     T, d = 2 * task.N + 1, task.input_dim
     flops = toy_step_flops(d, T, 128)
@@ -270,6 +281,7 @@ def main():
         "data_share_of_step_one_seed": r_one / r_data_one,
         "data_share_of_step_batched": (r_batched / S) / r_data_batched,
         "trainer_vs_plain_step": plain,
+        **({"compiled_vs_eager_batched": compiled} if compiled else {}),
         "targets": {
             "trainer_vs_plain_step": ">= 0.95 on the CPU (the GPU path costs the CPU nothing)",
             "batched_vs_sequential": ">= 2 (S=8)",
@@ -285,6 +297,9 @@ def main():
         f"data share {result['data_share_of_step_one_seed']:.1%}"
         f" (one seed), {result['data_share_of_step_batched']:.1%} (batched)"
     )
+    if compiled:
+        took = compiled["first_step_seconds"]
+        print(f"torch.compile, batched: {compiled['ratio']:.2f}x eager (compiling took {took:.0f} s)")
     print("trainer step vs plain step: " + ", ".join(f"{k} {v['ratio']:.3f}x" for k, v in plain.items()))
     print("step cost vs none: " + ", ".join(f"{k} {v:.2f}x" for k, v in result["arm_cost_vs_none"].items()))
     g = result["gpt_flops"]

@@ -29,7 +29,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, record its exit
 }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/gpu.csv" 2>&1
 step cuda_tests 240 python -m pytest -q -p no:cacheprovider tests/test_cuda.py
-step bench_train 120 python benchmarks/bench_train.py --device cuda --out "$out/train_cuda.json"
+step bench_train 150 python benchmarks/bench_train.py --device cuda --compile --out "$out/train_cuda.json"
 step bench_train_device_data 60 python benchmarks/bench_train.py --device cuda --data device --arms none,V \
   --out "$out/train_cuda_device_data.json"
 step bench_train_bf16 90 python benchmarks/bench_train.py --device cuda --precision bf16 --arms none,V \

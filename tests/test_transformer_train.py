@@ -479,3 +479,31 @@ def test_precisions_tf32_is_fp32_on_a_cpu_and_bf16_trains_close_to_it_and_resume
     assert saved["run"]["train"]["precision"] == "bf16"
     with pytest.raises(ValueError, match="precision must be one of fp32, tf32, bf16"):
         TrainConfig(precision="fp16")
+
+
+def test_compiled_training_matches_eager_to_rounding_and_falls_back_when_compiling_fails(monkeypatch, capsys):
+    """--compile changes the arithmetic by rounding only (the losses agree to 1e-5); where compiling fails the
+    trainer says so once and runs eager, bit for bit; a compiled run resumes an eager checkpoint."""
+    eager = Trainer(tiny_run(4), "cpu")
+    eager.fit(progress=False)
+    fast = Trainer(tiny_run(4, compile=True), "cpu")
+    fast.fit(progress=False)
+    for a, b in zip(eager.history, fast.history):
+        if a["train_loss"] != "":
+            assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-5)
+
+    def broken(fn, *args, **kwargs):
+        def fail(*a, **k):
+            raise RuntimeError("no compiler here")
+
+        return fail
+
+    monkeypatch.setattr(torch, "compile", broken)
+    capsys.readouterr()
+    fallback = Trainer(tiny_run(4, compile=True), "cpu")
+    fallback.fit(progress=False)
+    assert fallback.history == eager.history
+    assert capsys.readouterr().err.count("torch.compile of the training step failed (RuntimeError)") == 1
+    from transformers_mini.toy.run import resumable_part
+
+    assert resumable_part(tiny_run(compile=True).to_dict()) == resumable_part(tiny_run().to_dict())

@@ -205,9 +205,13 @@ class TrainConfig(Config):
     # training device (transformers_mini/toy/device_data.py), another sample of the same experiment
     data: str = "numpy"
     precision: str = "fp32"  # the arithmetic of training and evaluation (core.device.precision)
+    # torch.compile the training step's forward pass and loss (unclamped runs; eager where compiling fails)
+    compile: bool = False
 
     def __post_init__(self):
         check_choice("clamp", self.clamp, CLAMPS)
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"compile must be a bool, got {self.compile!r}")
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("data", self.data, DATA_SOURCES)
         object.__setattr__(self, "clamp_w", check_float("clamp_w", self.clamp_w, 0.0, 1.0))

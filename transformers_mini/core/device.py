@@ -34,3 +34,23 @@ def precision(device: torch.device, name: str):
             yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
+def compiled(fn, what: str = "the training step"):
+    """``torch.compile(fn)``, falling back to ``fn`` for good (one warning on stderr) when compiling or
+    running the compiled code fails on this machine (no C compiler, an unsupported device, ...). An error
+    of ``fn`` itself is raised again by the eager call."""
+    import sys
+
+    state = {"fn": torch.compile(fn)}
+
+    def call(*args, **kwargs):
+        if state["fn"] is not fn:
+            try:
+                return state["fn"](*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - any failure of the compiler: run eager from now on
+                print(f"warning: torch.compile of {what} failed ({type(e).__name__}); running eager", file=sys.stderr)
+                state["fn"] = fn
+        return fn(*args, **kwargs)
+
+    return call

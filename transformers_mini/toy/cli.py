@@ -48,6 +48,8 @@ TRAIN_HELP = {
     "data": "Who draws the training batches: numpy (the reference, on the host) or device (torch on the training "
     "device, no host work; the same distributions, other numbers).",
     "precision": PRECISION_HELP,
+    "compile": "torch.compile the training step (unclamped runs; falls back to eager, with one warning, where "
+    "compiling fails). The same arithmetic up to rounding; measured by benchmarks/bench_train.py --compile.",
 }
 STREAM_OPTIONS = {  # option name -> StreamConfig field
     "stream_source": ("source", click.Choice(STREAM_SOURCES), "Which earlier layer's projection is added."),
@@ -75,6 +77,7 @@ def train_options(f):
     ):
         opts.append(config_option(TrainConfig, name, type=typ, help=TRAIN_HELP.get(name, "")))
     opts.append(click.option("--stop-when-reached", is_flag=True, help=TRAIN_HELP["stop_when_reached"]))
+    opts.append(click.option("--compile", is_flag=True, help=TRAIN_HELP["compile"]))
     opts += [
         click.option("--seeds", type=click.IntRange(min=1), default=1, help="Number of paired seeds."),
         click.option("--first-seed", type=click.IntRange(min=0), default=0),

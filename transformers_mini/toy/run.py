@@ -83,8 +83,10 @@ class Run:
 
 
 def resumable_part(run: dict) -> dict:
-    """What must match to resume: everything but the step budget, the early-stop flag and the probes."""
-    train = {k: v for k, v in run["train"].items() if k not in ("steps", "stop_when_reached", "probe_size")}
+    """What must match to resume: everything but the step budget, the early-stop flag, the probes and
+    compilation (which changes the arithmetic only by rounding, as a change of device does)."""
+    skip = ("steps", "stop_when_reached", "probe_size", "compile")
+    train = {k: v for k, v in run["train"].items() if k not in skip}
     return {**run, "train": train}
 
 

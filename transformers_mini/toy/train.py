@@ -67,6 +67,11 @@ class Trainer:
         # a check of every step's loss waits for the GPU, so that there the loss sum is checked at each
         # evaluation instead: still before any checkpoint is written, as checkpoints follow evaluations
         self.check_every_step = self.device.type == "cpu"
+        self._loss = self._member_loss
+        if run.train.compile and run.train.clamp == "none":  # clamp hooks are Python closures: left eager
+            from transformers_mini.core.device import compiled
+
+            self._loss = compiled(self._member_loss)
 
     # -- one step ---------------------------------------------------------------------------------
     def _batch(self):
@@ -97,14 +102,18 @@ class Trainer:
         classes = None if classes is None else torch.as_tensor(classes, device=self.device)
         return clamp_hooks(c.clamp, c.clamp_w, x.shape[-2], classes)
 
+    def _member_loss(self, x: torch.Tensor, y: torch.Tensor, hooks) -> torch.Tensor:
+        """(E,) each member's mean cross-entropy on its batch."""
+        with precision(self.device, self.run.train.precision):
+            logits = self.model(x, hooks=hooks)
+        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
+        return loss.view(y.shape).mean(dim=1)
+
     def train_step(self) -> torch.Tensor:
         """One SGD step for every member; returns the per-member loss (E,)."""
         c = self.run.train
         x, y = self._batch()
-        with precision(self.device, c.precision):
-            logits = self.model(x, hooks=self._clamp(x, self._classes))
-        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), y.flatten(), reduction="none")
-        loss = loss.view(y.shape).mean(dim=1)  # (E,)
+        loss = self._loss(x, y, self._clamp(x, self._classes))  # (E,)
         if self.check_every_step:
             self._check_finite(loss, f"at step {self.step + 1}")
         self.model.zero_grad(set_to_none=True)
