@@ -51,6 +51,23 @@ def toy_training(root: Path, path: str = "benchmarks/results/train.json") -> lis
     ]
 
 
+def toy_costs(root: Path, *paths: str) -> list[str]:
+    """``bench_train.py``, per run (thread count): one seed's rate, the toy's and the NAMM base GPT's achieved
+    FLOP/s as a share of a float32 matmul of the step's dominant shape on the same threads, and each
+    stream arm's step time against none's (one seed, same run)."""
+    lines = ["| threads | one seed | toy, share of matmul (one seed / batched) | NAMM base GPT step, share of "
+             "matmul | step time against none |", "|---|---|---|---|---|"]  # fmt: skip
+    for path in paths:
+        b = read_json(Path(root) / path)
+        t, g = b["toy_flops"], b["gpt_flops"]
+        rates = f"{g['achieved_flops_per_s'] / 1e9:.1f} of {g['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s"
+        gpt = f"{g['share_of_matmul']:.0%} ({rates})"
+        arms = ", ".join(f"{a} {c:.2f}×" for a, c in b["arm_cost_vs_none"].items() if a != "none")
+        toy = f"{t['share_of_matmul_one_seed']:.0%} / {t['share_of_matmul_batched']:.0%}"
+        lines.append(f"| {b['threads']} | {b['one_seed_steps_per_s']:.1f} steps/s | {toy} | {gpt} | {arms} |")
+    return lines
+
+
 def plain_step(root: Path, *paths: str) -> list[str]:
     """``bench_train.py`` and ``bench_lm.py``: each trainer's step against the plain reference step (same
     batches, loss and update, none of the machinery), timed round-robin in the same run; the GPU path's

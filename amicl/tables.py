@@ -52,6 +52,7 @@ TABLES = Registry(
         "bench-amicl-end-to-end": "amicl.bench_tables:amicl_end_to_end",
         "bench-toy-training": "amicl.bench_tables:toy_training",
         "bench-plain-step": "amicl.bench_tables:plain_step",
+        "bench-toy-costs": "amicl.bench_tables:toy_costs",
         "bench-devices": "amicl.bench_tables:devices",
         "include": "amicl.tables:include",
         "results-index": "amicl.tables:results_index",

@@ -42,7 +42,13 @@ def arm(stream: str, model: str, batch: int, steps: int, repeats: int, folder: P
         loss.backward()
         tr.opt.step()
 
-    rates = interleaved_rates({"trainer": tr.train_step, "plain": plain}, steps, repeats, 1)
+    # both replay the same batches (a step's time follows its batch's padded length)
+    start = tr.rng.bit_generator.state
+
+    def replay():
+        tr.rng.bit_generator.state = start
+
+    rates = interleaved_rates({"trainer": tr.train_step, "plain": plain}, steps, repeats, 1, before=replay)
     steps_per_s = rates["trainer"]
     m = tr.model.config
     n_non = tr.model.n_params() - m.vocab_size * m.d_model - m.block_size * m.d_model

@@ -81,14 +81,17 @@ def plain_step(t: Trainer):
     return step
 
 
-def interleaved_rates(fns: dict, steps: int, repeats: int, per_call: int) -> dict[str, float]:
+def interleaved_rates(fns: dict, steps: int, repeats: int, per_call: int, before=None) -> dict[str, float]:
     """Best calls/s x per_call of each function, timed round-robin so that a change of machine load
-    affects each alike."""
+    affects each alike. ``before()``, where given, runs before every window (e.g. to replay the same
+    batches to each function)."""
     best = dict.fromkeys(fns, 0.0)
     for f in fns.values():
         f()  # warm-up
     for _ in range(repeats):
         for name, f in fns.items():
+            if before is not None:
+                before()
             sync()
             start = time.perf_counter()
             for _ in range(steps):
