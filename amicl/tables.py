@@ -41,6 +41,8 @@ TABLES = Registry(
         "phase-grid": "transformers_mini.toy.tables:phase_grid",
         "namm-table": "evolution.table:table_lines",
         "namm-budgets": "evolution.table:budgets_lines",
+        "namm-evolutions": "evolution.table:evolutions_lines",
+        "namm-variants": "evolution.table:variants_lines",
         "namm-own-budget": "evolution.table:own_budget_lines",
         "namm-margins": "evolution.table:margins_lines",
         "namm-bases": "evolution.table:bases_lines",

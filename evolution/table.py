@@ -368,3 +368,121 @@ def curves_lines(root: Path, *runs: str) -> list[str]:
         ]
         md.append(f"| {label}: accuracy (loss) | " + " | ".join(cells) + " |")
     return md
+
+
+def _per_prompt(d: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """task -> (scores, full-cache scores) per prompt of an eval folder at its one budget."""
+    cells, _ = read_cells([d])
+    if len(cells) != 1:
+        raise ValueError(f"{d} holds {len(cells)} budgets; an evolution comparison takes one budget per eval")
+    ((_, per_task),) = cells.items()
+    return {t: (np.asarray(s), np.asarray(f)) for t, (s, f) in per_task.items()}
+
+
+def evolution_draws(sets: dict[str, list[dict]], trained: set[str], n_boot: int = 2000, seed: int = 0):
+    """The crossed bootstrap (``stats.crossed_indices``) of policies evaluated on the same prompts, each
+    given as a list of per-prompt dicts (``_per_prompt``): several evolutions of a NAMM, or one eval of a
+    training-free policy. Per draw each list's members are resampled on their own, and each task's
+    prompts are resampled, the same prompts for every policy. A policy's normalised score is the mean
+    over its members of each task's ratio, averaged over the task group. Returns
+    {name: {group: (point, draws)}}."""
+    from amicl.common.stats import resample_indices
+
+    first = next(iter(sets.values()))[0]
+    tasks = sorted(first)
+    for p in (p for members in sets.values() for p in members):
+        if sorted(p) != tasks or any(not np.array_equal(p[t][1], first[t][1]) for t in tasks):
+            raise ValueError("the evals do not share their tasks and prompts (full-cache scores differ)")
+    rng = np.random.default_rng(seed)
+    rows = {name: resample_indices(len(members), n_boot, rng) for name, members in sets.items()}
+    ratio = {name: {} for name in sets}
+    for t in tasks:
+        full = first[t][1]
+        cols = resample_indices(len(full), n_boot, rng)
+        fb = full[cols].mean(1)
+        for name, members in sets.items():
+            each = np.stack([p[t][0] for p in members])  # (members, prompts)
+            per_member = np.stack([each[:, c].mean(1) for c in cols]) / fb[:, None]  # (n_boot, members)
+            draws = per_member[np.arange(n_boot)[:, None], rows[name]].mean(1)
+            ratio[name][t] = (float(each.mean(1).mean() / full.mean()), draws)
+    out = {}
+    for name, per_task in ratio.items():
+        out[name] = {}
+        for group in GROUPS:
+            members = [t for t in tasks if (t in trained) == (group == "trained")]
+            if members:
+                out[name][group] = (
+                    float(np.mean([per_task[t][0] for t in members])),
+                    np.mean([per_task[t][1] for t in members], axis=0),
+                )
+    return out
+
+
+def _cell(point: float, draws) -> str:
+    lo, hi = percentile_interval(draws)
+    return f"{point:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def evolutions_lines(root: Path, namm: str, *others: str) -> list[str]:
+    """NAMMs of several evolutions at one budget (``namm``: their eval folders, a pattern) against every
+    other policy's eval at that budget on the same prompts: the mean over evolutions and each evolution's
+    own score, NAMM minus each policy, crossed-bootstrap 95% intervals (evolutions and prompts
+    resampled), then NAMM's share of the oracle's gain over Recency and the verdict against KeyDiff on
+    the held-out tasks (interval above 0: ahead; below: behind; else not distinguishable)."""
+    namm_dirs = expand(root, [namm])
+    trained = trained_tasks(namm_dirs)
+    evos = [_per_prompt(d) for d in namm_dirs]
+    named = {}
+    for d in expand(root, others):
+        named[read_json(d / "config.json")["eval"]["policy"]] = _per_prompt(d)
+    draws = evolution_draws({"namm": evos, **{p: [v] for p, v in named.items()}}, trained)
+    groups = [g for g in GROUPS if g in draws["namm"]]
+    cell = _cell
+
+    head = [g.replace("_", " ") for g in groups] + [f"NAMM minus this: {g.replace('_', ' ')}" for g in groups]
+    md = ["| policy | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    md.append(f"| NAMM, mean of {len(evos)} evolutions | " + " | ".join(cell(*draws["namm"][g]) for g in groups)
+              + " |" + " |" * len(groups))  # fmt: skip
+    for d, evo in zip(namm_dirs, evos):
+        one = evolution_draws({"one": [evo]}, trained)["one"]
+        md.append(f"| evolution `{d.name}` | " + " | ".join(cell(*one[g]) for g in groups) + " |" + " |" * len(groups))
+    order = sorted(named, key=lambda p: -np.mean([draws[p][g][0] for g in groups]))
+    for p in order:
+        margins = [cell(draws["namm"][g][0] - draws[p][g][0], draws["namm"][g][1] - draws[p][g][1]) for g in groups]
+        md.append(f"| {p} | " + " | ".join(cell(*draws[p][g]) for g in groups) + " | " + " | ".join(margins) + " |")
+    if "held_out" in groups:
+        md.append("")
+        if {"oracle", "recency"} <= set(named):
+            (n, nb), (o, ob), (r, rb) = (draws[k]["held_out"] for k in ("namm", "oracle", "recency"))
+            share = (nb - rb) / np.where(ob - rb == 0, np.nan, ob - rb)
+            lo, hi = percentile_interval(share[np.isfinite(share)])
+            md.append(f"NAMM's share of the oracle's gain over Recency, held out: {(n - r) / (o - r):.2f} "
+                      f"[{lo:.2f}, {hi:.2f}].")  # fmt: skip
+        if "keydiff" in named:
+            lo, hi = percentile_interval(draws["namm"]["held_out"][1] - draws["keydiff"]["held_out"][1])
+            verdict = "ahead of" if lo > 0 else "behind" if hi < 0 else "not distinguishable from"
+            md.append(f"Held out, NAMM is {verdict} KeyDiff at this budget.")
+    return md
+
+
+def variants_lines(root: Path, *sets: str) -> list[str]:
+    """Two or more ways of evolving a NAMM (``NAME=PATTERN``: each variant's eval folders, one per
+    evolution, at one budget, on the same prompts): each variant's mean over its evolutions and each
+    variant minus the first, crossed-bootstrap 95% intervals (each variant's evolutions resampled on
+    their own, the prompts shared)."""
+    named = {}
+    for spec in sets:
+        name, _, pattern = spec.partition("=")
+        named[name.replace("_", " ")] = expand(root, [pattern])
+    trained = trained_tasks(next(iter(named.values())))
+    draws = evolution_draws({n: [_per_prompt(d) for d in dirs] for n, dirs in named.items()}, trained)
+    first = next(iter(named))
+    groups = [g for g in GROUPS if g in draws[first]]
+    head = [g.replace("_", " ") for g in groups] + [f"minus {first}: {g.replace('_', ' ')}" for g in groups]
+    md = ["| variant | evolutions | " + " | ".join(head) + " |", "|---" * (len(head) + 2) + "|"]
+    for n, dirs in named.items():
+        cells = [_cell(*draws[n][g]) for g in groups]
+        cells += ["" if n == first else _cell(draws[n][g][0] - draws[first][g][0], draws[n][g][1] - draws[first][g][1])
+                  for g in groups]  # fmt: skip
+        md.append(f"| {n} | {len(dirs)} | " + " | ".join(cells) + " |")
+    return md

@@ -388,3 +388,44 @@ def test_a_budget_mode_namm_is_evaluated_at_its_budget(base, tmp_path):
     assert all(float(row["cache_fraction"]) == pytest.approx(0.25, abs=1 / 96) for row in rows)
     bad = run("namm", "evolve", "--base", base, *evolve, "--budget-fraction", 2, *common, "--out", tmp_path / "b")
     assert bad.exit_code == 2 and "budget_fraction" in bad.stderr
+
+
+def test_evolutions_table_averages_evolutions_and_crosses_the_bootstrap(tmp_path):
+    """Three evolutions at one budget against KeyDiff, the oracle and Recency on the same 4 prompts per
+    task, by hand: the mean over evolutions, the margins, the oracle share and the verdict."""
+    from evolution.table import evolutions_lines, variants_lines
+
+    full = {"kv_retrieval": [1, 1, 1, 1], "needle": [1, 1, 1, 1]}
+    needle = ([1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0])  # 1.0, 0.5, 0.75: mean 0.75
+    for i, n in enumerate(needle):
+        fake_eval(tmp_path / f"e/namm_s{i}", "namm", "128", {"kv_retrieval": [1, 1, 1, 1], "needle": n}, full, 0.125)
+    fake_eval(tmp_path / "e/keydiff", "keydiff", "128", {"kv_retrieval": [1, 1, 1, 1], "needle": [1, 0, 1, 0]}, full,
+              0.125)  # fmt: skip
+    fake_eval(tmp_path / "e/oracle", "oracle", "128", full, full, 0.125)
+    fake_eval(tmp_path / "e/recency", "recency", "128", {"kv_retrieval": [1, 1, 1, 1], "needle": [0] * 4}, full, 0.125)
+    lines = evolutions_lines(tmp_path, "e/namm_s*", "e/keydiff", "e/oracle", "e/recency")
+    assert lines[2].startswith("| NAMM, mean of 3 evolutions | 1.00 [1.00, 1.00] | 0.75 [")
+    assert [ln.split(" | ")[2][:4] for ln in lines[3:6]] == ["1.00", "0.50", "0.75"]  # each evolution's own
+    (kd,) = [ln for ln in lines if ln.startswith("| keydiff")]
+    assert kd.split(" | ")[2].startswith("0.50 [") and kd.split(" | ")[4].startswith("0.25 [")  # margin held out
+    assert "NAMM's share of the oracle's gain over Recency, held out: 0.75 [" in lines[-2]
+    assert lines[-1] in {
+        f"Held out, NAMM is {v} KeyDiff at this budget." for v in ("ahead of", "behind", "not distinguishable from")
+    }
+    # every evolution perfect on 40 prompts, KeyDiff at zero: the whole interval is above 0
+    full40 = {"kv_retrieval": [1] * 40, "needle": [1] * 40}
+    for i in range(3):
+        fake_eval(tmp_path / f"f/namm_s{i}", "namm", "64", full40, full40, 0.06)
+    fake_eval(tmp_path / "f/keydiff", "keydiff", "64", {"kv_retrieval": [1] * 40, "needle": [0] * 40}, full40, 0.06)
+    assert (
+        evolutions_lines(tmp_path, "f/namm_s*", "f/keydiff")[-1] == "Held out, NAMM is ahead of KeyDiff at this budget."
+    )
+    with pytest.raises(ValueError, match="do not share their tasks and prompts"):
+        evolutions_lines(tmp_path, "e/namm_s*", "f/keydiff")
+    for i in range(2):  # a second way of evolving, two evolutions, both perfect on the same prompts
+        fake_eval(tmp_path / f"g/namm_s{i}", "namm", "128", full, full, 0.125)
+    table = variants_lines(tmp_path, "plain=e/namm_s*", "noise_handled=g/namm_s*")
+    assert table[2].startswith("| plain | 3 | 1.00 [1.00, 1.00] | 0.75 [") and table[2].endswith("|  |  |")
+    assert table[3].startswith(
+        "| noise handled | 2 | 1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] | 0.00 [0.00, 0.00] | 0.25 ["
+    )
