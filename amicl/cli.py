@@ -46,6 +46,7 @@ def main():  # console-script entry point
         "streams": "transformers_mini.toy.cli:figures_streams",
         "phase": "transformers_mini.toy.cli:figures_phase",
         "interventions": "transformers_mini.toy.cli:figures_interventions",
+        "clamp": "transformers_mini.toy.cli:figures_clamp",
         "lm": "transformers_mini.lm.cli:figures_lm",
         "namm": "evolution.cli:figures_namm",
     },

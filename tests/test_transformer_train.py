@@ -240,6 +240,13 @@ def test_cli_compare_resume_and_figures(tmp_path):
         "steps_to_threshold.png",
         "survival.png",
     ]
+    r = CliRunner().invoke(amicl, ["figures", "clamp", f"free={out}", "--seeds", "0", "--out", str(tmp_path / "f"),
+                                   "--format", "png"])  # fmt: skip
+    assert r.exit_code == 0 and (tmp_path / "f" / "clamp_survival.png").exists(), r.output
+    r = CliRunner().invoke(amicl, ["figures", "clamp", out, "--out", str(tmp_path / "f")])
+    assert r.exit_code == 2 and "is not LABEL=FOLDER" in r.output
+    r = CliRunner().invoke(amicl, ["figures", "clamp", f"a={out}", "--seeds", "9", "--out", str(tmp_path / "f")])
+    assert r.exit_code == 2 and "has no members of the seeds given" in r.output
 
 
 @pytest.mark.parametrize(

@@ -429,3 +429,28 @@ def figures_interventions(results, test_set, out, formats):
     folders = expect_runs(results, "streams-interventions", "RESULTS")
     for p in draw_interventions(folders, Path(out), test_set, tuple(comma_list(formats, "--format"))):
         click.echo(p)
+
+
+@click.command("clamp")
+@click.argument("runs", nargs=-1, required=True)
+@click.option(
+    "--seeds", default=None, help="Only these seeds of each run (comma-separated), e.g. the clamped runs' seeds."
+)
+@out_option("Figure folder.")
+@format_option
+def figures_clamp(runs, seeds, out, formats):
+    """Kaplan-Meier curves of time to the threshold on ic for every arm of free and clamped streams runs,
+    given as LABEL=FOLDER (e.g. free=results/streams/none_V_8seeds binding=results/theory/clamp/binding)."""
+    from amicl.common.cli import comma_list
+    from amicl.common.runs import expect_runs
+    from transformers_mini.toy.figures import draw_clamp
+
+    specs = [spec.partition("=") for spec in runs]
+    for label, sep, folder in specs:
+        if not sep or not label or not folder:
+            raise click.BadParameter(f"{label}{sep}{folder!r} is not LABEL=FOLDER", param_hint="RUNS")
+    folders = expect_runs([f for _, _, f in specs], ("streams", "streams-join"), "RUNS")
+    named = dict(zip([label for label, _, _ in specs], folders))
+    wanted = comma_list(seeds, "--seeds", int) if seeds else None
+    for p in draw_clamp(named, Path(out), wanted, tuple(comma_list(formats, "--format"))):
+        click.echo(p)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from amicl.common.io import read_csv, save_figure
+from amicl.common.io import read_csv, read_json, save_figure
 from transformers_mini.toy import probe_specs
 from transformers_mini.toy.compare import censored_times
 
@@ -334,5 +334,47 @@ def draw_interventions(results: list[Path], out: Path, test_set: str = "ic", for
     fig.suptitle(f"Transplanting AMICL into the trained networks ({test_set} accuracy)", fontsize=9)
     fig.tight_layout()
     written = save_figure(fig, Path(out), "interventions", formats)
+    plt.close(fig)
+    return written
+
+
+def draw_clamp(runs: dict[str, Path], out: Path, seeds: list[int] | None = None, formats=("png", "pdf")) -> list[Path]:
+    """clamp_survival.*: Kaplan-Meier curves of 'not yet at the threshold' on ic, every arm of every
+    ``runs`` (label -> a streams run folder with members.csv: e.g. the free run and the clamped ones), one
+    line style per run and one colour per arm; ``seeds``: only these seeds of each run (the free run may
+    hold more seeds than the clamped ones)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from amicl.common.stats import kaplan_meier
+
+    styles = ["-", "--", ":", "-."]
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    threshold = None
+    for k, (label, folder) in enumerate(runs.items()):
+        run = read_json(Path(folder) / "config.json")["run"]
+        members = [r for r in read_csv(Path(folder) / "members.csv") if r["arm"] in run["arms"]]  # trained arms
+        if seeds is not None:
+            members = [r for r in members if int(r["seed"]) in seeds]
+        if not members:
+            raise ValueError(f"{folder} has no members{' of the seeds given' if seeds else ''}")
+        threshold = run["train"]["threshold"]
+        for j, arm in enumerate(dict.fromkeys(r["arm"] for r in members)):
+            t, e, _ = censored_times(members, arm, "ic")
+            steps, surv = kaplan_meier(t, e)
+            end = max(t.max(), steps[-1])
+            ax.step(np.r_[steps, end], np.r_[surv, surv[-1]], where="post", color=f"C{j}", ls=styles[k % 4],
+                    label=f"{arm}, {label} (n={len(t)})")  # fmt: skip
+            for c in t[~e]:
+                ax.plot(c, surv[np.searchsorted(steps, c, side="right") - 1], "+", color=f"C{j}", ms=8)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("share of seeds not yet at the threshold")
+    ax.set_title(f"Clamped training: time to {threshold:g} on ic (+: censored)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False, fontsize=7)
+    fig.tight_layout()
+    written = save_figure(fig, Path(out), "clamp_survival", formats)
     plt.close(fig)
     return written
