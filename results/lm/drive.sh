@@ -5,6 +5,10 @@
 #   bash results/lm/drive.sh results/lm/plan.txt 0 2 &  bash results/lm/drive.sh results/lm/plan.txt 1 2 &
 # DRIVE_ARGS adds options to every run (e.g. DRIVE_ARGS="--device cuda" on a lent GPU); AMICL names the
 # command where the package is not installed (AMICL="python -m amicl").
+# Checkpoints (lm.pt) are not committed, so a session's processes and files end with it: a run whose
+# history.csv is committed is finished and skipped; a folder left without lm.pt starts afresh. DRIVE_UNTIL
+# (seconds since the epoch) stops a worker before a run that would not finish by then (DRIVE_RUN_S, default
+# 3000 s a run on one core), so no session ends with a half-trained model it cannot keep.
 set -u
 plan=$1 worker=$2 workers=$3
 i=0
@@ -12,8 +16,13 @@ while read -r out args; do
     [ -z "$out" ] || [ "${out:0:1}" = "#" ] && continue
     i=$((i + 1))
     [ $(((i - 1) % workers)) -ne "$worker" ] && continue
-    resume=""
-    [ -f "$out/lm.pt" ] && resume="--resume"
+    if [ ! -f "$out/lm.pt" ] && git ls-files --error-unmatch "$out/history.csv" >/dev/null 2>&1; then
+        continue
+    fi
+    if [ -n "${DRIVE_UNTIL:-}" ] && [ $(($(date +%s) + ${DRIVE_RUN_S:-3000})) -gt "$DRIVE_UNTIL" ]; then
+        echo "drive.sh: worker $worker stops before $out: it would not finish by DRIVE_UNTIL" >&2
+        break
+    fi
     # shellcheck disable=SC2086
-    ${AMICL:-amicl} lm train $args ${DRIVE_ARGS:-} --threads 1 --out "$out" $resume || echo "drive.sh: $out stopped (exit $?)" >&2
+    ${AMICL:-amicl} lm train $args ${DRIVE_ARGS:-} --threads 1 --out "$out" --resume || echo "drive.sh: $out stopped (exit $?)" >&2
 done <"$plan"
