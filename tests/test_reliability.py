@@ -235,3 +235,35 @@ def test_a_non_finite_loss_stops_a_language_model_at_its_step_before_anything_is
     ), r.output
     assert torch.load(tmp_path / "lm" / "lm.pt", weights_only=False)["step"] == 2
     assert (tmp_path / "lm" / "history.csv").read_text().count("\n") == 3  # header, steps 0 and 2
+
+
+def test_a_finished_seed_group_without_its_checkpoint_is_kept_and_an_unfinished_one_retrained(tmp_path):
+    """Results are committed without checkpoints: resuming a grouped compare in a fresh checkout must not
+    retrain (and overwrite) a finished group, and must retrain one that was still training."""
+    from tiny import TINY_TOY
+
+    from amicl.common.io import read_csv, read_json, write_json
+
+    args = ["transformer", "compare", "--streams", "none,V", "--steps", 4, *TINY_TOY, "--group-size", 1]
+    out = tmp_path / "c"
+    assert run(*args, "--out", out).exit_code == 0
+    before = read_csv(out / "history.csv")
+    g0, g1 = out / "groups" / "seeds0-0", out / "groups" / "seeds1-1"
+    assert read_json(g0 / "config.json")["finished"] is True
+    (g0 / "checkpoint.pt").unlink()
+    (g1 / "checkpoint.pt").unlink()
+    cfg = read_json(g1 / "config.json")
+    write_json(g1 / "config.json", {**cfg, "finished": False})  # as if it had stopped mid-way
+    kept = (g0 / "history.csv").stat().st_mtime_ns
+    r = run(*args, "--out", out, "--resume")
+    assert r.exit_code == 0, r.output
+    assert "seeds0-0: finished at step 4" in r.stderr and "seeds1-1" not in r.stderr
+    assert (g0 / "history.csv").stat().st_mtime_ns == kept and not (g0 / "checkpoint.pt").exists()
+    assert (g1 / "checkpoint.pt").exists()  # retrained from step 0, to the same numbers
+    assert read_csv(out / "history.csv") == before
+    # a longer budget is not "finished": that group is trained again
+    longer = list(args)
+    longer[longer.index("--steps") + 1] = 6
+    r = run(*longer, "--out", out, "--resume")
+    assert r.exit_code == 0, r.output
+    assert (g0 / "checkpoint.pt").exists() and {row["step"] for row in read_csv(out / "history.csv")} >= {"6"}

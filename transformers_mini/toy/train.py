@@ -12,6 +12,7 @@ run (``TrainingDiverged``) and leaves the last good checkpoint in place.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -290,6 +291,15 @@ class Trainer:
         shown = {a: f"{np.median([x for x, b in zip(acc['ic'], arms) if b == a]):.2f}" for a in dict.fromkeys(arms)}
         return {**shown, "training": str(len(arms))}
 
+    def finished(self) -> bool:
+        """True once training is over: the step budget is spent, or (``stop_when_reached``) every member
+        reached the threshold on ic and ic2."""
+        c = self.run.train
+        if self.step >= c.steps:
+            return True
+        rows = summarise_members(self.history, c.threshold)
+        return c.stop_when_reached and all(r["steps_ic"] is not None and r["steps_ic2"] is not None for r in rows)
+
     def retire(self) -> bool:
         """Stop training the members that reached the threshold on ic and ic2 (their history ends at
         that evaluation); True once none is left. Members never interact, so the others go on as they
@@ -324,6 +334,7 @@ class Trainer:
                 "kind": "streams",
                 "run": self.run.to_dict(),
                 "step": self.step,
+                "finished": self.finished(),
                 "device": str(self.device),
                 "n_params_per_member": self.model.n_params(),
             },
@@ -352,6 +363,29 @@ def evaluate_checkpoint(folder: str | Path, device: str = "auto") -> tuple[list[
     return trainer.history, trainer.probes, own
 
 
+def finished_history(folder: Path, run: dict) -> int | None:
+    """The step of a finished seed group whose checkpoint is gone but whose history.csv and config.json
+    (recording it finished, for this run) are kept, as in a repository that commits results but not
+    checkpoints; None when the group is to be trained or resumed. Joining needs only the history."""
+    from amicl.common.io import read_json
+
+    if (folder / "checkpoint.pt").exists() or not (folder / "history.csv").exists():
+        return None
+    try:
+        cfg = read_json(folder / "config.json")
+    except (OSError, ValueError):
+        return None
+    if cfg.get("kind") != "streams" or not cfg.get("finished"):
+        return None
+    budget = ("steps", "stop_when_reached")
+    if resumable_part(cfg["run"]) != resumable_part(run) or any(
+        cfg["run"]["train"][k] != run["train"][k] for k in budget
+    ):
+        return None
+    print(f"{folder}: finished at step {cfg['step']}; its history is kept (no checkpoint)", file=sys.stderr)
+    return int(cfg["step"])
+
+
 def train_group(run: dict, folder: str, device: str, threads: int | None = None) -> int:
     """Train (or resume) one seed group of a grouped comparison in its own ``streams`` run folder; a task
     for any Executor (it sets its own torch threads). Returns the step reached."""
@@ -360,6 +394,9 @@ def train_group(run: dict, folder: str, device: str, threads: int | None = None)
     if threads:
         torch.set_num_threads(threads)
     folder = Path(folder)
+    kept = finished_history(folder, run)
+    if kept is not None:
+        return kept
     started = run_kind(folder) is not None
     with claim_run_folder(folder, "streams", started, marker="checkpoint.pt") as claimed:
         trainer = Trainer(Run.from_dict(run), device)
