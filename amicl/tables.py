@@ -33,6 +33,7 @@ TABLES = Registry(
         "streams-interventions": "transformers_mini.toy.tables:interventions",
         "streams-interventions-seeds": "transformers_mini.toy.tables:interventions_over_seeds",
         "streams-patching": "transformers_mini.toy.tables:patching",
+        "streams-patching-seeds": "transformers_mini.toy.tables:patching_over_seeds",
         "streams-paired-steps": "transformers_mini.toy.tables:paired_steps",
         "streams-onsets": "transformers_mini.toy.tables:onsets",
         "streams-onset-pairs": "transformers_mini.toy.tables:onset_pairs",

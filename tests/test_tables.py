@@ -132,3 +132,16 @@ def test_interventions_over_seeds_pool_runs_pair_seeds_and_count_seeds_at_their_
     assert zero[3].startswith("-0.050 [")  # (0.4 - 0.2 + 0.5 - 0.8) / 2
     assert zero[4] == "none 1/2, V 0/2 |"  # seed 1's none is not hurt by the zeroing
     assert table[4].endswith("none 2/2, V 0/2 |")
+
+
+def test_patching_over_seeds_pools_the_runs_into_one_row_per_arm_and_point(tmp_path):
+    from transformers_mini.toy.tables import PATCH_ROLES, patching_over_seeds
+
+    head = "arm,seed,point,role,effect\n"
+    for name, seed, effect in (("a", 0, 1.0), ("b", 1, 0.5)):
+        (tmp_path / name).mkdir()
+        rows = [f"V,{seed},blocks.0.hook_resid_post,{role},{effect if role == 'all' else 0.0}" for role in PATCH_ROLES]
+        (tmp_path / name / "patching.csv").write_text(head + "\n".join(rows) + "\n")
+    table = patching_over_seeds(tmp_path, "trained", "a", "b")
+    assert len(table) == 3 and table[2].startswith("| trained | V | blocks.0.hook_resid_post | 0.00 [")
+    assert table[2].split(" | ")[-1].startswith("0.75 [")  # the mean of 1.0 and 0.5, over both runs

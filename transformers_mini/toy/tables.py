@@ -178,6 +178,12 @@ def patching(root: Path, *runs: str) -> list[str]:
     return patch_lines(rows)
 
 
+def patching_over_seeds(root: Path, label: str, *runs: str) -> list[str]:
+    """The activation patching of several ``intervene`` runs pooled as one (e.g. the seed groups of one
+    ``compare`` run), named ``label``: one row per arm and patched point, mean over all their seeds."""
+    return patch_lines([{**r, "run": label} for run in runs for r in read_csv(Path(root) / run / "patching.csv")])
+
+
 def paired_steps(root: Path, free_members: str, *histories: str) -> list[str]:
     """Steps to 0.95 on ic of none and V per seed in runs given as history files (e.g. the finished groups
     of a clamped run), beside the same seeds' steps in a free run's members.csv, with V's saving in each."""
