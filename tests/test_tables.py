@@ -130,8 +130,12 @@ def test_interventions_over_seeds_pool_runs_pair_seeds_and_count_seeds_at_their_
     zero = table[3].split(" | ")
     assert zero[1].startswith("0.500 [") and zero[2].startswith("0.450 [")  # means over the two seeds
     assert zero[3].startswith("-0.050 [")  # (0.4 - 0.2 + 0.5 - 0.8) / 2
-    assert zero[4] == "none 1/2, V 0/2 |"  # seed 1's none is not hurt by the zeroing
-    assert table[4].endswith("none 2/2, V 0/2 |")
+    assert zero[4:] == ["none 1/2, V 0/2", "none 1/2, V 0/2 |"]  # seed 1's none is not hurt by the zeroing
+    assert table[4].endswith("none 2/2, V 0/2 | none 2/2, V 0/2 |")
+    b = tmp_path / "b" / "interventions.csv"
+    b.write_text(b.read_text().replace("none,1,10,zero:attn0,ic,0.8,", "none,1,10,zero:attn0,ic,0.76,"))
+    zero = interventions_over_seeds(tmp_path, "ic", "a", "b")[3].split(" | ")
+    assert zero[4:] == ["none 0/2, V 0/2", "none 1/2, V 0/2 |"]  # 0.76 is below 0.8 but within 0.05
 
 
 def test_patching_over_seeds_pools_the_runs_into_one_row_per_arm_and_point(tmp_path):
