@@ -352,8 +352,8 @@ def draw_clamp(runs: dict[str, Path], out: Path, seeds: list[int] | None = None,
 
     styles = ["-", "--", ":", "-."]
     fig, ax = plt.subplots(figsize=(5.6, 3.6))
-    threshold = None
-    for k, (label, folder) in enumerate(runs.items()):
+    curves = {}
+    for label, folder in runs.items():
         run = read_json(Path(folder) / "config.json")["run"]
         members = [r for r in read_csv(Path(folder) / "members.csv") if r["arm"] in run["arms"]]  # trained arms
         if seeds is not None:
@@ -361,15 +361,23 @@ def draw_clamp(runs: dict[str, Path], out: Path, seeds: list[int] | None = None,
         if not members:
             raise ValueError(f"{folder} has no members{' of the seeds given' if seeds else ''}")
         threshold = run["train"]["threshold"]
-        for j, arm in enumerate(dict.fromkeys(r["arm"] for r in members)):
-            t, e, _ = censored_times(members, arm, "ic")
+        curves[label] = {arm: censored_times(members, arm, "ic") for arm in dict.fromkeys(r["arm"] for r in members)}
+    times = np.concatenate([t for arms in curves.values() for t, _, _ in arms.values()])
+    first = times[times > 0].min() if (times > 0).any() else 1.0
+    log = times.max() / first > 20  # runs whose times differ by orders of magnitude (a clamp that learns in 500 steps)
+    for k, (label, arms) in enumerate(curves.items()):
+        for j, (arm, (t, e, _)) in enumerate(arms.items()):
             steps, surv = kaplan_meier(t, e)
+            if log:
+                steps = np.where(steps > 0, steps, first / 2)  # step 0 has no place on a log axis
             end = max(t.max(), steps[-1])
             ax.step(np.r_[steps, end], np.r_[surv, surv[-1]], where="post", color=f"C{j}", ls=styles[k % 4],
                     label=f"{arm}, {label} (n={len(t)})")  # fmt: skip
             for c in t[~e]:
                 ax.plot(c, surv[np.searchsorted(steps, c, side="right") - 1], "+", color=f"C{j}", ms=8)
-    ax.set_xlabel("training step")
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel("training step" + (" (log scale)" if log else ""))
     ax.set_ylabel("share of seeds not yet at the threshold")
     ax.set_title(f"Clamped training: time to {threshold:g} on ic (+: censored)", fontsize=9)
     ax.grid(alpha=0.3)
