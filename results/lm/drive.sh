@@ -23,6 +23,12 @@ while read -r out args; do
         echo "drive.sh: worker $worker stops before $out: it would not finish by DRIVE_UNTIL" >&2
         break
     fi
+    resume=""
+    if [ -f "$out/lm.pt" ]; then
+        resume="--resume"
+    elif [ -d "$out" ]; then
+        rm -rf "$out" # a partial run without its checkpoint cannot resume; its history is not committed
+    fi
     # shellcheck disable=SC2086
-    ${AMICL:-amicl} lm train $args ${DRIVE_ARGS:-} --threads 1 --out "$out" --resume || echo "drive.sh: $out stopped (exit $?)" >&2
+    ${AMICL:-amicl} lm train $args ${DRIVE_ARGS:-} --threads 1 --out "$out" $resume || echo "drive.sh: $out stopped (exit $?)" >&2
 done <"$plan"
