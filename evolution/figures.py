@@ -15,7 +15,13 @@ from evolution.config import EvolveConfig
 def _colours(evals: list[Path]) -> dict[str, str]:
     """One colour per policy, the same in every figure of a set."""
     policies = sorted({r["policy"] for e in evals for r in read_csv(e / "eval.csv")})
-    return {p: f"C{i}" for i, p in enumerate(policies)}
+    if len(policies) <= 10:
+        return {p: f"C{i}" for i, p in enumerate(policies)}
+    import matplotlib
+
+    tab20 = matplotlib.colormaps["tab20"]  # "C10" would be "C0" again: two policies in one colour
+    order = [*range(0, 20, 2), *range(1, 20, 2)]  # its ten strong colours first, then their light pairs
+    return {p: matplotlib.colors.to_hex(tab20(order[i % 20])) for i, p in enumerate(policies)}
 
 
 def plot_evolution(run: Path):
@@ -54,15 +60,36 @@ def plot_evolution(run: Path):
     return fig
 
 
+def curve_intervals(evals: list[Path], trained: set[str], n_boot: int = 1000) -> dict:
+    """(policy, budget) -> {"trained" | "held_out": (low, high)}: the 95% bootstrap interval over prompts of
+    the task group's normalised score (``evolution.table.bootstrap_rows``), for the same-budget baselines
+    of evals that saved their per-prompt scores. A (policy, budget) found in two folders gets none: its
+    prompts are not one sample."""
+    from evolution.table import bootstrap_rows, read_cells
+
+    found, out = defaultdict(int), {}
+    for e in evals:
+        if not (e / "prompt_scores.csv").exists() or not (e / "config.json").exists():
+            continue
+        cells, fraction = read_cells([e])
+        for r in bootstrap_rows(cells, fraction, trained, against="", n_boot=n_boot, seed=0)[0]:
+            if r["policy"] != "namm" and r["budget"].isdigit():
+                found[r["policy"], r["budget"]] += 1
+                out[r["policy"], r["budget"]] = {g: r[g][1:] for g in ("trained", "held_out") if g in r}
+    return {k: v for k, v in out.items() if found[k] == 1}
+
+
 def plot_score_vs_cache(evals: list[Path], trained: set[str], colour: dict, compression: bool = False):
     """Normalised score against cache kept, trained and held-out tasks side by side; ``compression``: against
-    the compression ratio (cache / kept, log scale: 2:1 ... 32:1), the field's format."""
+    the compression ratio (cache / kept, log scale: 2:1 ... 32:1), the field's format. A curve whose every
+    point has its per-prompt scores (``curve_intervals``) carries its 95% interval as a band."""
     import matplotlib.pyplot as plt
 
     names = [e.name for e in evals]  # an eval's label; with its parent where two folders share a name
     names = [f"{e.parent.name}/{e.name}" if names.count(e.name) > 1 else e.name for e in evals]
     rows = [(name, r) for e, name in zip(evals, names) for r in read_csv(e / "eval.csv")]
     several_namms = len({name for name, r in rows if r["policy"] == "namm"}) > 1
+    bands = curve_intervals(evals, trained)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.5), sharey=True, layout="constrained")
     for ax, held in zip(axes, (False, True)):
         pts = defaultdict(list)
@@ -74,14 +101,23 @@ def plot_score_vs_cache(evals: list[Path], trained: set[str], colour: dict, comp
                 pts[key].append((1 / kept if compression else kept, float(r["normalised"])))
         uniform, other = defaultdict(list), []
         for (pol, budget, name), v in pts.items():
-            (uniform[pol] if budget.isdigit() else other).append((pol, name, np.mean(v, axis=0)))
+            if budget.isdigit() and pol != "namm":
+                uniform[pol].append((budget, *np.mean(v, axis=0)))
+            else:  # NAMMs (in budget mode too: one point per evolution) and baselines at NAMM's budget
+                other.append((pol, name, budget, np.mean(v, axis=0)))
+        group = "held_out" if held else "trained"
         for pol, v in sorted(uniform.items()):  # one budget for every layer: a curve per policy
-            v = np.array(sorted((x[2] for x in v), key=lambda x: x[0]))
-            ax.plot(v[:, 0], v[:, 1], "o-", ms=4, color=colour[pol], label=f"{pol}, same budget per layer")
+            v = sorted(v, key=lambda x: x[1])
+            x, y = np.array([p[1] for p in v]), np.array([p[2] for p in v])
+            ax.plot(x, y, "o-", ms=4, color=colour[pol], label=f"{pol}, same budget per layer")
+            ci = [bands.get((pol, p[0]), {}).get(group) for p in v]
+            if all(c is not None for c in ci):
+                ax.fill_between(x, [c[0] for c in ci], [c[1] for c in ci], color=colour[pol], alpha=0.12, lw=0)
         stars = itertools.cycle(("*", "P", "X", "p", "h", "^"))
-        for pol, name, (x, y) in sorted(other, key=lambda o: o[:2]):
+        for pol, name, budget, (x, y) in sorted(other, key=lambda o: o[:3]):
             if pol == "namm":
-                label = f"NAMM {name} (its own budget)" if several_namms else "NAMM (its own budget)"
+                mode = "at the budget" if budget.isdigit() else "its own budget"
+                label = f"NAMM {name} ({mode})" if several_namms else f"NAMM ({mode})"
                 ax.plot(x, y, next(stars), ms=11, color=colour[pol], mec="k", mew=0.5, label=label)
             else:  # a baseline given NAMM's measured per-layer budget (--match)
                 ax.plot(x, y, "D", ms=6, mfc="none", color=colour[pol], label=f"{pol}, NAMM's per-layer budget")

@@ -429,3 +429,63 @@ def test_evolutions_table_averages_evolutions_and_crosses_the_bootstrap(tmp_path
     assert table[3].startswith(
         "| noise handled | 2 | 1.00 [1.00, 1.00] | 1.00 [1.00, 1.00] | 0.00 [0.00, 0.00] | 0.25 ["
     )
+
+
+def test_score_curves_carry_their_prompt_interval_and_budget_mode_namms_stay_apart(tmp_path):
+    """A same-budget baseline whose eval saved per-prompt scores is drawn with the 95% bootstrap band of
+    its task group; NAMMs of two evolutions evaluated at one budget are two points, not one curve."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from evolution.figures import curve_intervals, plot_score_vs_cache
+
+    header = "policy,budget,task,score,full_score,normalised,cache_fraction,prompts,context\n"
+
+    def write(name, policy, budgets, per_prompt):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"kind": "namm-eval", "eval": {"policy": policy}}))
+        rows, prompts = [], []
+        for b in budgets:
+            for t, scores in per_prompt.items():
+                m = sum(scores) / len(scores)
+                rows.append(f"{policy},{b},{t},{m},1,{m},{b / 64},{len(scores)},64\n")
+                prompts += [f"{b},{t},{i},{s},1\n" for i, s in enumerate(scores)]
+        (d / "eval.csv").write_text(header + "".join(rows))
+        (d / "prompt_scores.csv").write_text("budget,task,prompt,score,full_score\n" + "".join(prompts))
+        return d
+
+    h2o = write("h2o", "h2o", (16, 32), {"kv_retrieval": [0, 1, 1, 0, 1, 1], "needle": [1] * 6})
+    namms = [write(f"namm_s{i}", "namm", (8,), {"kv_retrieval": [i, 1, 0, 1], "needle": [1, 1, 1, i]}) for i in (0, 1)]
+    bands = curve_intervals([h2o, *namms], {"kv_retrieval"})
+    assert set(bands) == {("h2o", "16"), ("h2o", "32")}  # NAMMs are points, not curves
+    lo, hi = bands["h2o", "16"]["trained"]
+    assert 0 <= lo < 4 / 6 < hi <= 1  # six prompts, four right: the interval straddles 4/6
+    assert bands["h2o", "16"]["held_out"] == (1.0, 1.0)  # every prompt right: no spread to resample
+    fig = plot_score_vs_cache([h2o, *namms], {"kv_retrieval"}, {"namm": "C0", "h2o": "C1"}, compression=True)
+    ax = fig.axes[0]
+    assert len(ax.collections) == 1  # the h2o band
+    band = ax.collections[0].get_paths()[0].vertices
+    assert band[:, 1].min() == pytest.approx(lo) and band[:, 1].max() == pytest.approx(hi)
+    labels = ax.get_legend_handles_labels()[1]
+    assert labels == ["h2o, same budget per layer", "NAMM namm_s0 (at the budget)", "NAMM namm_s1 (at the budget)"]
+    # the same baseline in two folders (different prompts) gets no band rather than a pooled one
+    (tmp_path / "copy").mkdir()
+    for f in ("config.json", "eval.csv", "prompt_scores.csv"):
+        (tmp_path / "copy" / f).write_text((h2o / f).read_text())
+    assert curve_intervals([h2o, tmp_path / "copy"], {"kv_retrieval"}) == {}
+
+
+def test_every_policy_of_a_large_set_gets_its_own_colour(tmp_path):
+    from evolution.figures import _colours
+
+    header = "policy,budget,task,score,full_score,normalised,cache_fraction,prompts,context\n"
+    evals = []
+    for i in range(12):
+        (tmp_path / f"p{i}").mkdir()
+        (tmp_path / f"p{i}" / "eval.csv").write_text(header + f"pol{i:02d},8,needle,1,1,1,0.1,4,64\n")
+        evals.append(tmp_path / f"p{i}")
+    assert len(set(_colours(evals).values())) == 12  # matplotlib's C10 is C0: ten colours would repeat
+    assert len(set(_colours(evals[:3]).values())) == 3
