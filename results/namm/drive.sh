@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Work through a plan of NAMM runs: worker W of N takes every N-th line ("OUT DONE ARGS...") and runs
 # `amicl ARGS --threads 1 --out OUT`, skipping a run whose folder holds DONE (a finished eval's file; "-" for an
-# evolution, which resumes from evolution.pkl and returns at once when finished), so the same command
-# continues the plan after any stop:
+# evolution or a base model, which resumes from evolution.pkl or base.pt and returns at once when finished), so
+# the same command continues the plan after any stop:
 #   bash results/namm/drive.sh results/namm/plan.txt 0 1 &
 # A line's OUT may be used by later lines ({dir} of an evolution in its evals' --namm).
 set -u
@@ -14,7 +14,7 @@ while read -r out done args; do
     [ $(((i - 1) % workers)) -ne "$worker" ] && continue
     [ "$done" != "-" ] && [ -f "$out/$done" ] && continue
     resume=""
-    [ -f "$out/evolution.pkl" ] && resume="--resume"
+    if [ -f "$out/evolution.pkl" ] || [ -f "$out/base.pt" ]; then resume="--resume"; fi
     # shellcheck disable=SC2086
     ${AMICL:-amicl} $args --threads 1 --out "$out" $resume || echo "drive.sh: $out stopped (exit $?)" >&2
 done <"$plan"
