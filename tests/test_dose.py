@@ -36,6 +36,20 @@ def test_the_table_pairs_arms_over_seeds_at_each_rate():
         arm_rate_table(rows() + rows()[:1])
 
 
+def test_one_seed_is_printed_without_an_interval():
+    from transformers_mini.lm.dose import markdown
+
+    one = [r for r in rows() if r["seed"] == 0]
+    text = markdown(arm_rate_table(one), evidence_needed(one, target=0.07), last=5)
+    v = next(line for line in text.splitlines() if line.startswith("| 0.1 | V |"))
+    assert v.startswith("| 0.1 | V | 1 | 0.090 | 1.00 | 0.500 |") and "[" not in v  # one seed: no interval
+    assert v.endswith("| +0.050 | 1/1 | - |")  # nor a paired test
+    ev = next(line for line in text.splitlines() if line.startswith("| V | 1 |"))
+    assert ev == "| V | 1 | 0.08 | 0.00 | 3.13 |"  # V's P(IO) -0.01, 0.09: 0.07 at rate 0.08; none's 0.25 / 0.08
+    three = markdown(arm_rate_table(rows()), [], last=5)
+    assert "| 0.1 | V | 3 | 0.100 [" in three
+
+
 def test_evidence_needed_and_how_many_times_less():
     ev = {e["arm"]: e for e in evidence_needed(rows(noise=(0.0, 0.0, 0.0)), target=0.07)}
     assert ev["none"]["rate_needed"] == pytest.approx(0.25) and ev["V"]["rate_needed"] == pytest.approx(0.07)

@@ -125,7 +125,10 @@ def evidence_ratio(base_rate: float, arm_rate: float) -> float:
     return float(base_rate / arm_rate)
 
 
-def _ci(r: dict, m: str, fmt: str = ".3f") -> str:
+def _ci(r: dict, m: str, fmt: str = ".3f", n: int = 2) -> str:
+    """The value with its interval; the value alone from fewer than two seeds (no interval to give)."""
+    if n < 2:
+        return f"{r[m]:{fmt}}"
     return f"{r[m]:{fmt}} [{r[m + '_low']:{fmt}}, {r[m + '_high']:{fmt}}]"
 
 
@@ -141,9 +144,11 @@ def markdown(table: list[dict], evidence: list[dict], last: int) -> str:
     for r in table:
         vs = ["-"] * 3
         if "diff" in r:
-            vs = [_ci(r, "diff", "+.3f"), f"{r['higher']}/{r['paired']}", f"{r['ttest_p']:.3g}"]
-        cells = [_ci(r, "p_io"), _ci(r, "logit_diff", ".2f"), _ci(r, "correct"), _ci(r, "abc_p_io"),
-                 f"{r['val_loss']:.4f}", *vs]  # fmt: skip
+            p = f"{r['ttest_p']:.3g}" if r["paired"] > 1 else "-"
+            vs = [_ci(r, "diff", "+.3f", r["paired"]), f"{r['higher']}/{r['paired']}", p]
+        n = r["seeds"]
+        cells = [_ci(r, "p_io", n=n), _ci(r, "logit_diff", ".2f", n), _ci(r, "correct", n=n),
+                 _ci(r, "abc_p_io", n=n), f"{r['val_loss']:.4f}", *vs]  # fmt: skip
         lines.append(f"| {r['rate']:g} | {r['arm']} | {r['seeds']} | " + " | ".join(cells) + " |")
     if evidence:
         t = evidence[0]["target"]
@@ -158,7 +163,7 @@ def markdown(table: list[dict], evidence: list[dict], last: int) -> str:
         for e in evidence:
             less = "-"
             if "times_less" in e:
-                less = f"{e['times_less']:.2f} [{e['times_less_low']:.2f}, {e['times_less_high']:.2f}]"
+                less = _ci(e, "times_less", ".2f", e["seeds"])
             lines.append(f"| {e['arm']} | {e['seeds']} | {e['rate_needed']:.3g} | {e['never_share']:.2f} | {less} |")
     return "\n".join(lines) + "\n"
 
