@@ -95,9 +95,14 @@ def results_index(root: Path, folder: str = "results") -> list[str]:
             commands = [c.removesuffix(" --resume") for c in commands if c]
         distinct = list(dict.fromkeys(c for c in commands if c))
         command = "; then ".join(f"`{c}`" for c in distinct) or "not recorded"
-        if len(sessions) > 1:
-            command += f" ({len(sessions)} sessions)"
-        commit = str(meta.get("git_sha") or "")[:10] or "-"
+        # one process is one session, though runs of older releases listed it again after every commit made
+        # while it trained (its commit was read at each checkpoint); its commit is the one it started from
+        keys = [(m["started"], str(m.get("argv"))) if m.get("started") else i for i, m in enumerate(sessions)]
+        processes = list(dict.fromkeys(keys))
+        if len(processes) > 1:
+            command += f" ({len(processes)} sessions)"
+        last = sessions[keys.index(processes[-1])]
+        commit = str(last.get("git_sha") or meta.get("git_sha") or "")[:10] or "-"
         lines.append(f"| {cfg.parent.relative_to(root).as_posix()} | {run_kind(cfg.parent)} | {command} | {commit} |")
     return lines
 

@@ -241,6 +241,30 @@ def test_config_lists_every_session_and_a_finished_resume_rewrites_nothing(tmp_p
     assert len(json.loads((tmp_path / "config.json").read_text())["sessions"]) == 2
 
 
+def test_a_commit_made_while_a_run_trains_does_not_start_a_new_session(tmp_path, monkeypatch):
+    """The commit of a session is read once per process: a later HEAD (a commit made while the run trains)
+    must not make the next checkpoint's config.json list the same process twice."""
+    import json
+    import subprocess
+
+    import amicl.common.io as io
+
+    heads, run = iter(["a" * 40, "b" * 40]), subprocess.run
+
+    def git_or_not(args, **kw):  # platform.platform() may run `uname -p` through subprocess.run too
+        return subprocess.CompletedProcess(args, 0, next(heads), "") if args[0] == "git" else run(args, **kw)
+
+    monkeypatch.setattr(io.subprocess, "run", git_or_not)
+    io._git_sha.cache_clear()
+    try:
+        io.write_run_config(tmp_path / "config.json", {"kind": "lm"})
+        io.write_run_config(tmp_path / "config.json", {"kind": "lm"})  # the next checkpoint, HEAD moved on
+        sessions = json.loads((tmp_path / "config.json").read_text())["sessions"]
+        assert [s["git_sha"] for s in sessions] == ["a" * 40]
+    finally:
+        io._git_sha.cache_clear()  # the real HEAD for the tests that follow
+
+
 def test_head_ablation_effects(two_arms, tmp_path):
     """One row per head (and per stream term of the V model); a head whose output projection is zero
     carries nothing, so its ablation changes nothing, bit for bit; the command writes its files."""

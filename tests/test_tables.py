@@ -72,6 +72,13 @@ def test_the_results_index_names_every_command_of_a_resumed_run(tmp_path):
     row = results_index(tmp_path)[2]
     assert "`amicl lm train --steps 2000 --out x`; then `amicl lm train --steps 4000 --out x` (3 sessions)" in row
     assert row.endswith("| cccc |")
+    # one process listed again after each commit made while it trained (older releases): one session, and
+    # the commit it started from
+    started = "2026-12-04T14:55:49+0000"
+    sessions = [{"argv": [*train, "4000", "--out", "x"], "git_sha": sha, "started": started} for sha in ("dd", "ee")]
+    write_json(tmp_path / "results" / "r" / "config.json", {"kind": "lm", **sessions[-1], "sessions": sessions})
+    row = results_index(tmp_path)[2]
+    assert "sessions" not in row and row.endswith("| dd |")
 
 
 def test_paired_onsets_and_probes_are_hand_computable(tmp_path):

@@ -9,6 +9,7 @@ imported inside the torch helpers only: this module stays torch-free.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -273,7 +274,10 @@ def session_of(meta: dict) -> dict:
     return {**{k: meta.get(k) for k in SESSION_KEYS[:3]}, "version": (meta.get("versions") or {}).get("amicl")}
 
 
+@functools.cache
 def _git_sha() -> str | None:
+    """The commit checked out when this process first asked: read once, so that a commit made while a run
+    trains does not split the run's one session into several in its config.json."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"],
