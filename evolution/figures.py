@@ -79,17 +79,20 @@ def curve_intervals(evals: list[Path], trained: set[str], n_boot: int = 1000) ->
     return {k: v for k, v in out.items() if found[k] == 1}
 
 
-def plot_score_vs_cache(evals: list[Path], trained: set[str], colour: dict, compression: bool = False):
+def plot_score_vs_cache(
+    evals: list[Path], trained: set[str], colour: dict, compression: bool = False, bands: dict | None = None
+):
     """Normalised score against cache kept, trained and held-out tasks side by side; ``compression``: against
     the compression ratio (cache / kept, log scale: 2:1 ... 32:1), the field's format. A curve whose every
-    point has its per-prompt scores (``curve_intervals``) carries its 95% interval as a band."""
+    point has its per-prompt scores carries its 95% interval as a band (``bands``: ``curve_intervals``'
+    answer, computed here when not given)."""
     import matplotlib.pyplot as plt
 
     names = [e.name for e in evals]  # an eval's label; with its parent where two folders share a name
     names = [f"{e.parent.name}/{e.name}" if names.count(e.name) > 1 else e.name for e in evals]
     rows = [(name, r) for e, name in zip(evals, names) for r in read_csv(e / "eval.csv")]
     several_namms = len({name for name, r in rows if r["policy"] == "namm"}) > 1
-    bands = curve_intervals(evals, trained)
+    bands = curve_intervals(evals, trained) if bands is None else bands
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.5), sharey=True, layout="constrained")
     for ax, held in zip(axes, (False, True)):
         pts = defaultdict(list)
@@ -203,10 +206,10 @@ def draw_namm(runs: list[Path], out: Path, formats=("png", "pdf")) -> list[Path]
     trained = {t for s in stages for t in s}
     figs = [(f"evolution_{run.name}", plot_evolution(run)) for run in evolves]
     if evals:
-        colour = _colours(evals)
+        colour, bands = _colours(evals), curve_intervals(evals, trained)  # one bootstrap for both figures
         figs += [
-            ("score_vs_cache", plot_score_vs_cache(evals, trained, colour)),
-            ("score_vs_compression", plot_score_vs_cache(evals, trained, colour, compression=True)),
+            ("score_vs_cache", plot_score_vs_cache(evals, trained, colour, bands=bands)),
+            ("score_vs_compression", plot_score_vs_cache(evals, trained, colour, compression=True, bands=bands)),
             ("layers_and_ages", plot_layers_and_ages(evals, colour)),
             ("example_spectrogram", plot_spectrogram(evals)),
         ]
