@@ -139,11 +139,9 @@ def interventions_over_seeds(root: Path, test_set: str, *runs: str) -> list[str]
     lines = [f"| intervention | {head} |{diff} seeds at or above their own clean accuracy | seeds within 0.05 of it |",
              "|---|" + "---|" * (len(arms) + 2 + bool(paired))]  # fmt: skip
 
-    def count(label, near) -> str:
-        def ok(a, s):
-            return acc[(a, s, label)] >= acc[(a, s, "clean")] - near
-
-        return ", ".join(f"{a} {sum(ok(a, s) for s in seeds[a])}/{len(seeds[a])}" for a in arms)
+    def count(label, near) -> str:  # seeds of each arm at or above their own clean accuracy, less near
+        ok = {a: sum(acc[(a, s, label)] >= acc[(a, s, "clean")] - near for s in seeds[a]) for a in arms}
+        return ", ".join(f"{a} {ok[a]}/{len(seeds[a])}" for a in arms)
 
     for label in labels:
         cells = [cell([acc[(a, s, label)] for s in seeds[a]]) for a in arms]
