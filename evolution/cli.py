@@ -220,6 +220,14 @@ def evolve(base_dir, full_cma, noise_handling, device, threads, executor, worker
     default=None,
     help="A NAMM eval folder: use its measured per-layer average cache as the budget.",
 )
+@click.option(
+    "--full-from",
+    "full_from",
+    type=RUN_FOLDER,
+    default=None,
+    help="An eval of another policy on the same base and prompts: reuse its full-cache scores (checked on "
+    "the first batch of every task) instead of recomputing them, about half of a one-budget eval's time.",
+)
 @config_option(EvalConfig, "tasks", help="Comma-separated tasks.")
 @config_option(EvalConfig, "prompts", type=int)
 @config_option(EvalConfig, "context", type=int)
@@ -231,7 +239,7 @@ def evolve(base_dir, full_cma, noise_handling, device, threads, executor, worker
 @device_option
 @threads_option
 @out_option()
-def eval_cmd(base_dir, policy, namm_dir, budget, budget_fraction, match_dir, device, threads, out, **kw):
+def eval_cmd(base_dir, policy, namm_dir, budget, budget_fraction, match_dir, full_from, device, threads, out, **kw):
     """Score a memory policy on the tasks, normalised by the full cache on the same prompts."""
     from amicl.common.cli import set_torch_threads
     from amicl.common.runs import claim_run_folder, expect_run
@@ -260,7 +268,12 @@ def eval_cmd(base_dir, policy, namm_dir, budget, budget_fraction, match_dir, dev
         from transformers_mini.core.device import resolve_device
 
         rows = evaluate_policy(
-            Path(base_dir), cfg, Path(out), Path(namm_dir) if namm_dir else None, resolve_device(device)
+            Path(base_dir),
+            cfg,
+            Path(out),
+            Path(namm_dir) if namm_dir else None,
+            resolve_device(device),
+            Path(full_from) if full_from else None,
         )
     for r in rows:
         click.echo(

@@ -6,10 +6,20 @@ from pathlib import Path
 
 import numpy as np
 
-from amicl.common.io import load_pickle, read_json, run_metadata, write_csv, write_json, write_npz
+from amicl.common.io import (
+    DamagedFile,
+    load_pickle,
+    read_csv,
+    read_json,
+    run_metadata,
+    write_csv,
+    write_json,
+    write_npz,
+)
 from amicl.common.runs import expect_run
 from evolution.config import POLICIES, EvalConfig, EvolveConfig
 from evolution.fitness import full_cache_scores, mean_scores, prompt_scores
+from evolution.policies import FullCache
 from evolution.spectrogram import NormStats
 from evolution.tasks import sample
 
@@ -53,11 +63,55 @@ def make_policy(cfg: EvalConfig, budget, namm_dir: Path | None):
     return POLICIES[cfg.policy](cfg.n_up, budget, **cfg.policy_options())
 
 
+FULL_FROM_SAME = ("tasks", "prompts", "context", "seed", "metric", "n_up")  # what draws and scores the prompts
+
+
+def reused_full_scores(source: Path, cfg: EvalConfig, base_dir: Path, model, prompts: dict) -> dict[str, np.ndarray]:
+    """The full cache's per-prompt scores of an earlier eval (``--full-from``) instead of recomputing them: in
+    a one-budget eval the full cache is about half the time. Refused (``ValueError``) unless the earlier eval
+    drew the same prompts and scored them alike (FULL_FROM_SAME, and a base folder of the same name), and
+    unless this base, rerun on the first batch of every task, gives its scores bit for bit."""
+    source = expect_run(source, "namm-eval", "--full-from")
+    then, now = read_json(source / "config.json")["eval"], cfg.to_dict()
+    for key in FULL_FROM_SAME:
+        if then.get(key) != now[key]:
+            raise ValueError(f"--full-from {source}: its {key} is {then.get(key)!r}, this eval's is {now[key]!r}")
+    if Path(then["base"]).name != Path(base_dir).name:
+        raise ValueError(f"--full-from {source}: it was scored on base {then['base']}, this eval on {base_dir}")
+    path = source / "prompt_scores.csv"
+    rows = read_csv(path, ("budget", "task", "prompt", "full_score"))
+    full = {t: np.full(cfg.prompts, np.nan) for t in cfg.tasks}
+    try:
+        for r in rows:
+            if r["budget"] == rows[0]["budget"]:
+                full[r["task"]][int(r["prompt"])] = float(r["full_score"])
+    except (KeyError, IndexError, ValueError) as exc:
+        raise DamagedFile(path, exc) from None
+    if any(np.isnan(v).any() for v in full.values()):
+        raise DamagedFile(path, hint="it lacks the full-cache score of some prompt")
+    n = min(cfg.batch_rows, cfg.prompts)
+    for task, p in prompts.items():
+        again = np.asarray(prompt_scores(model, p.tokens[:n], p.answer[:n], FullCache(cfg.n_up), cfg.metric)[0])
+        if not np.array_equal(again.astype(np.float64), full[task][:n]):
+            raise ValueError(
+                f"--full-from {source}: its full-cache scores of {task} differ from this base's on the first "
+                f"{n} prompts: not the same base or prompts"
+            )
+        full[task] = full[task].astype(again.dtype)  # exact (the CSV holds them in full), and averaged alike
+    return full
+
+
 def evaluate_policy(
-    base_dir: Path, cfg: EvalConfig, out: Path, namm_dir: Path | None = None, device: str = "cpu"
+    base_dir: Path,
+    cfg: EvalConfig,
+    out: Path,
+    namm_dir: Path | None = None,
+    device: str = "cpu",
+    full_from: Path | None = None,
 ) -> list[dict]:
     """Score ``cfg.policy`` at each budget on fresh prompts; writes eval.csv, prompt_scores.csv,
-    eval.json (per-layer cache and kept-token ages) and config.json into ``out``."""
+    eval.json (per-layer cache and kept-token ages) and config.json into ``out``. ``full_from``: an eval
+    on the same base and prompts whose full-cache scores are reused (``reused_full_scores``)."""
     from evolution.base import load_base
 
     if (cfg.policy == "namm") != (namm_dir is not None):
@@ -65,7 +119,10 @@ def evaluate_policy(
     model = load_base(base_dir, device)
     rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(3,)))
     prompts = {t: sample(t, cfg.prompts, cfg.context, rng) for t in cfg.tasks}
-    full = full_cache_scores(model, prompts, cfg.metric, cfg.n_up, cfg.batch_rows)
+    if full_from is not None:
+        full = reused_full_scores(Path(full_from), cfg, base_dir, model, prompts)
+    else:
+        full = full_cache_scores(model, prompts, cfg.metric, cfg.n_up, cfg.batch_rows)
     ref = mean_scores(full)
     rows, per_prompt, layer_fraction, ages, example = [], [], {}, {}, None
     for budget in cfg.budgets:
@@ -116,7 +173,12 @@ def evaluate_policy(
         out / "config.json",
         {
             "kind": "namm-eval",
-            "eval": {**eval_dict, "base": str(base_dir), "namm": str(namm_dir) if namm_dir else None},
+            "eval": {
+                **eval_dict,
+                "base": str(base_dir),
+                "namm": str(namm_dir) if namm_dir else None,
+                **({"full_from": str(full_from)} if full_from is not None else {}),
+            },
             **run_metadata(),
         },
     )

@@ -489,3 +489,36 @@ def test_every_policy_of_a_large_set_gets_its_own_colour(tmp_path):
         evals.append(tmp_path / f"p{i}")
     assert len(set(_colours(evals).values())) == 12  # matplotlib's C10 is C0: ten colours would repeat
     assert len(set(_colours(evals[:3]).values())) == 3
+
+
+def test_full_from_reuses_the_full_cache_scores_and_refuses_other_prompts_or_bases(base, tmp_path):
+    """--full-from gives the same files as recomputing the full cache; an eval on other prompts, a changed
+    score or another base is refused in one line, before anything is written."""
+    ev = ["--tasks", "kv_retrieval,needle", "--prompts", 5, "--context", 96, "--n-up", 32, "--metric", "prob", *SMALL]
+    src, fresh, reused = tmp_path / "src", tmp_path / "fresh", tmp_path / "reused"
+    assert run("namm", "eval", "--base", base, "--policy", "recency", "--budget", 48, *ev, "--out", src).exit_code == 0
+    kd = ["namm", "eval", "--base", base, "--policy", "keydiff", "--budget", "40,64", *ev]
+    assert run(*kd, "--out", fresh).exit_code == 0
+    r = run(*kd, "--full-from", src, "--out", reused)
+    assert r.exit_code == 0, r.output
+    for f in ("eval.csv", "prompt_scores.csv", "eval.json"):
+        assert (reused / f).read_bytes() == (fresh / f).read_bytes(), f
+    assert json.loads((reused / "config.json").read_text())["eval"]["full_from"] == str(src)
+
+    r = run(*kd, "--prompts", 4, "--full-from", src, "--out", tmp_path / "fewer")  # the last --prompts counts
+    assert r.exit_code == 2 and "its prompts is 5, this eval's is 4" in r.output
+    scores = (src / "prompt_scores.csv").read_text().splitlines()
+    head, first = scores[0].split(","), scores[1].split(",")
+    first[head.index("full_score")] = "0.123"
+    (src / "prompt_scores.csv").write_text("\n".join([scores[0], ",".join(first), *scores[2:]]) + "\n")
+    r = run(*kd, "--full-from", src, "--out", tmp_path / "changed")
+    assert r.exit_code == 2 and "differ from this base's on the first 5 prompts" in r.output
+    assert not (tmp_path / "changed" / "eval.csv").exists()
+    other = tmp_path / "other" / base.name  # the same folder name, other weights
+    shape = ["--layers", 2, "--d-model", 32, "--heads", 4, "--kv-heads", 2, "--max-context", 128, "--stream", "V"]
+    r = run("namm", "train-base", *shape, "--steps", 2, "--batch", 2, "--min-context", 64, "--queries", 1, "--seed", 1,
+            *SMALL, "--out", other)  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = run("namm", "eval", "--base", other, "--policy", "keydiff", "--budget", 48, *ev, "--full-from", fresh,
+            "--out", tmp_path / "other_ev")  # fmt: skip
+    assert r.exit_code == 2 and "differ from this base's" in r.output
