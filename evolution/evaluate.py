@@ -101,6 +101,17 @@ def reused_full_scores(source: Path, cfg: EvalConfig, base_dir: Path, model, pro
     return full
 
 
+def run_config(cfg: EvalConfig, base_dir: Path, namm_dir: Path | None, full_from: Path | None) -> dict:
+    """An eval's config.json: the options its policy reads (not another policy's), what it ran on, the run's
+    metadata."""
+    unused = {"batch_rows", "window", "kernel"} - set(cfg.policy_options())
+    eval_dict = {k: v for k, v in cfg.to_dict().items() if k not in unused}
+    eval_dict.update(base=str(base_dir), namm=str(namm_dir) if namm_dir else None)
+    if full_from is not None:
+        eval_dict["full_from"] = str(full_from)
+    return {"kind": "namm-eval", "eval": eval_dict, **run_metadata()}
+
+
 def evaluate_policy(
     base_dir: Path,
     cfg: EvalConfig,
@@ -167,19 +178,5 @@ def evaluate_policy(
     )
     if example is not None:
         write_npz(out / "example_spectrogram.npz", spectrogram=example)
-    unused = {"batch_rows", "window", "kernel"} - set(cfg.policy_options())
-    eval_dict = {k: v for k, v in cfg.to_dict().items() if k not in unused}
-    write_json(
-        out / "config.json",
-        {
-            "kind": "namm-eval",
-            "eval": {
-                **eval_dict,
-                "base": str(base_dir),
-                "namm": str(namm_dir) if namm_dir else None,
-                **({"full_from": str(full_from)} if full_from is not None else {}),
-            },
-            **run_metadata(),
-        },
-    )
+    write_json(out / "config.json", run_config(cfg, base_dir, namm_dir, full_from))
     return rows
