@@ -14,7 +14,8 @@
 #    whose steps to 0.95 are set against the fp32 run results/streams/none_V_8seeds;
 # 5. torch.compile of the batched toy step against eager (bench_train --compile);
 # 6. with 4 minutes or more left, the language-model grid of results/lm/plan.txt: its unfinished runs, 12 at
-#    a time; each run's config.json and history.csv under OUT/lm/ are to be copied into results/lm/.
+#    a time; each run's config.json and history.csv under OUT/lm/ are to be copied into results/lm/;
+# 7. benchmarks/gpu_summary.py: every target beside its measured value, printed and in OUT/summary.json.
 # PY names the Python (default python3), GPU_CHECK_DEVICE the device (default cuda; cpu for a dry run).
 set -uo pipefail
 out=${1:?usage: gpu_check.sh OUT_FOLDER [SECONDS]}
@@ -70,4 +71,5 @@ if [ "$(left)" -ge 240 ]; then
   step lm_plan "$(left)" bash -c "$(declare -f lm_plan); out=$out py=$py dev=$dev; lm_plan"
   find "$out/lm" \( -name lm.pt -o -name tokenizer.json -o -name .lock \) -delete 2>/dev/null
 fi
+"$py" benchmarks/gpu_summary.py "$out" >&2  # targets beside the measured values, also in OUT/summary.json
 ls -R "$out" | head -50 >&2
