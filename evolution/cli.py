@@ -226,7 +226,7 @@ def evolve(base_dir, full_cma, noise_handling, device, threads, executor, worker
     type=RUN_FOLDER,
     default=None,
     help="An eval of another policy on the same base and prompts: reuse its full-cache scores (checked on "
-    "the first batch of every task) instead of recomputing them, about half of a one-budget eval's time.",
+    "the first batch of every task) instead of recomputing them (about half of a one-budget eval's time).",
 )
 @config_option(EvalConfig, "tasks", help="Comma-separated tasks.")
 @config_option(EvalConfig, "prompts", type=int)
