@@ -6,19 +6,24 @@
 # DRIVE_ARGS adds options to every run (e.g. DRIVE_ARGS="--device cuda" on a lent GPU); AMICL names the
 # command where the package is not installed (AMICL="python -m amicl").
 # Checkpoints (lm.pt) are not committed, so a session's processes and files end with it: a run whose
-# history.csv is committed is finished and skipped; a folder left without lm.pt starts afresh. DRIVE_UNTIL
+# history.csv reaches config.json's last step is finished and skipped (committed or not: a fresh checkout has
+# the files without lm.pt); a partial folder without lm.pt starts afresh. DRIVE_UNTIL
 # (seconds since the epoch) stops a worker before a run that would not finish by then (DRIVE_RUN_S, default
 # 3000 s a run on one core), so no session ends with a half-trained model it cannot keep.
 set -u
+finished_run() { # history.csv's last row is the run's last step
+    python3 -c 'import csv, json, sys
+steps = json.load(open(sys.argv[1] + "/config.json"))["lm"]["steps"]
+rows = list(csv.DictReader(open(sys.argv[1] + "/history.csv")))
+sys.exit(0 if rows and int(rows[-1]["step"]) == steps else 1)' "$1" 2>/dev/null
+}
 plan=$1 worker=$2 workers=$3
 i=0
 while read -r out args; do
     [ -z "$out" ] || [ "${out:0:1}" = "#" ] && continue
     i=$((i + 1))
     [ $(((i - 1) % workers)) -ne "$worker" ] && continue
-    if [ ! -f "$out/lm.pt" ] && git ls-files --error-unmatch "$out/history.csv" >/dev/null 2>&1; then
-        continue
-    fi
+    [ ! -f "$out/lm.pt" ] && finished_run "$out" && continue
     if [ -n "${DRIVE_UNTIL:-}" ] && [ $(($(date +%s) + ${DRIVE_RUN_S:-3000})) -gt "$DRIVE_UNTIL" ]; then
         echo "drive.sh: worker $worker stops before $out: it would not finish by DRIVE_UNTIL" >&2
         break

@@ -7,8 +7,14 @@
 # A line's OUT may be used by later lines ({dir} of an evolution in its evals' --namm).
 set -u
 finished_evolution() { # history.csv holds every generation of config.json, and best_params.npy (saved last)
-    # is not older: resuming would only rewrite the files (and add a session to config.json)
-    [ -f "$1/best_params.npy" ] && ! [ "$1/history.csv" -nt "$1/best_params.npy" ] && python3 -c 'import json, sys
+    # is not older, or both are committed unchanged (a checkout's times say nothing): resuming would only
+    # rewrite the files (and add a session to config.json)
+    [ -f "$1/best_params.npy" ] || return 1
+    if [ "$1/history.csv" -nt "$1/best_params.npy" ]; then
+        git ls-files --error-unmatch "$1/history.csv" "$1/best_params.npy" >/dev/null 2>&1 || return 1
+        git diff --quiet HEAD -- "$1/history.csv" "$1/best_params.npy" || return 1
+    fi
+    python3 -c 'import json, sys
 c = json.load(open(sys.argv[1] + "/config.json"))
 n = sum(c["evolve"]["generations"]) if c.get("kind") == "namm-evolve" else -1
 sys.exit(0 if 0 <= n <= sum(1 for _ in open(sys.argv[1] + "/history.csv")) - 1 else 1)' "$1" 2>/dev/null
