@@ -441,7 +441,7 @@ def evolutions_lines(root: Path, namm: str, *others: str) -> list[str]:
 
     head = [g.replace("_", " ") for g in groups] + [f"NAMM minus this: {g.replace('_', ' ')}" for g in groups]
     md = ["| policy | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
-    md.append(f"| NAMM, mean of {len(evos)} evolutions | " + " | ".join(cell(*draws["namm"][g]) for g in groups)
+    md.append(f"| NAMM, mean of {len(evos)} evolution{'s' * (len(evos) != 1)} | " + " | ".join(cell(*draws["namm"][g]) for g in groups)
               + " |" + " |" * len(groups))  # fmt: skip
     for d, evo in zip(namm_dirs, evos):
         one = evolution_draws({"one": [evo]}, trained)["one"]
