@@ -55,7 +55,8 @@ class LMConfig(Config):
         "stream": "none; V: every block l >= 2 adds block l-1's raw values (the paper's V-pass); K, Q, or "
                   "KIND:option:... as in 'transformer compare' (e.g. V:detach).",
         "tokenizer": "bpe: a byte-level BPE trained on the corpus (cached in the run); gpt2: the GPT-2 vocabulary.",
-        "vocab": "Vocabulary of the local BPE.",
+        "vocab": "Most tokens the local BPE may learn; it stops when the corpus has no more merges (the default "
+                 "world gives 1,277).",
         "corpus": "Text file (stories split at <|endoftext|>, as TinyStories ships, else at blank lines) or JSON lines "
                   "with a text field [default: story world].",
         "stories": "Stories generated for training (story world).",
